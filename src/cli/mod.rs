@@ -1,0 +1,100 @@
+//! The command line: clap types, one file per subcommand, and the mapping of
+//! every error to its exit code. Only this layer reads the process environment.
+
+mod serve;
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use thiserror::Error;
+
+use crate::config::ConfigError;
+use crate::exit::Exit;
+use crate::server::ServerError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ccx",
+    version,
+    about = "Command-execution server for AI agents, with a doctor that says why it does not start"
+)]
+pub struct Cli {
+    /// When to colour output: auto (a terminal, and NO_COLOR unset), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (`--foreground` in this terminal).
+    Serve(serve::ServeArgs),
+}
+
+/// Errors that end a command, each with its exit code.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Server(#[from] ServerError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => Exit::Usage,
+            CliError::Server(_) => Exit::Failure,
+            CliError::Io(_) => Exit::Internal,
+        }
+    }
+}
+
+/// Parses the command line, runs the subcommand, prints a failure on stderr,
+/// and returns the exit code.
+pub fn main() -> Exit {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(exit) => exit,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            e.exit()
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<Exit, CliError> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args, cli.color),
+    }
+}
+
+/// A multi-threaded tokio runtime for one command.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Whether to colour a stream, from `--color`, `NO_COLOR` and whether it is a terminal.
+pub fn use_color(choice: ColorChoice, is_terminal: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
+}

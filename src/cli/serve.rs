@@ -1,0 +1,135 @@
+//! `ccx serve --foreground`: validate the configuration, bind, announce
+//! readiness, serve until SIGTERM/SIGINT, end every process group, exit 0.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use super::{runtime, use_color, CliError, ColorChoice};
+use crate::config::{self, Config, Overrides};
+use crate::exit::Exit;
+use crate::process::reaper;
+use crate::server;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Run in this terminal (logs on stderr, readiness line on stdout).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Address to listen on [env: CCX_HOST; default 127.0.0.1].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one [env: CCX_PORT; default 8003].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Where the background server keeps its pid file and log [env: CCX_STATE_DIR].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Allow a non-loopback address without CCX_TOKEN (anyone who reaches it can run commands).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+impl ServeArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            host: self.host.clone(),
+            port: self.port,
+            state_dir: self.state_dir.clone(),
+            insecure_no_auth: self.insecure_no_auth,
+        }
+    }
+}
+
+pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
+    let env = config::env_snapshot();
+    let config = Config::load(&args.overrides(), &env)?;
+    if !args.foreground {
+        return Err(CliError::Usage(
+            "background mode is not available yet: run `ccx serve --foreground`".into(),
+        ));
+    }
+    init_logging(color);
+    for (name, nearest) in config::unknown_vars(&env) {
+        match nearest {
+            Some(known) => tracing::warn!("unknown variable {name} ignored: did you mean {known}?"),
+            None => tracing::warn!("unknown variable {name} ignored"),
+        }
+    }
+    if config.insecure_no_auth && !config.host.is_loopback() && config.token.is_none() {
+        tracing::warn!(
+            "INSECURE: listening on {} without a token (--insecure-no-auth): anyone who can reach this address can run shell commands",
+            config.host
+        );
+    }
+    runtime()?.block_on(foreground(config))
+}
+
+async fn foreground(mut config: Config) -> Result<Exit, CliError> {
+    if let Err(e) = reaper::become_subreaper() {
+        tracing::warn!(
+            "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
+        );
+    }
+    tokio::spawn(reaper::run());
+    let listener = server::bind(&config).await?;
+    config.port = listener.local_addr()?.port();
+    let url = config.ws_url();
+    tracing::info!("listening on {url}");
+    announce_ready(&config, &url);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let served = server::serve(listener, config, shutdown).await;
+    reaper::kill_leftovers();
+    served?;
+    tracing::info!("stopped");
+    Ok(Exit::Success)
+}
+
+/// The readiness line: one JSON object on stdout, printed once the socket
+/// listens. Launchers wait for it (see README, "Readiness line").
+fn announce_ready(config: &Config, url: &str) {
+    let line = serde_json::json!({
+        "event": "ready",
+        "url": url,
+        "health": format!("http://{}/health", url.trim_start_matches("ws://").trim_end_matches("/ws/mcp")),
+        "host": config.host.to_string(),
+        "port": config.port,
+        "pid": std::process::id(),
+        "version": crate::VERSION,
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install SIGTERM/SIGINT handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{name} received: shutting down");
+    shutdown.cancel();
+}
+
+fn init_logging(color: ColorChoice) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_ansi(use_color(color, std::io::stderr().is_terminal()))
+        .with_target(false)
+        .try_init();
+}

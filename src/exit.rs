@@ -1,0 +1,37 @@
+//! Exit codes of every ccx command, in one place (documented in README.md).
+
+/// How a ccx command ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything worked (for `doctor`: every check passed, warnings allowed).
+    Success,
+    /// The command ran and found a failure (a check failed, the server could not start).
+    Failure,
+    /// Bad usage or configuration: an invalid flag or a malformed variable.
+    Usage,
+    /// ccx itself could not do its job (e.g. the doctor could not run its checks).
+    Internal,
+    /// `exec`: the remote command's own exit code (128+N when killed by signal N).
+    Remote(u8),
+    /// `exec`: the server could not be reached, refused the session or the request.
+    Unreachable,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Internal => 3,
+            Exit::Remote(code) => code,
+            Exit::Unreachable => 255,
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit.code())
+    }
+}

@@ -1,0 +1,18 @@
+//! ccx: a command-execution server for AI agents (JSON-RPC over WebSocket at
+//! `/ws/mcp`), its client, and the tools around it.
+//!
+//! Layers, each knowing only those listed before it: `protocol` (wire types),
+//! `config` (flags + environment → `Config`), `process` (process groups and
+//! output pumps), `server` (axum routes and sessions), `client` (the one
+//! WebSocket client), `cli` (subcommands wiring the above).
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod exit;
+pub mod process;
+pub mod protocol;
+pub mod server;
+
+/// The version every component reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

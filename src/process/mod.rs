@@ -1,0 +1,388 @@
+//! Running one shell command: spawned by the configured shell in a new
+//! process group with stdin from /dev/null, stdout and stderr pumped
+//! concurrently through a bounded channel as UTF-8-safe chunks, paused,
+//! resumed or stopped as a whole group, and always reaped.
+//!
+//! This module knows nothing of WebSocket or HTTP: it produces
+//! [`Event`]s (wire types from `protocol`) and takes stop requests.
+
+pub mod group;
+pub mod reaper;
+pub mod utf8;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, timeout, Instant};
+
+pub use group::Group;
+
+use crate::protocol::{Completed, CompletionStatus, Output, StreamKind};
+use utf8::Utf8Chunker;
+
+/// Bytes read from a pipe at a time (one pipe buffer).
+const READ_CHUNK: usize = 64 * 1024;
+/// Chunks in flight between the pipes and the consumer: with READ_CHUNK this
+/// bounds buffered output to about 1 MiB per process.
+const EVENT_QUEUE: usize = 16;
+/// How long output may keep flowing after the whole group is gone (a
+/// descendant that left the group can hold the pipes open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// What to run and under which limits.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub shell: PathBuf,
+    pub command: String,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub max_output: u64,
+}
+
+/// What a running process reports, in order: output chunks, then exactly
+/// one `Completed` as the last event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Output(Output),
+    Completed(Completed),
+}
+
+/// Why a process could not be started.
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    #[error("working directory {0:?} does not exist or is not a directory")]
+    BadCwd(PathBuf),
+    #[error("cannot start shell {shell:?}: {source}")]
+    Shell {
+        shell: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Why the group is being stopped; every reason ends as `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Cancel,
+    Disconnect,
+    Shutdown,
+}
+
+/// A handle on a running process group.
+#[derive(Debug)]
+pub struct Running {
+    pub pid: u32,
+    pub group: Group,
+    stop: watch::Sender<Option<(StopReason, Duration)>>,
+}
+
+impl Running {
+    pub fn pgid(&self) -> u32 {
+        self.group.0
+    }
+
+    /// SIGSTOP to the whole group.
+    pub fn pause(&self) -> Result<(), nix::errno::Errno> {
+        self.group.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONT to the whole group.
+    pub fn resume(&self) -> Result<(), nix::errno::Errno> {
+        self.group.signal(Signal::SIGCONT)
+    }
+
+    /// Ends the group: SIGTERM now, SIGKILL after `grace`. The process then
+    /// completes with status `cancelled`. Later calls do nothing.
+    pub fn stop(&self, reason: StopReason, grace: Duration) {
+        self.stop.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some((reason, grace));
+            true
+        });
+    }
+}
+
+impl Drop for Running {
+    /// A handle dropped without an explicit stop (a session that ended in an
+    /// unexpected way) still ends its group: nothing outlives its owner.
+    fn drop(&mut self) {
+        self.stop(StopReason::Disconnect, Duration::from_secs(1));
+    }
+}
+
+/// Starts `spec.command` under `spec.shell -c` in a new process group.
+pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError> {
+    if let Some(dir) = &spec.cwd {
+        if !dir.is_dir() {
+            return Err(SpawnError::BadCwd(dir.clone()));
+        }
+    }
+    let mut cmd = tokio::process::Command::new(&spec.shell);
+    cmd.arg("-c")
+        .arg(&spec.command)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = reaper::register_spawn(|| {
+        let child = cmd.spawn()?;
+        let pid = child.id().unwrap_or_default();
+        Ok((child, pid))
+    })
+    .map_err(|source| SpawnError::Shell {
+        shell: spec.shell.clone(),
+        source,
+    })?;
+    let started = Instant::now();
+    let pid = child.id().unwrap_or_default();
+    let group = Group(pid);
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (group_gone_tx, group_gone) = watch::channel(false);
+    let budget = Arc::new(OutputBudget::new(spec.max_output));
+    let pump = |stream| Pump {
+        stream,
+        events: events_tx.clone(),
+        budget: budget.clone(),
+        group_gone: group_gone.clone(),
+    };
+    let pumps = [
+        child
+            .stdout
+            .take()
+            .map(|r| tokio::spawn(pump(StreamKind::Stdout).run(r))),
+        child
+            .stderr
+            .take()
+            .map(|r| tokio::spawn(pump(StreamKind::Stderr).run(r))),
+    ];
+
+    let (stop_tx, stop_rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let (status, ending) = supervise(&mut child, group, &spec, started, stop_rx).await;
+        reaper::unregister(pid);
+        // The leader is gone; members it left behind are ended too.
+        group
+            .terminate(spec.kill_grace.min(Duration::from_secs(1)))
+            .await;
+        let _ = group_gone_tx.send(true);
+        for pump in pumps.into_iter().flatten() {
+            let _ = pump.await;
+        }
+        let completed = completion(status, ending, pid, started.elapsed());
+        let _ = events_tx.send(Event::Completed(completed)).await;
+    });
+
+    Ok((
+        Running {
+            pid,
+            group,
+            stop: stop_tx,
+        },
+        events_rx,
+    ))
+}
+
+/// Why ccx ended the process, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Natural,
+    TimedOut,
+    Stopped,
+}
+
+/// Waits for the leader, enforcing the timeout and stop requests with the
+/// SIGTERM → grace → SIGKILL sequence on the whole group.
+async fn supervise(
+    child: &mut tokio::process::Child,
+    group: Group,
+    spec: &Spec,
+    started: Instant,
+    mut stop_rx: watch::Receiver<Option<(StopReason, Duration)>>,
+) -> (Option<ExitStatus>, Ending) {
+    let timeout_at = spec.timeout.map(|t| started + t);
+    let mut ending = Ending::Natural;
+    let mut kill_at: Option<Instant> = None;
+    let mut stop_open = true;
+    loop {
+        tokio::select! {
+            status = child.wait() => return (status.ok(), ending),
+            _ = sleep_until(timeout_at.unwrap_or(started)), if timeout_at.is_some() && ending == Ending::Natural => {
+                ending = Ending::TimedOut;
+                group.request_termination();
+                kill_at = Some(Instant::now() + spec.kill_grace);
+            }
+            changed = stop_rx.changed(), if stop_open => {
+                if changed.is_err() {
+                    stop_open = false;
+                    continue;
+                }
+                let request = *stop_rx.borrow_and_update();
+                if let (Some((_, grace)), Ending::Natural) = (request, ending) {
+                    ending = Ending::Stopped;
+                    group.request_termination();
+                    kill_at = Some(Instant::now() + grace);
+                }
+            }
+            _ = sleep_until(kill_at.unwrap_or(started)), if kill_at.is_some() => {
+                let _ = group.signal(Signal::SIGKILL);
+                kill_at = None;
+            }
+        }
+    }
+}
+
+fn completion(
+    status: Option<ExitStatus>,
+    ending: Ending,
+    pid: u32,
+    elapsed: Duration,
+) -> Completed {
+    let signal = status.and_then(|s| s.signal());
+    let exit_code = match (status.and_then(|s| s.code()), signal) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => -sig,
+        (None, None) => -1,
+    };
+    let status = match ending {
+        Ending::TimedOut => CompletionStatus::TimedOut,
+        Ending::Stopped => CompletionStatus::Cancelled,
+        Ending::Natural if exit_code == 0 => CompletionStatus::Completed,
+        Ending::Natural => CompletionStatus::Failed,
+    };
+    Completed {
+        status,
+        pid,
+        pgid: pid,
+        exit_code,
+        signal,
+        duration_ms: elapsed.as_millis() as u64,
+    }
+}
+
+/// The per-process output cap, shared by stdout and stderr.
+#[derive(Debug)]
+struct OutputBudget {
+    remaining: AtomicU64,
+    truncation_announced: AtomicBool,
+}
+
+impl OutputBudget {
+    fn new(cap: u64) -> Self {
+        OutputBudget {
+            remaining: AtomicU64::new(cap),
+            truncation_announced: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes up to `n` bytes from the budget; returns how many were granted.
+    fn take(&self, n: u64) -> u64 {
+        let mut granted = 0;
+        let _ = self
+            .remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                granted = left.min(n);
+                Some(left - granted)
+            });
+        granted
+    }
+
+    /// True exactly once: for the chunk that first hits the cap.
+    fn announce_truncation(&self) -> bool {
+        !self.truncation_announced.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Reads one pipe to EOF, sending UTF-8 chunks; past the output cap it keeps
+/// reading (so the process never blocks on a full pipe) and drops the bytes.
+struct Pump {
+    stream: StreamKind,
+    events: mpsc::Sender<Event>,
+    budget: Arc<OutputBudget>,
+    /// Turns true once the whole group is gone: from then on a pipe that
+    /// stays silent for DRAIN_AFTER_EXIT is held by an escaped descendant,
+    /// and reading stops.
+    group_gone: watch::Receiver<bool>,
+}
+
+impl Pump {
+    async fn run(mut self, mut reader: impl AsyncRead + Unpin) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut chunker = Utf8Chunker::default();
+        let mut capped = false;
+        let mut consumer_gone = false;
+        loop {
+            let Some(n) = self.read(&mut reader, &mut buf).await else {
+                break;
+            };
+            if capped || consumer_gone {
+                continue;
+            }
+            let granted = self.budget.take(n as u64) as usize;
+            let decoded = chunker.push(&buf[..granted]);
+            let truncated = granted < n && self.budget.announce_truncation();
+            if granted < n {
+                capped = true;
+                chunker.discard();
+            }
+            if decoded.text.is_empty() && !truncated {
+                continue;
+            }
+            if !self.send(decoded.text, truncated, decoded.lossy).await {
+                consumer_gone = true;
+            }
+        }
+        let rest = chunker.finish();
+        if !rest.text.is_empty() && !consumer_gone {
+            self.send(rest.text, false, rest.lossy).await;
+        }
+    }
+
+    /// One read; `None` at EOF, on error, or when the group is gone and the
+    /// pipe stays silent.
+    async fn read(
+        &mut self,
+        reader: &mut (impl AsyncRead + Unpin),
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let result = loop {
+            if *self.group_gone.borrow() {
+                break timeout(DRAIN_AFTER_EXIT, reader.read(buf)).await.ok()?;
+            }
+            tokio::select! {
+                r = reader.read(buf) => break r,
+                changed = self.group_gone.changed() => if changed.is_err() { break reader.read(buf).await },
+            }
+        };
+        match result {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(n),
+        }
+    }
+
+    async fn send(&self, data: String, truncated: bool, lossy: bool) -> bool {
+        let output = Output {
+            stream: self.stream,
+            data,
+            truncated,
+            lossy,
+        };
+        self.events.send(Event::Output(output)).await.is_ok()
+    }
+}

@@ -1,0 +1,471 @@
+//! The wire protocol: JSON-RPC 2.0 messages exchanged on `/ws/mcp`, as serde
+//! types shared by the server and the client.
+//!
+//! This module knows nothing of sockets or processes; it only says what the
+//! frames look like, which error codes exist, and how an incoming text frame
+//! is classified into a request or a protocol error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The only JSON-RPC version spoken.
+pub const JSONRPC_VERSION: &str = "2.0";
+
+/// What the server announces it can do in `connected`.
+pub const CAPABILITIES: [&str; 3] = ["execute", "control", "stream"];
+
+/// Method names, as they appear on the wire.
+pub mod method {
+    pub const CONNECTED: &str = "connected";
+    pub const EXECUTE: &str = "execute";
+    pub const CONTROL: &str = "control";
+    pub const PROCESS_STARTED: &str = "process.started";
+    pub const PROCESS_OUTPUT: &str = "process.output";
+    pub const PROCESS_COMPLETED: &str = "process.completed";
+    pub const PROCESS_PAUSED: &str = "process.paused";
+    pub const PROCESS_RESUMED: &str = "process.resumed";
+    pub const PROCESS_CANCELLED: &str = "process.cancelled";
+}
+
+/// JSON-RPC error codes used by ccx (standard ones and the server range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    ParseError,
+    InvalidRequest,
+    MethodNotFound,
+    InvalidParams,
+    Internal,
+    SessionLimit,
+    CommandNotAllowed,
+    NoProcess,
+    Timeout,
+    ProcessRunning,
+}
+
+impl ErrorCode {
+    pub const fn code(self) -> i64 {
+        match self {
+            ErrorCode::ParseError => -32700,
+            ErrorCode::InvalidRequest => -32600,
+            ErrorCode::MethodNotFound => -32601,
+            ErrorCode::InvalidParams => -32602,
+            ErrorCode::Internal => -32603,
+            ErrorCode::SessionLimit => -32001,
+            ErrorCode::CommandNotAllowed => -32002,
+            ErrorCode::NoProcess => -32003,
+            ErrorCode::Timeout => -32004,
+            ErrorCode::ProcessRunning => -32005,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        [
+            ParseError,
+            InvalidRequest,
+            MethodNotFound,
+            InvalidParams,
+            Internal,
+            SessionLimit,
+            CommandNotAllowed,
+            NoProcess,
+            Timeout,
+            ProcessRunning,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+}
+
+/// The `error` member of a JSON-RPC response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RpcError {
+            code: code.code(),
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code)
+    }
+}
+
+/// Any frame on the wire. Requests, responses and notifications share this
+/// shape; which members are present says which kind it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub jsonrpc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl Frame {
+    /// A notification (`method` + `params`, no `id`).
+    pub fn notification(method: &str, params: impl Serialize) -> Frame {
+        Frame {
+            jsonrpc: JSONRPC_VERSION.into(),
+            id: None,
+            method: Some(method.into()),
+            params: Some(to_value(params)),
+            result: None,
+            error: None,
+        }
+    }
+
+    /// A request with an id.
+    pub fn request(id: u64, method: &str, params: impl Serialize) -> Frame {
+        Frame {
+            id: Some(Value::from(id)),
+            ..Frame::notification(method, params)
+        }
+    }
+
+    /// A successful response. `id` is echoed as the client sent it.
+    pub fn response(id: Value, result: impl Serialize) -> Frame {
+        Frame {
+            jsonrpc: JSONRPC_VERSION.into(),
+            id: Some(id),
+            method: None,
+            params: None,
+            result: Some(to_value(result)),
+            error: None,
+        }
+    }
+
+    /// An error response; `id` is `null` when the request's id is unknown.
+    pub fn error(id: Option<Value>, error: RpcError) -> Frame {
+        Frame {
+            jsonrpc: JSONRPC_VERSION.into(),
+            id: Some(id.unwrap_or(Value::Null)),
+            method: None,
+            params: None,
+            result: None,
+            error: Some(error),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // A Frame holds only strings, numbers and JSON values: it always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn to_value(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// `connected` notification, sent by the server on every new session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connected {
+    pub session_id: String,
+    pub version: String,
+    pub capabilities: Vec<String>,
+}
+
+/// Parameters of `execute`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteParams {
+    pub command: String,
+    /// Seconds; fractions allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+impl ExecuteParams {
+    pub fn command(command: impl Into<String>) -> Self {
+        ExecuteParams {
+            command: command.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Process identity: the result of `execute` and the params of
+/// `process.started`, `process.paused`, `process.resumed`, `process.cancelled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub status: String,
+    pub pid: u32,
+    pub pgid: u32,
+}
+
+/// Which stream a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Stdout => "stdout",
+            StreamKind::Stderr => "stderr",
+        }
+    }
+}
+
+/// `process.output`: one chunk of one stream, valid UTF-8 never split inside
+/// a character. `lossy` says invalid bytes were replaced by U+FFFD;
+/// `truncated` says the per-process output cap was reached with this chunk
+/// and later output is dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    #[serde(rename = "type")]
+    pub stream: StreamKind,
+    pub data: String,
+    pub truncated: bool,
+    #[serde(default)]
+    pub lossy: bool,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompletionStatus {
+    /// Exited with status 0.
+    Completed,
+    /// Exited non-zero, or was killed by a signal ccx did not send.
+    Failed,
+    /// Ended by CANCEL, a client disconnect, or server shutdown.
+    Cancelled,
+    /// Ended because its timeout passed.
+    TimedOut,
+}
+
+impl CompletionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompletionStatus::Completed => "completed",
+            CompletionStatus::Failed => "failed",
+            CompletionStatus::Cancelled => "cancelled",
+            CompletionStatus::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// `process.completed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completed {
+    pub status: CompletionStatus,
+    pub pid: u32,
+    pub pgid: u32,
+    /// The exit status, or `-N` when killed by signal N.
+    pub exit_code: i32,
+    /// The signal that killed the process, if any.
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+}
+
+/// The three control actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ControlType {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl ControlType {
+    /// The status word of the result and the notification suffix.
+    pub fn status(self) -> &'static str {
+        match self {
+            ControlType::Pause => "paused",
+            ControlType::Resume => "resumed",
+            ControlType::Cancel => "cancelled",
+        }
+    }
+
+    pub fn notification_method(self) -> &'static str {
+        match self {
+            ControlType::Pause => method::PROCESS_PAUSED,
+            ControlType::Resume => method::PROCESS_RESUMED,
+            ControlType::Cancel => method::PROCESS_CANCELLED,
+        }
+    }
+}
+
+/// Parameters of `control`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlParams {
+    #[serde(rename = "type")]
+    pub kind: ControlType,
+}
+
+/// Result of `control`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlResult {
+    pub status: String,
+}
+
+/// A request the server understood well enough to dispatch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// `None` for a notification-style request (no `id` member).
+    pub id: Option<Value>,
+    pub method: String,
+    pub params: Value,
+}
+
+/// Why a text frame is not a usable request: the error to answer with and
+/// the id to answer to (when one could be read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub id: Option<Value>,
+    pub error: RpcError,
+}
+
+/// Classifies one incoming text frame: a request to dispatch, or the JSON-RPC
+/// error that answers it. Method names are not checked here.
+pub fn parse_request(text: &str) -> Result<Request, Rejection> {
+    let reject = |id: Option<Value>, code, msg: String| Rejection {
+        id,
+        error: RpcError::new(code, msg),
+    };
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        let what = if text.trim().is_empty() {
+            "empty message".to_string()
+        } else {
+            format!("not valid JSON: {e}")
+        };
+        reject(None, ErrorCode::ParseError, format!("parse error: {what}"))
+    })?;
+    let Value::Object(mut obj) = value else {
+        let kind = match value {
+            Value::Array(_) => "an array (batch requests are not supported)",
+            _ => "not an object",
+        };
+        return Err(reject(
+            None,
+            ErrorCode::InvalidRequest,
+            format!("invalid request: the message is {kind}; send one JSON-RPC object"),
+        ));
+    };
+    let id = obj.remove("id");
+    if let Some(bad) = id
+        .as_ref()
+        .filter(|v| !(v.is_string() || v.is_number() || v.is_null()))
+    {
+        return Err(reject(
+            None,
+            ErrorCode::InvalidRequest,
+            format!("invalid request: \"id\" must be a string, a number or null, got {bad}"),
+        ));
+    }
+    match obj.get("jsonrpc") {
+        Some(Value::String(v)) if v == JSONRPC_VERSION => {}
+        Some(other) => {
+            return Err(reject(
+                id,
+                ErrorCode::InvalidRequest,
+                format!("invalid request: \"jsonrpc\" must be \"2.0\", got {other}"),
+            ))
+        }
+        None => {
+            return Err(reject(
+                id,
+                ErrorCode::InvalidRequest,
+                "invalid request: missing \"jsonrpc\": \"2.0\"".into(),
+            ))
+        }
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        Some(other) => {
+            return Err(reject(
+                id,
+                ErrorCode::InvalidRequest,
+                format!("invalid request: \"method\" must be a string, got {other}"),
+            ))
+        }
+        None => {
+            return Err(reject(
+                id,
+                ErrorCode::InvalidRequest,
+                "invalid request: missing \"method\"".into(),
+            ))
+        }
+    };
+    let params = obj.remove("params").unwrap_or(Value::Null);
+    Ok(Request { id, method, params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_bad_frames_with_the_right_code() {
+        let cases = [
+            ("", -32700),
+            ("not json", -32700),
+            ("[1,2]", -32600),
+            ("42", -32600),
+            (r#"{"method":"execute","id":1}"#, -32600),
+            (r#"{"jsonrpc":"1.0","method":"execute","id":1}"#, -32600),
+            (r#"{"jsonrpc":"2.0","id":1}"#, -32600),
+            (r#"{"jsonrpc":"2.0","method":5,"id":1}"#, -32600),
+            (r#"{"jsonrpc":"2.0","method":"x","id":{}}"#, -32600),
+        ];
+        for (text, code) in cases {
+            let err = parse_request(text).expect_err(text);
+            assert_eq!(err.error.code, code, "{text}: {}", err.error.message);
+        }
+    }
+
+    #[test]
+    fn keeps_the_id_when_rejecting_a_readable_request() {
+        let err = parse_request(r#"{"jsonrpc":"2.0","id":"a"}"#).unwrap_err();
+        assert_eq!(err.id, Some(Value::from("a")));
+    }
+
+    #[test]
+    fn completed_serializes_as_the_design_says() {
+        let c = Completed {
+            status: CompletionStatus::TimedOut,
+            pid: 10,
+            pgid: 10,
+            exit_code: -15,
+            signal: Some(15),
+            duration_ms: 3,
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["status"], "timed_out");
+        assert_eq!(v["exit_code"], -15);
+        let out = Output {
+            stream: StreamKind::Stderr,
+            data: "x".into(),
+            truncated: false,
+            lossy: false,
+        };
+        assert_eq!(serde_json::to_value(&out).unwrap()["type"], "stderr");
+    }
+}

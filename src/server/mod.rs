@@ -1,0 +1,193 @@
+//! The ccx server: axum routes (`GET /health`, `GET /ws/mcp`), one session
+//! task per WebSocket connection, the upgrade guards and the session limit,
+//! and graceful shutdown (stop accepting, end every process group, close
+//! sessions with 1001).
+//!
+//! It knows nothing of the doctor or the CLI: it is given a validated
+//! `Config`, a bound listener and a shutdown token.
+
+pub mod guards;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+
+/// Why the server could not run.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {addr} is already in use ({source})")]
+    AddrInUse {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What every request handler and session shares.
+pub struct AppState {
+    pub config: Config,
+    pub shutdown: CancellationToken,
+    sessions: Arc<Semaphore>,
+    tracker: TaskTracker,
+    started: Instant,
+}
+
+impl AppState {
+    /// Grace period used when the server shuts down: short, so that the
+    /// whole server exits within 2 s even when a command ignores SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.config.kill_grace.min(Duration::from_secs(1))
+    }
+
+    fn active_sessions(&self) -> usize {
+        self.config.max_sessions - self.sessions.available_permits()
+    }
+}
+
+/// Binds the configured address, with an error that names it.
+pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
+    let addr = SocketAddr::new(config.host, config.port);
+    TcpListener::bind(addr).await.map_err(|source| {
+        let addr = crate::config::authority(config.host, config.port);
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            ServerError::AddrInUse { addr, source }
+        } else {
+            ServerError::Bind { addr, source }
+        }
+    })
+}
+
+/// Serves until `shutdown` is cancelled, then ends every session (and its
+/// process group) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let state = Arc::new(AppState {
+        sessions: Arc::new(Semaphore::new(config.max_sessions)),
+        config,
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        started: Instant::now(),
+    });
+    let app = router(state.clone());
+    let stopped = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
+        .await
+        .map_err(ServerError::Serve)?;
+    state.tracker.close();
+    let deadline = state.shutdown_grace() + Duration::from_millis(700);
+    if tokio::time::timeout(deadline, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some sessions did not close in time");
+    }
+    Ok(())
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ws/mcp", get(websocket))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "healthy",
+        "service": "ccx",
+        "version": crate::VERSION,
+        "pid": std::process::id(),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "sessions": state.active_sessions(),
+        "max_sessions": state.config.max_sessions,
+    }))
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let body = json!({
+        "error": "not found",
+        "path": uri.path(),
+        "endpoints": ["/health", "/ws/mcp"],
+    });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+fn http_error(status: StatusCode, message: String) -> Response {
+    let mut response = (status, Json(json!({ "error": message }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+async fn websocket(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Err(refusal) = guards::check(
+        &state.config,
+        &headers,
+        query.get("token").map(String::as_str),
+    ) {
+        tracing::info!(
+            status = refusal.status.as_u16(),
+            "refused upgrade: {}",
+            refusal.message
+        );
+        return http_error(refusal.status, refusal.message);
+    }
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            return http_error(
+                StatusCode::UPGRADE_REQUIRED,
+                format!("/ws/mcp speaks WebSocket (JSON-RPC 2.0): {rejection}"),
+            )
+        }
+    };
+    let max = state.config.ws_max_size;
+    let upgrade = upgrade.max_message_size(max).max_frame_size(max);
+    let permit = state.sessions.clone().try_acquire_owned().ok();
+    let tracker = state.tracker.clone();
+    upgrade.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            match permit {
+                Some(_permit) => session::run(socket, state).await,
+                None => session::refuse_over_limit(socket, state.config.max_sessions).await,
+            }
+        })
+    })
+}

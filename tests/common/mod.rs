@@ -1,0 +1,200 @@
+//! Test support: start the real `ccx` binary on port 0 with an isolated
+//! environment, read its readiness line, keep draining its stderr, and kill
+//! it (and wait for it) when dropped. Plus small /proc readers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ccx::client::{Client, ConnectOptions};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ccx");
+
+/// A `ccx` command with CCX_*/WS_* variables removed, so the developer's own
+/// settings never leak into a test.
+pub fn ccx_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("CCX_") || name.starts_with("WS_") || name.ends_with("_PROXY") || name.ends_with("_proxy") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A running `ccx serve --foreground --port 0`.
+pub struct TestServer {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    stderr: Arc<Mutex<String>>,
+    _state_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(&[], &[])
+    }
+
+    /// Starts with extra environment variables and extra `serve` arguments.
+    pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> TestServer {
+        let state_dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = ccx_command();
+        cmd.args(["serve", "--foreground", "--port", "0"])
+            .args(args)
+            .env("CCX_STATE_DIR", state_dir.path())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ccx");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ccx did not announce readiness; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let ready: serde_json::Value = serde_json::from_str(&line).expect("readiness line is JSON");
+        assert_eq!(ready["event"], "ready", "{line}");
+        let port = ready["port"].as_u64().expect("port") as u16;
+        TestServer {
+            child,
+            port,
+            url: format!("ws://127.0.0.1:{port}/ws/mcp"),
+            stderr,
+            _state_dir: state_dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions::new(&self.url)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.options()).await.expect("connect to test server")
+    }
+
+    /// Everything the server wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).expect("signal server");
+    }
+
+    /// Waits for the server to exit, up to `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `deadline` passes.
+pub fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Pids of live (non-zombie) processes in process group `pgid`.
+pub fn live_members(pgid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| stat_field(pid, 4) == Some(pgid.to_string()) && state(pid) != Some('Z'))
+        .collect()
+}
+
+/// Pids of processes whose command line contains `needle`.
+pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .unwrap_or(false)
+        })
+        .filter(|&pid| state(pid) != Some('Z'))
+        .collect()
+}
+
+/// The one-letter state of a process (R, S, T, Z, …).
+pub fn state(pid: u32) -> Option<char> {
+    stat_field(pid, 2).and_then(|s| s.chars().next())
+}
+
+/// Peak resident set size (VmHWM) of a process, in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Field `index` (0-based, the command name being field 1) of /proc/PID/stat.
+fn stat_field(pid: u32, index: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    if index < 2 {
+        return None;
+    }
+    stat[close + 1..].split_whitespace().nth(index - 2).map(String::from)
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir(Path::new("/proc"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
