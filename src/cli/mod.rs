@@ -48,6 +48,9 @@ pub enum CliError {
     Server(#[from] ServerError),
     #[error("{0}")]
     Usage(String),
+    /// The server cannot start for a reason found at startup (not in the configuration's syntax).
+    #[error("{0}")]
+    Startup(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -56,7 +59,7 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             CliError::Config(_) | CliError::Usage(_) => Exit::Usage,
-            CliError::Server(_) => Exit::Failure,
+            CliError::Server(_) | CliError::Startup(_) => Exit::Failure,
             CliError::Io(_) => Exit::Internal,
         }
     }

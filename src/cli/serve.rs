@@ -76,6 +76,7 @@ async fn foreground(mut config: Config) -> Result<Exit, CliError> {
     }
     tokio::spawn(reaper::run());
     let listener = server::bind(&config).await?;
+    check_shell(&config)?;
     config.port = listener.local_addr()?.port();
     let url = config.ws_url();
     tracing::info!("listening on {url}");
@@ -88,6 +89,28 @@ async fn foreground(mut config: Config) -> Result<Exit, CliError> {
     served?;
     tracing::info!("stopped");
     Ok(Exit::Success)
+}
+
+/// Every command runs under CCX_SHELL: a server that cannot start it would
+/// only fail later, on every request. Checked after binding, so a launcher
+/// sees a server that starts and then dies with this message.
+fn check_shell(config: &Config) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let shell = &config.shell;
+    let resolved = if shell.components().count() > 1 {
+        Some(shell.clone())
+    } else {
+        which::which(shell).ok()
+    };
+    match resolved.as_ref().and_then(|p| std::fs::metadata(p).ok()) {
+        Some(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(()),
+        Some(_) => Err(CliError::Startup(format!(
+            "CCX_SHELL {shell:?} is not an executable file"
+        ))),
+        None => Err(CliError::Startup(format!(
+            "CCX_SHELL {shell:?} does not exist (or is not on PATH)"
+        ))),
+    }
 }
 
 /// The readiness line: one JSON object on stdout, printed once the socket
