@@ -19,6 +19,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 use thiserror::Error;
@@ -96,6 +97,11 @@ pub async fn serve(
     });
     let app = router(state.clone());
     let stopped = shutdown.clone();
+    // Small frames (results, short output) must leave at once: without
+    // TCP_NODELAY, Nagle + delayed ACK add ~40 ms to every round trip.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopped.cancelled().await })
         .await
