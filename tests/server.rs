@@ -670,3 +670,47 @@ async fn cwd_and_env_reach_the_command_and_stdin_is_empty() {
         format!("{}\n42\nend\n", canonical.display())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_info_reports_the_environment_fingerprint() {
+    let server = TestServer::start_with(&[("CCX_MAX_SESSIONS", "7"), ("CCX_SHELL", "sh")], &[]);
+    let mut client = server.client().await;
+    let info = client
+        .info(&["sh".to_string(), "no-such-program-ccx".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(info.ccx_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(info.os, "linux");
+    assert_eq!(info.pid, server.pid());
+    assert_eq!(info.shell, "sh");
+    assert!(info.shell_resolved.is_some());
+    assert!(!info.path.is_empty());
+    assert!(info.env_names.iter().any(|n| n == "CCX_MAX_SESSIONS"));
+    assert_eq!(info.limits.max_sessions, 7);
+    assert!(info.binaries["sh"].is_some());
+    assert_eq!(info.binaries["no-such-program-ccx"], None);
+    assert!(info.rlimits.open_files.soft.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verbose_health_needs_the_token_when_one_is_set() {
+    let server = TestServer::start_with(&[("CCX_TOKEN", "s3cret")], &[]);
+    let authority = format!("127.0.0.1:{}", server.port);
+    let plain = ccx::client::http::get(&authority, "/health", LONG)
+        .await
+        .unwrap();
+    assert_eq!(plain.status, 200);
+    let refused = ccx::client::http::get(&authority, "/health?verbose=1", LONG)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 401);
+    let verbose = ccx::client::http::get(&authority, "/health?verbose=1&token=s3cret", LONG)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_str(&verbose.body).unwrap();
+    assert_eq!(body["info"]["limits"]["token_required"], true);
+    assert!(
+        !body.to_string().contains("s3cret"),
+        "the fingerprint must not leak values"
+    );
+}

@@ -23,7 +23,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::protocol::{
     method, Completed, Connected, ControlParams, ControlResult, ControlType, ExecuteParams, Frame,
-    Output, ProcessStatus, RpcError, StreamKind,
+    InfoParams, Output, ProcessStatus, RpcError, ServerInfo, StreamKind,
 };
 
 /// Where and how to connect.
@@ -287,6 +287,14 @@ impl Client {
     /// PAUSE, RESUME or CANCEL the running process.
     pub async fn control(&mut self, kind: ControlType) -> Result<ControlResult, ClientError> {
         self.request(method::CONTROL, ControlParams { kind }).await
+    }
+
+    /// The server's environment fingerprint, resolving `require` on its PATH.
+    pub async fn info(&mut self, require: &[String]) -> Result<ServerInfo, ClientError> {
+        let params = InfoParams {
+            require: require.to_vec(),
+        };
+        self.request(method::SERVER_INFO, params).await
     }
 
     /// The next process event (no deadline: a command may run for hours;

@@ -86,7 +86,7 @@ fn check_origin(config: &Config, headers: &HeaderMap) -> Result<(), Refusal> {
     ))
 }
 
-fn check_token(
+pub fn check_token(
     config: &Config,
     headers: &HeaderMap,
     query_token: Option<&str>,

@@ -7,6 +7,7 @@
 //! `Config`, a bound listener and a shutdown token.
 
 pub mod guards;
+pub mod info;
 pub mod session;
 
 use std::collections::HashMap;
@@ -125,8 +126,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(json!({
+/// `GET /health`; with `?verbose=1` it adds the environment fingerprint
+/// (`info`), which needs the token when one is set.
+async fn health(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let verbose = query
+        .get("verbose")
+        .is_some_and(|v| v != "0" && v != "false");
+    let mut body = json!({
         "status": "healthy",
         "service": "ccx",
         "version": crate::VERSION,
@@ -134,7 +144,18 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "uptime_s": state.started.elapsed().as_secs(),
         "sessions": state.active_sessions(),
         "max_sessions": state.config.max_sessions,
-    }))
+    });
+    if verbose {
+        if let Err(refusal) = guards::check_token(
+            &state.config,
+            &headers,
+            query.get("token").map(String::as_str),
+        ) {
+            return http_error(refusal.status, refusal.message);
+        }
+        body["info"] = serde_json::to_value(info::collect(&state.config, &[])).unwrap_or_default();
+    }
+    Json(body).into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

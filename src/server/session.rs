@@ -20,7 +20,7 @@ use super::AppState;
 use crate::process::{self, Event, Running, SpawnError, StopReason};
 use crate::protocol::{
     method, parse_request, Connected, ControlParams, ControlResult, ErrorCode, ExecuteParams,
-    Frame, ProcessStatus, Request, RpcError, CAPABILITIES,
+    Frame, InfoParams, ProcessStatus, Request, RpcError, CAPABILITIES,
 };
 
 /// Frames queued for the writer; with output chunks of up to 64 KiB this
@@ -221,9 +221,10 @@ impl Session {
         let outcome = match request.method.as_str() {
             method::EXECUTE => self.execute(request).await,
             method::CONTROL => self.control(request).await,
+            method::SERVER_INFO => self.info(request).await,
             other => Err(RpcError::new(
                 ErrorCode::MethodNotFound,
-                format!("method not found: {other:?} (this server knows execute and control)"),
+                format!("method not found: {other:?} (this server knows execute, control and server.info)"),
             )),
         };
         if let Err(error) = outcome {
@@ -323,6 +324,18 @@ impl Session {
         .await;
         self.notify(params.kind.notification_method(), &status)
             .await;
+        Ok(())
+    }
+}
+
+impl Session {
+    async fn info(&mut self, request: Request) -> Result<(), RpcError> {
+        let params: InfoParams = match request.params {
+            Value::Null => InfoParams::default(),
+            p => params_of(p, "server.info", "{\"require\": [\"claude\"]}")?,
+        };
+        let info = super::info::collect(&self.state.config, &params.require);
+        self.reply(request.id, info).await;
         Ok(())
     }
 }

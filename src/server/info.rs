@@ -1,0 +1,92 @@
+//! The environment fingerprint a server reports about itself (`server.info`
+//! and `GET /health?verbose=1`): OS, identity, PATH, variable names, limits,
+//! and where requested programs resolve.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use nix::sys::resource::{getrlimit, Resource};
+
+use crate::config::Config;
+use crate::protocol::{CcxLimits, Limit, ResourceLimits, ServerInfo};
+
+/// Collects the fingerprint; `require` names programs to resolve on PATH.
+pub fn collect(config: &Config, require: &[String]) -> ServerInfo {
+    let uname = nix::sys::utsname::uname().ok();
+    let text = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+        uname
+            .as_ref()
+            .map(|u| f(u).to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let mut env_names: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    env_names.sort();
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    ServerInfo {
+        ccx_version: crate::VERSION.into(),
+        os: std::env::consts::OS.into(),
+        kernel: text(|u| u.release()),
+        arch: std::env::consts::ARCH.into(),
+        hostname: text(|u| u.nodename()),
+        pid: std::process::id(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        cwd: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        in_container: std::process::id() == 1 || Path::new("/.dockerenv").exists(),
+        shell: config.shell.display().to_string(),
+        shell_resolved: resolve(&config.shell.to_string_lossy()),
+        path: std::env::split_paths(&path_var)
+            .map(|p| p.display().to_string())
+            .collect(),
+        env_names,
+        rlimits: ResourceLimits {
+            open_files: limit(Resource::RLIMIT_NOFILE),
+            processes: limit(Resource::RLIMIT_NPROC),
+        },
+        limits: CcxLimits {
+            max_sessions: config.max_sessions,
+            max_output: config.max_output,
+            ws_max_size: config.ws_max_size,
+            ws_ping_interval_ms: ms(config.ws_ping_interval),
+            ws_ping_timeout_ms: ms(config.ws_ping_timeout),
+            default_timeout_ms: config.default_timeout.map(ms),
+            kill_grace_ms: ms(config.kill_grace),
+            token_required: config.token.is_some(),
+            allowed_commands: config.allowed_commands.clone(),
+        },
+        binaries: require
+            .iter()
+            .map(|name| (name.clone(), resolve(name)))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// A program's resolved path: as given when it contains a slash, else
+/// searched on PATH; canonicalized so that symlinked shells compare equal.
+fn resolve(program: &str) -> Option<String> {
+    let found = if program.contains('/') {
+        Some(Path::new(program).to_path_buf()).filter(|p| p.is_file())
+    } else {
+        which::which(program).ok()
+    }?;
+    Some(found.canonicalize().unwrap_or(found).display().to_string())
+}
+
+fn limit(resource: Resource) -> Limit {
+    let value = |v: u64| (v != nix::sys::resource::RLIM_INFINITY).then_some(v);
+    match getrlimit(resource) {
+        Ok((soft, hard)) => Limit {
+            soft: value(soft),
+            hard: value(hard),
+        },
+        Err(_) => Limit {
+            soft: None,
+            hard: None,
+        },
+    }
+}
