@@ -13,6 +13,7 @@ pub mod exit;
 pub mod process;
 pub mod protocol;
 pub mod server;
+pub mod signatures;
 
 /// The version every component reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
