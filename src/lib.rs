@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod config;
 pub mod exit;
 pub mod process;

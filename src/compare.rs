@@ -1,0 +1,263 @@
+//! Differences between two servers' environment fingerprints
+//! ([`ServerInfo`]) that could explain "works there, fails here", most
+//! likely culprits first. Pure data in, data out: the doctor fetches the
+//! fingerprints and renders the result.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Limit, ServerInfo};
+
+/// One difference, with what it could break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    /// Stable name of the compared property (`binaries.claude`, `path`, `shell` …).
+    pub field: String,
+    pub a: String,
+    pub b: String,
+    /// Why this difference could matter.
+    pub why: String,
+}
+
+/// Variables that differ between any two processes and explain nothing, and
+/// ccx's own variables, whose effects are compared as effective settings.
+fn is_noise(name: &str) -> bool {
+    const NOISE: &[&str] = &[
+        "_",
+        "PWD",
+        "OLDPWD",
+        "SHLVL",
+        "HOSTNAME",
+        "TERM",
+        "COLUMNS",
+        "LINES",
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+    ];
+    NOISE.contains(&name) || name.starts_with("CCX_") || name.starts_with("WS_")
+}
+
+/// Every difference that could matter, ordered by how likely it is to be
+/// the culprit: missing programs, shell, PATH, versions, limits, identity,
+/// environment, platform.
+pub fn differences(a: &ServerInfo, b: &ServerInfo) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut push = |field: &str, va: String, vb: String, why: &str| {
+        if va != vb {
+            out.push(Difference {
+                field: field.into(),
+                a: va,
+                b: vb,
+                why: why.into(),
+            });
+        }
+    };
+    let shown = |p: &Option<String>| p.clone().unwrap_or_else(|| "not found".into());
+
+    let names: BTreeSet<&String> = a.binaries.keys().chain(b.binaries.keys()).collect();
+    for name in names {
+        let (pa, pb) = (
+            a.binaries.get(name).cloned().flatten(),
+            b.binaries.get(name).cloned().flatten(),
+        );
+        if pa.is_none() != pb.is_none() {
+            push(
+                &format!("binaries.{name}"),
+                shown(&pa),
+                shown(&pb),
+                "a required program is missing on one side: commands that use it fail there",
+            );
+        }
+    }
+    for name in a.binaries.keys().filter(|n| b.binaries.contains_key(*n)) {
+        let (pa, pb) = (a.binaries[name].clone(), b.binaries[name].clone());
+        if pa.is_some() && pb.is_some() {
+            push(
+                &format!("binaries.{name}"),
+                shown(&pa),
+                shown(&pb),
+                "the same name resolves to different programs (another version, or a venv vs the system)",
+            );
+        }
+    }
+    push(
+        "shell",
+        format!("{} → {}", a.shell, shown(&a.shell_resolved)),
+        format!("{} → {}", b.shell, shown(&b.shell_resolved)),
+        "commands run under a different shell: syntax (bash vs dash), builtins and startup files differ",
+    );
+    push(
+        "path",
+        a.path.join(":"),
+        b.path.join(":"),
+        "programs are looked up in different places: one side may find another version, or none",
+    );
+    push(
+        "ccx_version",
+        a.ccx_version.clone(),
+        b.ccx_version.clone(),
+        "different server versions may behave differently",
+    );
+    let l = (&a.limits, &b.limits);
+    push(
+        "limits.token_required",
+        l.0.token_required.to_string(),
+        l.1.token_required.to_string(),
+        "one side needs CCX_TOKEN: clients without it get 401",
+    );
+    push(
+        "limits.allowed_commands",
+        format!("{:?}", l.0.allowed_commands),
+        format!("{:?}", l.1.allowed_commands),
+        "one side refuses some commands (-32002)",
+    );
+    push(
+        "limits.max_output",
+        l.0.max_output.to_string(),
+        l.1.max_output.to_string(),
+        "long outputs are truncated sooner on one side",
+    );
+    push(
+        "limits.ws_max_size",
+        l.0.ws_max_size.to_string(),
+        l.1.ws_max_size.to_string(),
+        "large requests (long prompts) are refused with 1009 on one side",
+    );
+    push(
+        "limits.default_timeout_ms",
+        format!("{:?}", l.0.default_timeout_ms),
+        format!("{:?}", l.1.default_timeout_ms),
+        "commands without a timeout are cut off on one side",
+    );
+    push(
+        "limits.kill_grace_ms",
+        l.0.kill_grace_ms.to_string(),
+        l.1.kill_grace_ms.to_string(),
+        "cancelled commands get a different grace period",
+    );
+    push(
+        "limits.max_sessions",
+        l.0.max_sessions.to_string(),
+        l.1.max_sessions.to_string(),
+        "one side accepts fewer concurrent clients (-32001)",
+    );
+    push(
+        "limits.ws_ping_interval_ms",
+        l.0.ws_ping_interval_ms.to_string(),
+        l.1.ws_ping_interval_ms.to_string(),
+        "keep-alive differs: idle or slow clients are dropped at different times",
+    );
+    push(
+        "limits.ws_ping_timeout_ms",
+        l.0.ws_ping_timeout_ms.to_string(),
+        l.1.ws_ping_timeout_ms.to_string(),
+        "keep-alive differs: idle or slow clients are dropped at different times",
+    );
+    push(
+        "rlimits.open_files",
+        limit(a.rlimits.open_files),
+        limit(b.rlimits.open_files),
+        "fewer file descriptors: busy servers fail with 'too many open files'",
+    );
+    push(
+        "rlimits.processes",
+        limit(a.rlimits.processes),
+        limit(b.rlimits.processes),
+        "fewer processes allowed: forks fail under load",
+    );
+    push(
+        "uid",
+        a.uid.to_string(),
+        b.uid.to_string(),
+        "a different user: file permissions, HOME and credentials (e.g. claude's login) differ",
+    );
+    push(
+        "cwd",
+        a.cwd.clone(),
+        b.cwd.clone(),
+        "relative paths in commands point elsewhere",
+    );
+    let only = |x: &ServerInfo, y: &ServerInfo| -> Vec<String> {
+        x.env_names
+            .iter()
+            .filter(|n| !is_noise(n) && !y.env_names.contains(n))
+            .cloned()
+            .collect()
+    };
+    let (only_a, only_b) = (only(a, b), only(b, a));
+    if !only_a.is_empty() || !only_b.is_empty() {
+        push(
+            "env_names",
+            format!("only here: {}", list(&only_a)),
+            format!("only here: {}", list(&only_b)),
+            "variables set on one side only (API keys, VIRTUAL_ENV, proxies …) change what commands do",
+        );
+    }
+    push(
+        "arch",
+        a.arch.clone(),
+        b.arch.clone(),
+        "another CPU architecture: binaries built for one do not run on the other",
+    );
+    push("os", a.os.clone(), b.os.clone(), "another operating system");
+    push(
+        "in_container",
+        a.in_container.to_string(),
+        b.in_container.to_string(),
+        "one side runs in a container: its filesystem, users and PATH are the image's",
+    );
+    out
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn limit(l: Limit) -> String {
+    let v = |x: Option<u64>| x.map_or("unlimited".to_string(), |n| n.to_string());
+    format!("soft {} / hard {}", v(l.soft), v(l.hard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn info() -> ServerInfo {
+        crate::server::info::collect(&Config::default(), &["sh".to_string()])
+    }
+
+    #[test]
+    fn identical_fingerprints_have_no_differences() {
+        let a = info();
+        assert_eq!(differences(&a, &a.clone()), vec![]);
+    }
+
+    #[test]
+    fn pid_and_hostname_are_not_differences() {
+        let a = info();
+        let b = ServerInfo {
+            pid: a.pid + 1,
+            hostname: "elsewhere".into(),
+            ..a.clone()
+        };
+        assert_eq!(differences(&a, &b), vec![]);
+    }
+
+    #[test]
+    fn missing_binary_comes_first_then_shell_and_path() {
+        let a = info();
+        let mut b = a.clone();
+        b.binaries.insert("sh".into(), None);
+        b.shell = "/bin/bash".into();
+        b.path = vec!["/opt/bin".into()];
+        b.env_names.push("CCX_SHELL".into());
+        let fields: Vec<String> = differences(&a, &b).into_iter().map(|d| d.field).collect();
+        assert_eq!(fields, ["binaries.sh", "shell", "path"]);
+    }
+}
