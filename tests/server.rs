@@ -714,3 +714,38 @@ async fn verbose_health_needs_the_token_when_one_is_set() {
         "the fingerprint must not leak values"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stuck_client_is_dropped_after_the_ping_timeout_and_its_group_ended() {
+    let env = [
+        ("WS_PING_INTERVAL", "500ms"),
+        ("WS_PING_TIMEOUT", "1"),
+        ("CCX_MAX_OUTPUT", "1GiB"),
+        ("RUST_LOG", "debug"),
+    ];
+    let server = TestServer::start_with(&env, &[]);
+    let mut client = server.client().await;
+    let started = client
+        .execute(&exec("head -c 500000000 /dev/zero | tr '\\0' c"))
+        .await
+        .unwrap();
+    // The client never reads again: no pongs, and the socket fills up.
+    assert!(
+        eventually(Duration::from_secs(5), || live_members(started.pgid)
+            .is_empty()),
+        "the group of a stuck client is still running: {:?}\n{}",
+        live_members(started.pgid),
+        server.stderr()
+    );
+    drop(client);
+    assert_eq!(
+        server
+            .client()
+            .await
+            .run(&exec("echo alive"))
+            .await
+            .unwrap()
+            .stdout,
+        "alive\n"
+    );
+}

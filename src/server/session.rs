@@ -5,6 +5,7 @@
 //! The session ends its process group when the client leaves, when keep-alive
 //! fails, and when the server shuts down (then it closes with 1001).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,16 @@ pub mod close_code {
 struct Active {
     running: Running,
     forwarder: JoinHandle<()>,
+    /// Set by the forwarder just before it queues `process.completed`: from
+    /// then on the session is free for the next `execute`, even if the
+    /// forwarder task has not returned yet.
+    completed: Arc<AtomicBool>,
+}
+
+impl Active {
+    fn is_completed(&self) -> bool {
+        self.completed.load(Ordering::Acquire)
+    }
 }
 
 struct Session {
@@ -66,7 +77,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     let session_id = uuid::Uuid::new_v4().to_string();
     let (sink, mut incoming) = socket.split();
     let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
-    let writer = tokio::spawn(write_all(sink, out_rx));
+    let mut writer = tokio::spawn(write_all(sink, out_rx, state.config.ws_ping_timeout));
     let mut session = Session {
         state: state.clone(),
         out,
@@ -122,6 +133,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 break StopReason::Disconnect;
             }
             _ = shutdown.cancelled() => break StopReason::Shutdown,
+            _ = &mut writer => {
+                tracing::info!(%session_id, "closing: the client stopped taking frames");
+                break StopReason::Disconnect;
+            }
         }
     };
 
@@ -142,7 +157,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             .await;
     }
     drop(session);
-    let _ = timeout(Duration::from_secs(1), writer).await;
+    if !writer.is_finished() {
+        let _ = timeout(Duration::from_secs(1), writer).await;
+    }
     tracing::debug!(%session_id, "session closed");
 }
 
@@ -174,16 +191,33 @@ fn is_too_big(error: &axum::Error) -> bool {
         || text.contains("Space limit exceeded")
 }
 
-/// Sends every queued frame; a failed send ends the writer (the reader then
-/// sees the connection end too).
-async fn write_all(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>) {
+/// Sends every queued frame. A failed send, or one frame the client has not
+/// taken within `stall_limit` (WS_PING_TIMEOUT: the client is dead or stuck),
+/// ends the writer, and with it the session.
+async fn write_all(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    stall_limit: Duration,
+) {
     while let Some(message) = rx.recv().await {
         let closing = matches!(message, Message::Close(_));
-        if sink.send(message).await.is_err() || closing {
-            break;
+        match timeout(stall_limit, sink.send(message)).await {
+            Ok(Ok(())) if !closing => {}
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => {
+                tracing::debug!("send failed: {e}");
+                break;
+            }
+            Err(_) => {
+                tracing::debug!("the client took no frame for {stall_limit:?}");
+                break;
+            }
         }
     }
-    let _ = sink.close().await;
+    // Senders must learn at once that nobody writes any more; closing a
+    // stuck socket may itself block, hence its own deadline.
+    drop(rx);
+    let _ = timeout(Duration::from_secs(1), sink.close()).await;
 }
 
 impl Session {
@@ -232,7 +266,15 @@ impl Session {
         }
     }
 
+    /// Forgets a process whose completion has been sent.
+    fn reap_completed(&mut self) {
+        if self.active.as_ref().is_some_and(Active::is_completed) {
+            self.active = None;
+        }
+    }
+
     async fn execute(&mut self, request: Request) -> Result<(), RpcError> {
+        self.reap_completed();
         if let Some(active) = &self.active {
             return Err(RpcError::new(
                 ErrorCode::ProcessRunning,
@@ -282,13 +324,19 @@ impl Session {
         tracing::info!(pid = running.pid, "started");
         self.reply(request.id, &status).await;
         self.notify(method::PROCESS_STARTED, &status).await;
-        let forwarder = tokio::spawn(forward(events, self.out.clone()));
-        self.active = Some(Active { running, forwarder });
+        let completed = Arc::new(AtomicBool::new(false));
+        let forwarder = tokio::spawn(forward(events, self.out.clone(), completed.clone()));
+        self.active = Some(Active {
+            running,
+            forwarder,
+            completed,
+        });
         Ok(())
     }
 
     async fn control(&mut self, request: Request) -> Result<(), RpcError> {
         let params: ControlParams = params_of(request.params, "control", "{\"type\": \"CANCEL\"}")?;
+        self.reap_completed();
         let Some(active) = &self.active else {
             return Err(RpcError::new(
                 ErrorCode::NoProcess,
@@ -414,11 +462,16 @@ fn unquoted_metacharacter(command: &str) -> Option<char> {
 }
 
 /// Forwards a process's events to the writer, in order, until completion.
-async fn forward(mut events: mpsc::Receiver<Event>, out: mpsc::Sender<Message>) {
+async fn forward(
+    mut events: mpsc::Receiver<Event>,
+    out: mpsc::Sender<Message>,
+    completed: Arc<AtomicBool>,
+) {
     while let Some(event) = events.recv().await {
         let (frame, last) = match event {
             Event::Output(o) => (Frame::notification(method::PROCESS_OUTPUT, o), false),
             Event::Completed(c) => {
+                completed.store(true, Ordering::Release);
                 tracing::info!(
                     pid = c.pid,
                     status = c.status.as_str(),
