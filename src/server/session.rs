@@ -300,6 +300,7 @@ impl Session {
                 ))
             }
         };
+        check_strings(&params)?;
         check_allowed(&params.command, config.allowed_commands.as_deref())?;
         let spec = process::Spec {
             shell: config.shell.clone(),
@@ -406,6 +407,30 @@ fn params_of<T: serde::de::DeserializeOwned>(
             format!("invalid params for {method}: {e}; e.g. {example}"),
         )
     })
+}
+
+/// Strings that cannot reach a process: NUL bytes anywhere, `=` or an empty
+/// name in the environment.
+fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
+    let invalid =
+        |what: String| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {what}"));
+    if params.command.contains('\0') {
+        return Err(invalid("command contains a NUL byte".into()));
+    }
+    if params.command.trim().is_empty() {
+        return Err(invalid("command is empty".into()));
+    }
+    for (name, value) in params.env.iter().flatten() {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(invalid(format!(
+                "env name {name:?} must be non-empty, without '=' or NUL"
+            )));
+        }
+        if value.contains('\0') {
+            return Err(invalid(format!("env value of {name} contains a NUL byte")));
+        }
+    }
+    Ok(())
 }
 
 /// With CCX_ALLOWED_COMMANDS set, a command must be one allowed program with
