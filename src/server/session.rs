@@ -5,6 +5,7 @@
 //! The session ends its process group when the client leaves, when keep-alive
 //! fails, and when the server shuts down (then it closes with 1001).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub mod close_code {
 struct Active {
     running: Running,
     forwarder: JoinHandle<()>,
+    /// Set before `process.completed` is queued: a client that saw it may
+    /// send the next `execute` before the forwarder task has ended.
+    completed: Arc<AtomicBool>,
 }
 
 struct Session {
@@ -232,6 +236,13 @@ impl Session {
     }
 
     async fn execute(&mut self, request: Request) -> Result<(), RpcError> {
+        if let Some(active) = self.active.as_mut() {
+            if active.completed.load(Ordering::Acquire) {
+                // Its process.completed is queued: the forwarder ends at once.
+                let _ = (&mut active.forwarder).await;
+                self.active = None;
+            }
+        }
         if let Some(active) = &self.active {
             return Err(RpcError::new(
                 ErrorCode::ProcessRunning,
@@ -281,8 +292,13 @@ impl Session {
         tracing::info!(pid = running.pid, "started");
         self.reply(request.id, &status).await;
         self.notify(method::PROCESS_STARTED, &status).await;
-        let forwarder = tokio::spawn(forward(events, self.out.clone()));
-        self.active = Some(Active { running, forwarder });
+        let completed = Arc::new(AtomicBool::new(false));
+        let forwarder = tokio::spawn(forward(events, self.out.clone(), completed.clone()));
+        self.active = Some(Active {
+            running,
+            forwarder,
+            completed,
+        });
         Ok(())
     }
 
@@ -401,7 +417,11 @@ fn unquoted_metacharacter(command: &str) -> Option<char> {
 }
 
 /// Forwards a process's events to the writer, in order, until completion.
-async fn forward(mut events: mpsc::Receiver<Event>, out: mpsc::Sender<Message>) {
+async fn forward(
+    mut events: mpsc::Receiver<Event>,
+    out: mpsc::Sender<Message>,
+    completed: Arc<AtomicBool>,
+) {
     while let Some(event) = events.recv().await {
         let (frame, last) = match event {
             Event::Output(o) => (Frame::notification(method::PROCESS_OUTPUT, o), false),
@@ -412,6 +432,7 @@ async fn forward(mut events: mpsc::Receiver<Event>, out: mpsc::Sender<Message>) 
                     exit_code = c.exit_code,
                     "completed"
                 );
+                completed.store(true, Ordering::Release);
                 (Frame::notification(method::PROCESS_COMPLETED, c), true)
             }
         };
