@@ -158,9 +158,9 @@ fn progress_bar(plan: &Plan, label: &str) -> ProgressBar {
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
     };
     let template = if plan.requests.is_some() {
-        "{prefix} [{bar:30}] {pos}/{len} {per_sec} {elapsed}"
+        "{prefix} [{bar:30}] {pos}/{len} elapsed {elapsed}, eta {eta}"
     } else {
-        "{prefix} {spinner} {pos} requests {per_sec} {elapsed}"
+        "{prefix} {spinner} {pos} requests, elapsed {elapsed}"
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
