@@ -290,3 +290,26 @@ fn wait_with_deadline(
     });
     status
 }
+
+#[test]
+fn exec_closed_stdout_cancels_the_remote_command_and_exits_141() {
+    let server = TestServer::start();
+    let mut child = ccx_command()
+        .args(["exec", "--url", &server.url, "--", "seq", "1", "1000000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 2];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"1\n");
+    drop(stdout);
+    let status = wait_with_deadline(&mut child, Duration::from_secs(5)).expect("ccx exec exits");
+    assert_eq!(status.code(), Some(141));
+    assert!(
+        eventually(Duration::from_secs(2), || descendants(server.pid())
+            .is_empty()),
+        "the remote seq is still running"
+    );
+}

@@ -366,3 +366,27 @@ fn stress_refuses_bad_input_with_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn stress_wrong_token_is_a_handshake_failure() {
+    let server = TestServer::start_with(&[("CCX_TOKEN", "right")], &[]);
+    let out = ccx_command()
+        .args([
+            "stress",
+            "--url",
+            &server.url,
+            "--clients",
+            "1",
+            "--requests",
+            "2",
+            "--json",
+        ])
+        .env("CCX_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = report(&out);
+    let failure = &report.targets[0].failures[0];
+    assert_eq!(failure.cause, Cause::Handshake);
+    assert!(failure.example.contains("401"), "{}", failure.example);
+}
