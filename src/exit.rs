@@ -13,8 +13,17 @@ pub enum Exit {
     Internal,
     /// `exec`: the remote command's own exit code (128+N when killed by signal N).
     Remote(u8),
-    /// `exec`: the server could not be reached, refused the session or the request.
+    /// `exec`: the server could not be reached (nothing listening, DNS, TCP or
+    /// handshake timeout, not a ccx server).
     Unreachable,
+    /// `exec`: the server answered but refused: HTTP 401/403 (token, Origin,
+    /// Host), session limit, command not allowed.
+    Rejected,
+    /// `exec`: the connection was lost before the command's result arrived.
+    ConnectionLost,
+    /// `exec`: the command ran past its `--timeout` and the server ended it
+    /// (124, as GNU `timeout` does).
+    TimedOut,
 }
 
 impl Exit {
@@ -26,6 +35,9 @@ impl Exit {
             Exit::Internal => 3,
             Exit::Remote(code) => code,
             Exit::Unreachable => 255,
+            Exit::Rejected => 254,
+            Exit::ConnectionLost => 253,
+            Exit::TimedOut => 124,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Layers, each knowing only those listed before it: `protocol` (wire types),
 //! `config` (flags + environment → `Config`), `process` (process groups and
 //! output pumps), `server` (axum routes and sessions), `client` (the one
-//! WebSocket client), `cli` (subcommands wiring the above).
+//! WebSocket client), `stress` (load engine and report), `cli` (subcommands wiring the above).
 
 pub mod cli;
 pub mod client;
@@ -15,6 +15,7 @@ pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod signatures;
+pub mod stress;
 
 /// The version every component reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

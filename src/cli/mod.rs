@@ -1,7 +1,9 @@
 //! The command line: clap types, one file per subcommand, and the mapping of
 //! every error to its exit code. Only this layer reads the process environment.
 
+mod exec;
 mod serve;
+mod stress;
 
 use std::io::Write;
 
@@ -37,6 +39,10 @@ pub enum ColorChoice {
 pub enum Command {
     /// Run the server (`--foreground` in this terminal).
     Serve(serve::ServeArgs),
+    /// Run one command on a server; stream its output; exit with its status.
+    Exec(exec::ExecArgs),
+    /// Load one or more servers; report success rate and latency percentiles.
+    Stress(stress::StressArgs),
 }
 
 /// Errors that end a command, each with its exit code.
@@ -53,6 +59,10 @@ pub enum CliError {
     Startup(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Exec(#[from] exec::ExecError),
+    #[error("{0}")]
+    Cases(#[from] crate::stress::cases::CasesError),
 }
 
 impl CliError {
@@ -61,6 +71,8 @@ impl CliError {
             CliError::Config(_) | CliError::Usage(_) => Exit::Usage,
             CliError::Server(_) | CliError::Startup(_) => Exit::Failure,
             CliError::Io(_) => Exit::Internal,
+            CliError::Exec(e) => e.exit(),
+            CliError::Cases(_) => Exit::Usage,
         }
     }
 }
@@ -81,6 +93,8 @@ pub fn main() -> Exit {
 pub fn run(cli: Cli) -> Result<Exit, CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args, cli.color),
+        Command::Exec(args) => exec::run(args),
+        Command::Stress(args) => stress::run(args, cli.color),
     }
 }
 

@@ -221,3 +221,31 @@ fn all_pids() -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// The parent pid of a process.
+pub fn ppid(pid: u32) -> Option<u32> {
+    stat_field(pid, 3)?.parse().ok()
+}
+
+/// Live (non-zombie) descendants of `pid`, at any depth.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = all_pids()
+        .into_iter()
+        .filter(|&p| state(p) != Some('Z'))
+        .filter_map(|p| Some((p, ppid(p)?)))
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}

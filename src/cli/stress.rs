@@ -1,0 +1,192 @@
+//! `ccx stress`: turn flags into a bounded [`Plan`] and targets, run the
+//! engine against each target in turn (a progress bar on stderr when it is a
+//! terminal), print the report (table or `--json`), exit 0 when every target
+//! met `--min-success`, else 1.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{runtime, use_color, CliError, ColorChoice};
+use crate::config::{self, Config, Overrides};
+use crate::exit::Exit;
+use crate::stress::report::{self, Settings, StressReport, SCHEMA_VERSION};
+use crate::stress::{cases, run_target, Mode, Plan, Target, Workload};
+
+/// Requests per client when neither `--requests` nor `--duration` is given
+/// (with `--cases`: one pass over the cases).
+const DEFAULT_REQUESTS: u64 = 50;
+
+#[derive(Debug, Args)]
+pub struct StressArgs {
+    /// Server to load (repeatable; the targets run one after another and are
+    /// reported side by side) [default: the local server, from CCX_HOST and CCX_PORT].
+    #[arg(long = "url", value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Concurrent sessions per target (1 to 1024).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub clients: u32,
+    /// Requests per client [default: 50, or one pass over --cases; with only
+    /// --duration, as many as fit].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// Stop starting requests after this long per target (e.g. 10s, 500ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+    /// Run this shell command line (success: exit status 0) instead of echo.
+    #[arg(long, value_name = "CMD", conflicts_with = "cases")]
+    pub command: Option<String>,
+    /// Run the tests of a cc_executor stress file (see README for the fields read).
+    #[arg(long, value_name = "FILE")]
+    pub cases: Option<PathBuf>,
+    /// persistent: one session per client, reused; oneshot: one connection per request.
+    #[arg(long, value_enum, default_value_t = ModeArg::Persistent)]
+    pub mode: ModeArg,
+    /// Per-request timeout (a case's own "timeout" wins).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// Lowest success rate, in percent, for a target to pass (e.g. 99.5).
+    #[arg(long, value_name = "PERCENT", default_value = "100", value_parser = parse_percent)]
+    pub min_success: f64,
+    /// Print the report as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Persistent,
+    Oneshot,
+}
+
+pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
+    let config = Config::load(&Overrides::default(), &config::env_snapshot())?;
+    let urls = if args.urls.is_empty() {
+        vec![config.ws_url()]
+    } else {
+        args.urls.clone()
+    };
+    let targets: Vec<Target> = urls
+        .into_iter()
+        .map(|url| Target::Server {
+            url,
+            token: config.token.clone(),
+        })
+        .collect();
+    let (workload, detail) = match (&args.cases, &args.command) {
+        (Some(path), _) => (
+            Workload::Cases(cases::load(path)?),
+            Some(path.display().to_string()),
+        ),
+        (None, Some(command)) => (Workload::Command(command.clone()), Some(command.clone())),
+        (None, None) => (Workload::Echo, None),
+    };
+    let requests = match (args.requests, args.duration, &workload) {
+        (Some(n), _, _) => Some(n),
+        (None, Some(_), _) => None,
+        (None, None, Workload::Cases(cases)) => Some(cases.len() as u64),
+        (None, None, _) => Some(DEFAULT_REQUESTS),
+    };
+    let plan = Plan {
+        clients: args.clients,
+        requests,
+        duration: args.duration,
+        mode: match args.mode {
+            ModeArg::Persistent => Mode::Persistent,
+            ModeArg::Oneshot => Mode::Oneshot,
+        },
+        timeout: args.timeout,
+        workload: workload.clone(),
+    };
+    let settings = Settings {
+        clients: plan.clients,
+        requests_per_client: plan.requests,
+        duration_s: plan.duration.map(|d| d.as_secs_f64()),
+        mode: plan.mode.as_str().into(),
+        timeout_s: plan.timeout.as_secs_f64(),
+        workload: match workload {
+            Workload::Echo => "echo",
+            Workload::Command(_) => "command",
+            Workload::Cases(_) => "cases",
+        }
+        .into(),
+        workload_detail: detail,
+        min_success_percent: args.min_success,
+    };
+
+    let runtime = runtime()?;
+    let mut reports = Vec::new();
+    for target in &targets {
+        let progress = progress_bar(&plan, &target.label());
+        reports.push(runtime.block_on(run_target(target, &plan, args.min_success, &progress)));
+        progress.finish_and_clear();
+    }
+    let passed = reports.iter().all(|t| t.met_min_success);
+    let report = StressReport {
+        schema_version: SCHEMA_VERSION,
+        settings,
+        targets: reports,
+        passed,
+    };
+    let text = if args.json {
+        let mut json = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
+        json.push('\n');
+        json
+    } else {
+        report::render_human(&report, use_color(color, std::io::stdout().is_terminal()))
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`ccx stress | head`) is not an error worth a message.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    Ok(if passed { Exit::Success } else { Exit::Failure })
+}
+
+/// A bar on stderr when it is a terminal; hidden otherwise.
+fn progress_bar(plan: &Plan, label: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match plan.requests {
+        Some(n) => ProgressBar::with_draw_target(
+            Some(n.saturating_mul(u64::from(plan.clients))),
+            ProgressDrawTarget::stderr(),
+        ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+    };
+    let template = if plan.requests.is_some() {
+        "{prefix} [{bar:30}] {pos}/{len} elapsed {elapsed}, eta {eta}"
+    } else {
+        "{prefix} {spinner} {pos} requests, elapsed {elapsed}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+    match config::parse_duration(raw)? {
+        d if d.is_zero() => Err("a duration greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn parse_percent(raw: &str) -> Result<f64, String> {
+    let value: f64 = raw
+        .trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a percentage from 0 to 100, got {raw:?}"))?;
+    if (0.0..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("expected a percentage from 0 to 100, got {raw:?}"))
+    }
+}

@@ -1,0 +1,315 @@
+//! `ccx exec` against a real server: streams, exit codes, Ctrl-C, errors.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ccx_command, descendants, eventually, TestServer};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn exec(server: &TestServer, args: &[&str]) -> Output {
+    ccx_command()
+        .args(["exec", "--url", &server.url])
+        .args(args)
+        .output()
+        .expect("run ccx exec")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn exec_passes_stdout_stderr_and_exit_code_through() {
+    let server = TestServer::start();
+    let out = exec(
+        &server,
+        &["--", "sh", "-c", "printf out; printf err >&2; exit 3"],
+    );
+    assert_eq!(text(&out.stdout), "out");
+    assert_eq!(text(&out.stderr), "err");
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn exec_reports_death_by_signal_as_128_plus_n() {
+    let server = TestServer::start();
+    let out = exec(&server, &["--", "kill -TERM $$"]);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn exec_runs_a_single_word_as_a_shell_command_line() {
+    let server = TestServer::start();
+    let out = exec(&server, &["--", "echo a | wc -c"]);
+    assert_eq!(text(&out.stdout).trim(), "2");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn exec_streams_15_mb_byte_exact() {
+    let server = TestServer::start();
+    let out = exec(&server, &["--", "seq", "1", "2000000"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let local = Command::new("seq")
+        .args(["1", "2000000"])
+        .output()
+        .expect("local seq");
+    assert!(local.stdout.len() > 14_000_000);
+    assert_eq!(out.stdout.len(), local.stdout.len());
+    assert!(
+        out.stdout == local.stdout,
+        "remote output differs from local seq"
+    );
+}
+
+#[test]
+fn exec_defaults_to_the_local_server_from_ccx_port() {
+    let server = TestServer::start();
+    let out = ccx_command()
+        .args(["exec", "--", "echo", "via config"])
+        .env("CCX_PORT", server.port.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "via config\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn exec_passes_cwd_env_and_timeout() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let out = exec(
+        &server,
+        &[
+            "--cwd",
+            dir_path.to_str().unwrap(),
+            "--env",
+            "GREETING=hi there",
+            "--",
+            "pwd; echo \"$GREETING\"",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\nhi there\n", dir_path.display())
+    );
+    let started = Instant::now();
+    let out = exec(&server, &["--timeout", "0.5", "--", "sleep", "30"]);
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("--timeout"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn exec_json_prints_one_event_per_line_ending_with_completed() {
+    let server = TestServer::start();
+    let out = exec(&server, &["--json", "--", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "process.started");
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "process.output" && e["type"] == "stdout" && e["data"] == "hi\n"));
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "process.completed");
+    assert_eq!(last["exit_code"], 3);
+}
+
+#[test]
+fn exec_notes_replaced_non_utf8_bytes_once() {
+    let server = TestServer::start();
+    let out = exec(&server, &["--", "printf '\\377a\\n'; printf '\\376b\\n'"]);
+    assert_eq!(text(&out.stdout), "\u{FFFD}a\n\u{FFFD}b\n");
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("U+FFFD").count(), 1, "{stderr}");
+}
+
+#[test]
+fn exec_ctrl_c_cancels_the_remote_group_and_exits_130() {
+    let server = TestServer::start();
+    let mut child = ccx_command()
+        .args(["exec", "--url", &server.url, "--", "sleep", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || !descendants(server.pid())
+            .is_empty()),
+        "the remote sleep never started"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let sent = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), || descendants(server.pid())
+            .is_empty()),
+        "remote processes still alive 1 s after Ctrl-C: {:?}",
+        descendants(server.pid())
+    );
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    let status = wait_with_deadline(&mut child, Duration::from_secs(5)).expect("ccx exec exited");
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn exec_second_ctrl_c_exits_without_waiting() {
+    // The command ignores SIGTERM, so CANCEL waits for the 30 s grace before SIGKILL.
+    let server = TestServer::start_with(&[("CCX_KILL_GRACE", "30s")], &[]);
+    let mut child = ccx_command()
+        .args([
+            "exec",
+            "--url",
+            &server.url,
+            "--",
+            "trap '' TERM; sleep 300",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || descendants(
+        server.pid()
+    )
+    .len()
+        >= 2));
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGINT).unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut first_line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stderr.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        first_line.push(byte[0]);
+    }
+    assert!(
+        text(&first_line).contains("cancelling"),
+        "{}",
+        text(&first_line)
+    );
+    assert!(
+        wait_with_deadline(&mut child, Duration::from_millis(300)).is_none(),
+        "exited on the first Ctrl-C"
+    );
+    kill(pid, Signal::SIGINT).unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(2));
+    // The remote group ignores SIGTERM: end it here rather than leave it behind.
+    for pid in descendants(server.pid()) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    assert_eq!(
+        status.expect("exits at once on the second Ctrl-C").code(),
+        Some(130)
+    );
+}
+
+#[test]
+fn exec_unreachable_server_exits_255_naming_the_cause() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let out = ccx_command()
+        .args([
+            "exec",
+            "--url",
+            &format!("ws://127.0.0.1:{port}/ws/mcp"),
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn exec_with_a_wrong_token_exits_254_and_says_so() {
+    let server = TestServer::start_with(&[("CCX_TOKEN", "right")], &[]);
+    let out = ccx_command()
+        .args(["exec", "--url", &server.url, "--", "true"])
+        .env("CCX_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(254));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("CCX_TOKEN"),
+        "{stderr}"
+    );
+    let ok = ccx_command()
+        .args(["exec", "--url", &server.url, "--", "echo", "in"])
+        .env("CCX_TOKEN", "right")
+        .output()
+        .unwrap();
+    assert_eq!(text(&ok.stdout), "in\n");
+}
+
+#[test]
+fn exec_without_a_command_is_a_usage_error() {
+    let out = ccx_command().args(["exec"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn wait_with_deadline(
+    child: &mut std::process::Child,
+    deadline: Duration,
+) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    eventually(deadline, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status
+}
+
+#[test]
+fn exec_closed_stdout_cancels_the_remote_command_and_exits_141() {
+    let server = TestServer::start();
+    let mut child = ccx_command()
+        .args(["exec", "--url", &server.url, "--", "seq", "1", "1000000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 2];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"1\n");
+    drop(stdout);
+    let status = wait_with_deadline(&mut child, Duration::from_secs(5)).expect("ccx exec exits");
+    assert_eq!(status.code(), Some(141));
+    assert!(
+        eventually(Duration::from_secs(2), || descendants(server.pid())
+            .is_empty()),
+        "the remote seq is still running"
+    );
+}

@@ -1,0 +1,392 @@
+//! `ccx stress` against real servers: the JSON report parses into the
+//! documented types, failures are grouped by cause, bad input is refused.
+
+mod common;
+
+use std::process::Output;
+
+use ccx::stress::report::{Cause, StressReport, SCHEMA_VERSION};
+use common::{ccx_command, TestServer};
+
+fn stress(args: &[&str]) -> Output {
+    ccx_command()
+        .arg("stress")
+        .args(args)
+        .output()
+        .expect("run ccx stress")
+}
+
+fn report(out: &Output) -> StressReport {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not a StressReport ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn stress_16_clients_200_echo_requests_all_succeed() {
+    let server = TestServer::start();
+    let out = stress(&[
+        "--url",
+        &server.url,
+        "--clients",
+        "16",
+        "--requests",
+        "200",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(
+        out.stderr.is_empty(),
+        "no progress bar when stderr is not a terminal: {}",
+        stderr(&out)
+    );
+    let report = report(&out);
+    assert_eq!(report.schema_version, SCHEMA_VERSION);
+    assert!(report.passed);
+    let target = &report.targets[0];
+    assert_eq!(target.target, server.url);
+    assert_eq!(target.attempts, 3200);
+    assert_eq!(target.successes, 3200);
+    assert_eq!(target.success_percent, 100.0);
+    assert!(target.failures.is_empty());
+    let latency = target.latency_ms.as_ref().expect("latency");
+    assert!(
+        latency.p50 > 0.0
+            && latency.p50 <= latency.p90
+            && latency.p90 <= latency.p99
+            && latency.p99 <= latency.max
+    );
+    assert!(target.throughput_rps > 0.0);
+}
+
+#[test]
+fn stress_reports_a_dead_target_as_connect_refused_beside_a_live_one() {
+    let server = TestServer::start();
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    let out = stress(&[
+        "--url",
+        &server.url,
+        "--url",
+        &dead,
+        "--clients",
+        "2",
+        "--requests",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let report = report(&out);
+    assert!(!report.passed);
+    let (live, down) = (&report.targets[0], &report.targets[1]);
+    assert_eq!(live.success_percent, 100.0);
+    assert!(live.met_min_success);
+    assert_eq!(down.target, dead);
+    assert_eq!(down.attempts, 20);
+    assert_eq!(down.success_percent, 0.0);
+    assert_eq!(down.failures.len(), 1);
+    assert_eq!(down.failures[0].cause, Cause::ConnectRefused);
+    assert_eq!(down.failures[0].count, 20);
+    assert!(
+        down.failures[0].example.contains("refused"),
+        "{}",
+        down.failures[0].example
+    );
+}
+
+#[test]
+fn stress_human_table_shows_targets_side_by_side_with_causes() {
+    let server = TestServer::start();
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    let out = stress(&[
+        "--url",
+        &server.url,
+        "--url",
+        &dead,
+        "--clients",
+        "1",
+        "--requests",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table
+        .lines()
+        .find(|l| l.starts_with("target"))
+        .expect("target row");
+    assert!(
+        header.contains(&server.url) && header.contains(&dead),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("connect refused")),
+        "{table}"
+    );
+    assert!(
+        table.contains("✓ 100.0 %") && table.contains("✗ 0.0 %"),
+        "{table}"
+    );
+}
+
+#[test]
+fn stress_cases_file_names_the_pattern_that_did_not_match() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("simple_stress_tests.json");
+    std::fs::write(
+        &path,
+        r#"{
+  "task_list_id": "SIMPLE",
+  "timeout": 20,
+  "tests": [
+    {"id": "echo_test", "name": "Echo Test", "command": "echo \"Testing basic echo command\"",
+     "expected_patterns": ["testing BASIC echo"], "description": "case-insensitive"},
+    {"id": "never", "name": "Cannot match", "command": "echo hello",
+     "expected_patterns": ["hello", "no-such-text-xyzzy"]},
+    {"id": "fails", "name": "Expected failure", "command": "exit 4", "expect_non_zero_exit": true}
+  ]
+}"#,
+    )
+    .unwrap();
+    let out = stress(&[
+        "--url",
+        &server.url,
+        "--cases",
+        path.to_str().unwrap(),
+        "--clients",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let report = report(&out);
+    let target = &report.targets[0];
+    assert_eq!(target.attempts, 6, "2 clients × one pass over 3 cases");
+    assert_eq!(target.successes, 4);
+    let wrong = target
+        .failures
+        .iter()
+        .find(|f| f.cause == Cause::WrongOutput)
+        .expect("wrong output");
+    assert_eq!(wrong.count, 2);
+    assert_eq!(wrong.case_id.as_deref(), Some("never"));
+    assert_eq!(wrong.pattern.as_deref(), Some("no-such-text-xyzzy"));
+    assert!(wrong.example.contains("no-such-text-xyzzy"));
+    let never = target.cases.iter().find(|c| c.id == "never").unwrap();
+    assert_eq!((never.attempts, never.successes), (2, 0));
+    assert_eq!(
+        never.missing_patterns,
+        vec!["no-such-text-xyzzy".to_string()]
+    );
+    let table = stress(&[
+        "--url",
+        &server.url,
+        "--cases",
+        path.to_str().unwrap(),
+        "--clients",
+        "1",
+    ]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("wrong output") && table.contains("\"no-such-text-xyzzy\""),
+        "{table}"
+    );
+}
+
+#[test]
+fn stress_reads_the_categories_shape() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.json");
+    std::fs::write(
+        &path,
+        r#"{"categories": {
+            "simple": {"timeout": 10, "tests": [{"id": "a", "name": "A", "command": "echo alpha", "expected_patterns": ["alpha"]}]},
+            "edge_cases": {"tests": [{"id": "empty", "name": "Empty", "command": "echo \"\"", "expected_patterns": []}]}}}"#,
+    )
+    .unwrap();
+    let out = stress(&[
+        "--url",
+        &server.url,
+        "--cases",
+        path.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let report = report(&out);
+    assert_eq!(report.targets[0].cases.len(), 2);
+    assert_eq!(report.targets[0].success_percent, 100.0);
+}
+
+#[test]
+fn stress_oneshot_mode_and_command_workload() {
+    let server = TestServer::start();
+    let out = stress(&[
+        "--url",
+        &server.url,
+        "--mode",
+        "oneshot",
+        "--clients",
+        "3",
+        "--requests",
+        "5",
+        "--command",
+        "exit 7",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = report(&out);
+    assert_eq!(report.settings.mode, "oneshot");
+    let target = &report.targets[0];
+    assert_eq!(target.attempts, 15);
+    assert_eq!(target.failures[0].cause, Cause::NonZeroExit);
+    assert!(
+        target.failures[0].example.contains("exit_code 7"),
+        "{}",
+        target.failures[0].example
+    );
+    let pass = stress(&[
+        "--url",
+        &server.url,
+        "--mode",
+        "oneshot",
+        "--requests",
+        "5",
+        "--min-success",
+        "0",
+        "--command",
+        "exit 7",
+    ]);
+    assert_eq!(
+        pass.status.code(),
+        Some(0),
+        "--min-success 0 accepts anything"
+    );
+}
+
+#[test]
+fn stress_duration_caps_the_run() {
+    let server = TestServer::start();
+    let started = std::time::Instant::now();
+    let out = stress(&[
+        "--url",
+        &server.url,
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let report = report(&out);
+    assert_eq!(report.settings.requests_per_client, None);
+    assert!(report.targets[0].attempts > 0);
+}
+
+#[test]
+fn stress_command_timeout_is_reported_as_timeout() {
+    let server = TestServer::start();
+    let out = stress(&[
+        "--url",
+        &server.url,
+        "--requests",
+        "1",
+        "--clients",
+        "1",
+        "--timeout",
+        "300ms",
+        "--command",
+        "sleep 5",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = report(&out);
+    assert_eq!(report.targets[0].failures[0].cause, Cause::Timeout);
+}
+
+#[test]
+fn stress_refuses_bad_input_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let out = stress(&["--cases", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.json"), "{}", stderr(&out));
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        "{\n  \"tests\": [\n    {\"id\": \"a\" \"command\": \"x\"}\n  ]\n}",
+    )
+    .unwrap();
+    let out = stress(&["--cases", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:3:", bad.display())),
+        "names the file and line: {err}"
+    );
+
+    let tasks = dir.path().join("tasks.json");
+    std::fs::write(
+        &tasks,
+        r#"{"categories": {"simple": {"tasks": [{"id": "x"}]}}}"#,
+    )
+    .unwrap();
+    let out = stress(&["--cases", tasks.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("task-list"), "{}", stderr(&out));
+
+    for args in [
+        &["--clients", "0"][..],
+        &["--mode", "sometimes"],
+        &["--requests", "0"],
+        &["--min-success", "120"],
+        &["--duration", "forever"],
+    ] {
+        let out = stress(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn stress_wrong_token_is_a_handshake_failure() {
+    let server = TestServer::start_with(&[("CCX_TOKEN", "right")], &[]);
+    let out = ccx_command()
+        .args([
+            "stress",
+            "--url",
+            &server.url,
+            "--clients",
+            "1",
+            "--requests",
+            "2",
+            "--json",
+        ])
+        .env("CCX_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = report(&out);
+    let failure = &report.targets[0].failures[0];
+    assert_eq!(failure.cause, Cause::Handshake);
+    assert!(failure.example.contains("401"), "{}", failure.example);
+}
