@@ -1,6 +1,7 @@
 //! The command line: clap types, one file per subcommand, and the mapping of
 //! every error to its exit code. Only this layer reads the process environment.
 
+mod doctor;
 mod serve;
 
 use std::io::Write;
@@ -37,6 +38,8 @@ pub enum ColorChoice {
 pub enum Command {
     /// Run the server (`--foreground` in this terminal).
     Serve(serve::ServeArgs),
+    /// Check, step by step, that a server starts and answers; say which step fails and why.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Errors that end a command, each with its exit code.
@@ -81,6 +84,7 @@ pub fn main() -> Exit {
 pub fn run(cli: Cli) -> Result<Exit, CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args, cli.color),
+        Command::Doctor(args) => doctor::run(args, cli.color),
     }
 }
 
