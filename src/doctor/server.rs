@@ -126,8 +126,13 @@ impl ServerProcess {
     /// Gives the readers a moment to reach EOF after the server exited, so
     /// its last words are in the tail.
     pub async fn drain(&mut self) {
-        for reader in &mut self.readers {
-            let _ = timeout(Duration::from_millis(500), reader).await;
+        for mut reader in std::mem::take(&mut self.readers) {
+            if timeout(Duration::from_millis(500), &mut reader)
+                .await
+                .is_err()
+            {
+                self.readers.push(reader);
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use crate::doctor::Ctx;
 pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let opts = ctx.opts;
     if opts.url.is_some() {
-        return skipped_for_url("what is installed");
+        return skipped_for_url("the running server was installed elsewhere");
     }
     let Some(config) = &ctx.config else {
         return Outcome::skip("no valid configuration to check against");
@@ -43,8 +43,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
     if missing.is_empty() {
         return Outcome::pass(format!("{count} found")).detail(found);
     }
-    let mut detail = missing.clone();
-    detail.extend(found);
+    let mut detail = found;
     detail.push(format!(
         "PATH searched: {}",
         if path_var.is_empty() {

@@ -10,7 +10,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let env = &ctx.opts.env;
     if ctx.opts.url.is_some() {
         ctx.token = env.get("CCX_TOKEN").filter(|t| !t.is_empty()).cloned();
-        return skipped_for_url("the configuration");
+        return skipped_for_url("the running server has its own configuration");
     }
     let set: Vec<String> = env
         .iter()
@@ -42,6 +42,9 @@ pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
         config.authority()
     );
     ctx.token = config.token.clone();
+    if config.port != 0 {
+        ctx.target = Some(config.ws_url());
+    }
     ctx.config = Some(config);
     if unknown.is_empty() {
         return Outcome::pass(summary_ok).detail(detail);

@@ -47,6 +47,28 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 }
             }
         }
+        Err(ClientError::NotWebSocket(reason)) => {
+            // Some HTTP servers (HTTP/1.0 ones) answer in a way the WebSocket
+            // library cannot read: ask with a plain GET to learn the status.
+            let status = plain_get_status(&url, ctx.opts.timeout).await;
+            match status {
+                Some(status) => failure(
+                    ClientError::Http {
+                        status,
+                        body: format!("(to a plain GET; the upgrade failed: {reason})"),
+                    },
+                    &url,
+                    sent_token,
+                    ctx.opts.timeout,
+                ),
+                None => failure(
+                    ClientError::NotWebSocket(reason),
+                    &url,
+                    sent_token,
+                    ctx.opts.timeout,
+                ),
+            }
+        }
         Err(e) => failure(e, &url, sent_token, ctx.opts.timeout),
     }
 }
@@ -89,6 +111,19 @@ fn failure(e: ClientError, url: &str, sent_token: bool, deadline: std::time::Dur
         _ => Outcome::fail(format!("cannot open a session at {url}: {text}"))
             .fix("check the URL and that the server is running"),
     }
+}
+
+/// The HTTP status a plain GET of the URL's path gets, if any answer comes.
+async fn plain_get_status(url: &str, deadline: std::time::Duration) -> Option<u16> {
+    let rest = url.split_once("://").map(|(_, r)| r)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    crate::client::http::get(authority, path, deadline)
+        .await
+        .ok()
+        .map(|r| r.status)
 }
 
 /// The host part of a ws:// URL.

@@ -83,8 +83,6 @@ pub(super) async fn run(id: StepId, ctx: &mut Ctx<'_>) -> Outcome {
 }
 
 /// The reason local steps are skipped when `--url` names a running server.
-pub(super) fn skipped_for_url(what: &str) -> Outcome {
-    Outcome::skip(format!(
-        "not checked: --url points at a running server, so {what} is that server's own"
-    ))
+pub(super) fn skipped_for_url(why: &str) -> Outcome {
+    Outcome::skip(format!("not checked with --url: {why}"))
 }

@@ -12,11 +12,11 @@ use crate::config::authority;
 use crate::doctor::Ctx;
 
 /// Deadline of the `/health` probe of whoever holds the port.
-const HEALTH_DEADLINE: Duration = Duration::from_secs(1);
+const HEALTH_DEADLINE: Duration = Duration::from_millis(300);
 
 pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     if ctx.opts.url.is_some() {
-        return skipped_for_url("its port");
+        return skipped_for_url("the running server already holds its port");
     }
     let Some(config) = &ctx.config else {
         return Outcome::skip("no valid configuration to check against");

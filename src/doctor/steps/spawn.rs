@@ -27,7 +27,7 @@ const POLL: Duration = Duration::from_millis(10);
 pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let opts = ctx.opts;
     if opts.url.is_some() {
-        return skipped_for_url("starting it");
+        return skipped_for_url("the doctor starts no server");
     }
     let Some(config) = ctx.config.clone() else {
         return Outcome::skip("no valid configuration to start a server with");
