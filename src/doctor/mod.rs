@@ -25,7 +25,7 @@ use server::ServerProcess;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The checks, in the order they run. Ids are stable (scripts match on them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepId {
     Config,
