@@ -152,7 +152,7 @@ fn sigint_during_spawn_stops_the_whole_server_group_and_reports_it() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = common::ccx_command()
+    let child = common::ccx_command()
         .args([
             "doctor",
             "--json",
