@@ -96,6 +96,11 @@ pub async fn serve(
     });
     let app = router(state.clone());
     let stopped = shutdown.clone();
+    // Small frames (result, started, output, completed) must not wait for
+    // Nagle + delayed ACK (~40 ms each round trip).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopped.cancelled().await })
         .await
