@@ -47,9 +47,20 @@ impl Captured {
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(n)..]
             .iter()
-            .map(|l| l.chars().take(300).collect())
+            .map(|l| tail_of_line(l))
             .collect()
     }
+}
+
+/// A long line keeps its end: that is where an error message usually is.
+fn tail_of_line(line: &str) -> String {
+    const KEEP: usize = 300;
+    let count = line.chars().count();
+    if count <= KEEP {
+        return line.to_string();
+    }
+    let tail: String = line.chars().skip(count - KEEP).collect();
+    format!("…{tail}")
 }
 
 type Shared = Arc<Mutex<Captured>>;

@@ -21,6 +21,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let mut missing = Vec::new();
 
     let mut check = |role: &str, name: &str| match resolve(name, &path_var) {
+        Ok(p) if p.as_os_str() == name => found.push(format!("{role}: {name}")),
         Ok(p) => found.push(format!("{role}: {name} → {}", p.display())),
         Err(why) => missing.push(format!("{role}: {name} {why}")),
     };

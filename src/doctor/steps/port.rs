@@ -73,7 +73,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             ))
             .detail(detail)
             .fix(format!(
-                "check that server instead: `ccx doctor --url {url}`; or stop it (`ccx stop`, or kill {}), or set CCX_PORT to another port",
+                "check that server instead: `ccx doctor --url {url}`; or stop it (`ccx stop` if `ccx serve` started it, else kill {}), or set CCX_PORT to another port",
                 holders.first().map(|h| h.pid.to_string()).unwrap_or_else(|| "it".into())
             ));
         }

@@ -139,6 +139,8 @@ fn probe_authority(config: &Config) -> String {
 fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(s) => match (s.code(), s.signal()) {
+            (Some(127), _) => "exit status 127 (command not found)".into(),
+            (Some(126), _) => "exit status 126 (found but not executable)".into(),
             (Some(code), _) => format!("exit status {code}"),
             (None, Some(sig)) => {
                 let name = nix::sys::signal::Signal::try_from(sig)
@@ -164,6 +166,7 @@ fn exited_early(
         .last()
         .or(stdout.last())
         .cloned()
+        .map(|l| short_tail(&l))
         .unwrap_or_else(|| "it printed nothing".into());
     let mut detail = vec![format!("command: {what}")];
     detail.extend(stderr.iter().map(|l| format!("stderr: {l}")));
@@ -173,6 +176,17 @@ fn exited_early(
     ))
     .detail(detail)
     .fix("fix the cause its own error names (stderr above); run the same command in a terminal to see all of it")
+}
+
+/// The end of a line, short enough for a summary.
+fn short_tail(line: &str) -> String {
+    const KEEP: usize = 120;
+    let line = line.trim_start_matches('…');
+    let count = line.chars().count();
+    if count <= KEEP {
+        return line.to_string();
+    }
+    format!("…{}", line.chars().skip(count - KEEP).collect::<String>())
 }
 
 fn hung(
