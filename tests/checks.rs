@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use ccx::doctor::{Report, Status, StepId};
 use serde::Deserialize;
 
-/// Environment variable put on every process a scenario starts, to find
-/// leftovers afterwards.
-const MARKER_VAR: &str = "DOCTOR_CHECKS_RUN";
+use common::{marked_processes, MARKER_VAR};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,27 +273,6 @@ fn run_scenario(path: &Path, marker: &str) -> (u16, Vec<String>) {
         problems.push(format!("report:\n{stdout}"));
     }
     (port, problems)
-}
-
-/// Pids of live processes whose environment carries `marker`.
-fn marked_processes(marker: &str) -> Vec<(u32, String)> {
-    let needle = format!("{MARKER_VAR}={marker}");
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && common::state(pid).is_some_and(|s| s != 'Z'))
-        .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
-                .unwrap_or(false)
-        })
-        .map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            (pid, String::from_utf8_lossy(&cmdline).replace('\0', " "))
-        })
-        .collect()
 }
 
 #[test]

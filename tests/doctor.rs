@@ -11,13 +11,24 @@ use std::time::{Duration, Instant};
 
 use ccx::doctor::{Report, Status, StepId, SCHEMA_VERSION};
 
+/// Runs `ccx doctor ARGS`, then asserts that it left no process behind
+/// (the server it started, that server's children).
 fn doctor(args: &[&str], env: &[(&str, &str)]) -> Output {
-    common::ccx_command()
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let out = common::ccx_command()
         .arg("doctor")
         .args(args)
         .envs(env.iter().copied())
+        .env(common::MARKER_VAR, &marker)
         .output()
-        .expect("run ccx doctor")
+        .expect("run ccx doctor");
+    assert!(
+        common::eventually(Duration::from_secs(3), || common::marked_processes(&marker)
+            .is_empty()),
+        "ccx doctor {args:?} left processes behind: {:?}",
+        common::marked_processes(&marker)
+    );
+    out
 }
 
 fn stdout(o: &Output) -> String {

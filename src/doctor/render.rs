@@ -5,7 +5,9 @@
 
 use owo_colors::OwoColorize;
 
-use super::{Report, Status, StepResult};
+#[cfg(test)]
+use super::StepResult;
+use super::{Report, Status};
 
 /// The symbol of a status, readable without colour.
 pub fn symbol(status: Status) -> &'static str {
@@ -158,12 +160,129 @@ pub fn json(report: &Report) -> String {
     text
 }
 
-/// One step as a line, for logs and tests.
-pub fn step_line(step: &StepResult) -> String {
-    format!(
-        "{} {} {}",
-        symbol(step.status),
-        step.id.as_str(),
-        step.summary
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::{StepId, SCHEMA_VERSION};
+
+    fn step(id: StepId, status: Status, summary: &str, fix: Option<&str>) -> StepResult {
+        StepResult {
+            id,
+            title: id.title().into(),
+            status,
+            summary: summary.into(),
+            detail: vec![format!("detail of {}", id.as_str())],
+            fix: fix.map(String::from),
+            duration_ms: 7,
+        }
+    }
+
+    fn report(steps: Vec<StepResult>, exit_code: u8) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            ccx_version: "0.1.0".into(),
+            target: "ws://127.0.0.1:8003/ws/mcp".into(),
+            ok: exit_code == 0,
+            exit_code,
+            steps,
+            duration_ms: 42,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn failing_report_shows_symbols_details_under_problems_only_and_the_failed_step() {
+        let r = report(
+            vec![
+                step(
+                    StepId::Config,
+                    Status::Warn,
+                    "CCX_PROT: did you mean CCX_PORT?",
+                    Some("rename it"),
+                ),
+                step(StepId::Binaries, Status::Pass, "2 found", None),
+                step(StepId::Port, Status::Pass, "free", None),
+                step(
+                    StepId::Spawn,
+                    Status::Timeout,
+                    "not ready within 1s",
+                    Some("raise --spawn-timeout"),
+                ),
+                step(
+                    StepId::Handshake,
+                    Status::Skip,
+                    "skipped because `spawn` failed",
+                    None,
+                ),
+                step(
+                    StepId::Echo,
+                    Status::Skip,
+                    "skipped because `spawn` failed",
+                    None,
+                ),
+            ],
+            1,
+        );
+        let text = human(
+            &r,
+            Style {
+                color: false,
+                verbose: false,
+            },
+        );
+        let expected = "\
+ccx doctor · ws://127.0.0.1:8003/ws/mcp
+[!] config     CCX_PROT: did you mean CCX_PORT? (7 ms)
+      detail of config
+      fix: rename it
+[✓] binaries   2 found (7 ms)
+[✓] port       free (7 ms)
+[⧖] spawn      not ready within 1s (7 ms)
+      detail of spawn
+      fix: raise --spawn-timeout
+[-] handshake  skipped because `spawn` failed
+[-] echo       skipped because `spawn` failed
+`spawn` timed out: 2 of 6 checks passed, 2 skipped (exit 1)
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn passing_report_ends_with_n_of_6_and_verbose_shows_every_detail() {
+        let steps = StepId::ALL
+            .iter()
+            .map(|&id| step(id, Status::Pass, "ok", None))
+            .collect();
+        let r = report(steps, 0);
+        let text = human(
+            &r,
+            Style {
+                color: false,
+                verbose: true,
+            },
+        );
+        assert!(text.ends_with("6 of 6 checks passed in 42 ms\n"), "{text}");
+        assert_eq!(text.matches("      detail of ").count(), 6);
+        let coloured = human(
+            &r,
+            Style {
+                color: true,
+                verbose: false,
+            },
+        );
+        assert!(coloured.contains("\u{1b}["));
+    }
+
+    #[test]
+    fn json_round_trips_through_the_serde_types() {
+        let r = report(
+            vec![step(StepId::Config, Status::Fail, "bad", Some("fix it"))],
+            1,
+        );
+        let back: Report = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(back, r);
+        let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(v["steps"][0]["status"], "fail");
+        assert_eq!(v["steps"][0]["id"], "config");
+    }
 }
