@@ -136,21 +136,22 @@ fn probe_authority(config: &Config) -> String {
         .to_string()
 }
 
+/// How the server ended: "exited with exit status 1", "was killed by signal 11 (SIGSEGV)".
 fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(s) => match (s.code(), s.signal()) {
-            (Some(127), _) => "exit status 127 (command not found)".into(),
-            (Some(126), _) => "exit status 126 (found but not executable)".into(),
-            (Some(code), _) => format!("exit status {code}"),
+            (Some(127), _) => "exited with exit status 127 (command not found)".into(),
+            (Some(126), _) => "exited with exit status 126 (found but not executable)".into(),
+            (Some(code), _) => format!("exited with exit status {code}"),
             (None, Some(sig)) => {
                 let name = nix::sys::signal::Signal::try_from(sig)
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_else(|_| format!("signal {sig}"));
-                format!("killed by signal {sig} ({name})")
+                format!("was killed by signal {sig} ({name})")
             }
-            (None, None) => "an unknown status".into(),
+            (None, None) => "exited with an unknown status".into(),
         },
-        Err(e) => format!("an unknown status ({e})"),
+        Err(e) => format!("exited with an unknown status ({e})"),
     }
 }
 
@@ -172,7 +173,7 @@ fn exited_early(
     detail.extend(stderr.iter().map(|l| format!("stderr: {l}")));
     detail.extend(stdout.iter().map(|l| format!("stdout: {l}")));
     Outcome::fail(format!(
-        "the server exited with {how} before it was ready: {last}"
+        "the server {how} before it was ready: {last}"
     ))
     .detail(detail)
     .fix("fix the cause its own error names (stderr above); run the same command in a terminal to see all of it")
