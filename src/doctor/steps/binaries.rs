@@ -11,7 +11,12 @@ use crate::doctor::Ctx;
 pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let opts = ctx.opts;
     if opts.url.is_some() {
-        return skipped_for_url("the running server was installed elsewhere");
+        let also = if opts.require.is_empty() {
+            ""
+        } else {
+            " (--require applies only to a server the doctor starts)"
+        };
+        return skipped_for_url(&format!("the running server was installed elsewhere{also}"));
     }
     let Some(config) = &ctx.config else {
         return Outcome::skip("no valid configuration to check against");
