@@ -81,14 +81,6 @@ fn checks_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("checks")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn fill(text: &str, port: u16, tmp: &Path) -> String {
     text.replace("{port}", &port.to_string())
         .replace("{ccx}", common::BIN)
@@ -165,14 +157,13 @@ fn step_text(report: &Report, id: StepId) -> String {
 }
 
 /// Runs one scenario; returns the problems found (empty when it passed).
-fn run_scenario(path: &Path, marker: &str) -> (u16, Vec<String>) {
+fn run_scenario(path: &Path, port: u16, marker: &str) -> (u16, Vec<String>) {
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     let scenario: Scenario = match toml::from_str(&std::fs::read_to_string(path).unwrap()) {
         Ok(s) => s,
         Err(e) => return (0, vec![format!("{name}: not a valid scenario: {e}")]),
     };
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
     let helpers: Vec<Helper> = scenario
         .setup
         .iter()
@@ -291,12 +282,24 @@ fn every_checks_scenario_gets_its_verdict_and_leaves_nothing_behind() {
     );
     let marker = uuid::Uuid::new_v4().simple().to_string();
 
+    // Distinct ports: all listeners are held open while they are chosen.
+    let listeners: Vec<TcpListener> = files
+        .iter()
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(listeners);
+
     let results: Vec<(u16, Vec<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = files
             .iter()
-            .map(|f| {
+            .zip(ports)
+            .map(|(f, port)| {
                 let marker = marker.clone();
-                s.spawn(move || run_scenario(f, &marker))
+                s.spawn(move || run_scenario(f, port, &marker))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
