@@ -307,13 +307,26 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `1.5s`, `250ms`: durations as a user writes them.
+/// `250ms`, `1.5s`, `10s`: durations as a user writes them.
 pub fn human_duration(d: Duration) -> String {
-    if d.as_millis() < 1000 || d.subsec_millis() != 0 && d.as_secs() < 10 {
-        if d.as_millis() < 1000 {
-            return format!("{}ms", d.as_millis());
-        }
-        return format!("{:.1}s", d.as_secs_f64());
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
-    format!("{}s", d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_a_user_writes_them() {
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+    }
 }
