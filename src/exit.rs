@@ -13,6 +13,8 @@ pub enum Exit {
     Internal,
     /// `exec`: the remote command's own exit code (128+N when killed by signal N).
     Remote(u8),
+    /// Stopped by signal N (SIGINT, SIGTERM) after cleaning up: 128+N, as a shell reports it.
+    Interrupted(u8),
     /// `exec`: the server could not be reached (nothing listening, DNS, TCP or
     /// handshake timeout, not a ccx server).
     Unreachable,
@@ -34,6 +36,7 @@ impl Exit {
             Exit::Usage => 2,
             Exit::Internal => 3,
             Exit::Remote(code) => code,
+            Exit::Interrupted(signal) => 128u8.saturating_add(signal),
             Exit::Unreachable => 255,
             Exit::Rejected => 254,
             Exit::ConnectionLost => 253,

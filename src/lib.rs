@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod compare;
 pub mod config;
+pub mod doctor;
 pub mod exit;
 pub mod process;
 pub mod protocol;

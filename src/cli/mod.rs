@@ -1,6 +1,7 @@
 //! The command line: clap types, one file per subcommand, and the mapping of
 //! every error to its exit code. Only this layer reads the process environment.
 
+mod doctor;
 mod exec;
 mod serve;
 mod stress;
@@ -43,6 +44,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Load one or more servers; report success rate and latency percentiles.
     Stress(stress::StressArgs),
+    /// Check, step by step, that a server starts and answers; say which step fails and why.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Errors that end a command, each with its exit code.
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Serve(args) => serve::run(args, cli.color),
         Command::Exec(args) => exec::run(args),
         Command::Stress(args) => stress::run(args, cli.color),
+        Command::Doctor(args) => doctor::run(args, cli.color),
     }
 }
 

@@ -249,3 +249,27 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     found.remove(0);
     found
 }
+
+/// Environment variable a test puts on the processes it starts (they pass it
+/// on to their children), to find any left behind.
+pub const MARKER_VAR: &str = "DOCTOR_CHECKS_RUN";
+
+/// Live processes (pid, command line) whose environment has
+/// `MARKER_VAR=marker`, this test process excepted.
+pub fn marked_processes(marker: &str) -> Vec<(u32, String)> {
+    let needle = format!("{MARKER_VAR}={marker}");
+    let me = std::process::id();
+    all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me && state(pid).is_some_and(|s| s != 'Z'))
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            (pid, String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        })
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! `ccx doctor`: clap arguments, wiring of the environment into the
+//! doctor's options, Ctrl-C/SIGTERM handling (the doctor cleans up, then
+//! exits 128+N), and printing the report (human or `--json`) quietly
+//! tolerating a closed stdout.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{runtime, use_color, CliError, ColorChoice};
+use crate::config::{self, Overrides};
+use crate::doctor::{self, render, Options, Report};
+use crate::exit::Exit;
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON document on stdout (always, whatever the exit status).
+    #[arg(long)]
+    pub json: bool,
+    /// Show the details of every step, not only of failing ones.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Treat warnings as failures (exit 1).
+    #[arg(long)]
+    pub strict: bool,
+    /// Check a running server instead of starting one (e.g. ws://127.0.0.1:8003/ws/mcp); CCX_TOKEN is sent when set.
+    #[arg(long, value_parser = parse_url, conflicts_with = "server_cmd")]
+    pub url: Option<String>,
+    /// Start your own server with `/bin/sh -c CMD` instead of `ccx serve --foreground`
+    /// (it gets CCX_HOST and CCX_PORT; ready when the port accepts connections).
+    #[arg(long, value_name = "CMD")]
+    pub server_cmd: Option<String>,
+    /// A program the server needs on its PATH (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub require: Vec<String>,
+    /// Address the server should listen on [env: CCX_HOST].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port the server should listen on [env: CCX_PORT].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// How long the started server may take to become ready (e.g. 10s, 500ms).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub spawn_timeout: Duration,
+    /// Deadline of each network exchange: handshake, echo (e.g. 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+}
+
+fn parse_url(raw: &str) -> Result<String, String> {
+    if raw.starts_with("ws://") || raw.starts_with("wss://") {
+        Ok(raw.to_string())
+    } else {
+        Err("expected a WebSocket URL such as ws://127.0.0.1:8003/ws/mcp".into())
+    }
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    match config::parse_duration(raw)? {
+        d if d.is_zero() => Err("a duration greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
+    let target = args.url.clone().unwrap_or_default();
+    let report = match runtime() {
+        Ok(rt) => {
+            let opts = Options {
+                env: config::env_snapshot(),
+                overrides: Overrides {
+                    host: args.host.clone(),
+                    port: args.port,
+                    state_dir: None,
+                    insecure_no_auth: false,
+                },
+                url: args.url.clone(),
+                server_cmd: args.server_cmd.clone(),
+                require: args.require.clone(),
+                ccx_exe: std::env::current_exe().ok(),
+                spawn_timeout: args.spawn_timeout,
+                timeout: args.timeout,
+                strict: args.strict,
+            };
+            rt.block_on(doctor::run(&opts, interrupted()))
+        }
+        Err(e) => Report::internal_error(target, format!("cannot start the async runtime: {e}")),
+    };
+    let text = if args.json {
+        render::json(&report)
+    } else {
+        let style = render::Style {
+            color: use_color(color, std::io::stdout().is_terminal()),
+            verbose: args.verbose,
+        };
+        render::human(&report, style)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        // `ccx doctor --json | head -c 10`: the reader left; the verdict stands.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(CliError::Io(e)),
+    }
+    Ok(match report.exit_code {
+        0 => Exit::Success,
+        1 => Exit::Failure,
+        3 => Exit::Internal,
+        n if n > 128 => Exit::Interrupted(n - 128),
+        _ => Exit::Failure,
+    })
+}
+
+/// Resolves with the signal number on the first SIGINT or SIGTERM; never
+/// resolves when the handlers cannot be installed.
+async fn interrupted() -> i32 {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => nix::libc::SIGTERM,
+        _ = int.recv() => nix::libc::SIGINT,
+    }
+}

@@ -1,0 +1,332 @@
+//! `ccx doctor`: runs the ordered checks (config → binaries → port → spawn →
+//! handshake → echo) into plain data, a [`Report`], that the renderers
+//! (`render`) turn into human text or JSON. The first failing step stops the
+//! run; the rest are reported as skipped, with the reason.
+//!
+//! The doctor tests the server over the wire, as a user's client would
+//! (`crate::client`); it never reaches into the server's internals. It
+//! changes nothing on the host: a server it starts is stopped with its whole
+//! process group before the report is returned, also when interrupted.
+
+pub mod render;
+mod server;
+mod steps;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::config::{Config, Env, Overrides};
+use server::ServerProcess;
+
+/// Version of the JSON report's shape; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The checks, in the order they run. Ids are stable (scripts match on them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepId {
+    Config,
+    Binaries,
+    Port,
+    Spawn,
+    Handshake,
+    Echo,
+}
+
+impl StepId {
+    pub const ALL: [StepId; 6] = [
+        StepId::Config,
+        StepId::Binaries,
+        StepId::Port,
+        StepId::Spawn,
+        StepId::Handshake,
+        StepId::Echo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepId::Config => "config",
+            StepId::Binaries => "binaries",
+            StepId::Port => "port",
+            StepId::Spawn => "spawn",
+            StepId::Handshake => "handshake",
+            StepId::Echo => "echo",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            StepId::Config => "configuration",
+            StepId::Binaries => "binaries on PATH",
+            StepId::Port => "port is free",
+            StepId::Spawn => "server starts",
+            StepId::Handshake => "WebSocket handshake",
+            StepId::Echo => "command round trip",
+        }
+    }
+}
+
+/// The verdict of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+    Timeout,
+    Skip,
+}
+
+impl Status {
+    /// A status that stops the run.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Fail | Status::Timeout)
+    }
+}
+
+/// What one step found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub id: StepId,
+    pub title: String,
+    pub status: Status,
+    /// One line saying what was found.
+    pub summary: String,
+    /// Supporting lines (resolved paths, stderr tail, …); shown under a
+    /// failing or warning step, and under every step with `-v`.
+    pub detail: Vec<String>,
+    /// What to do about a failure or a warning.
+    pub fix: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// The whole run: the JSON document of `ccx doctor --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub ccx_version: String,
+    /// The WebSocket URL checked (the spawned server's, or `--url`).
+    pub target: String,
+    /// True when the exit code is 0.
+    pub ok: bool,
+    pub exit_code: u8,
+    pub steps: Vec<StepResult>,
+    /// Wall time of the whole run.
+    pub duration_ms: u64,
+    /// Set when the doctor itself could not run (exit 3) or was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.status == Status::Pass)
+            .count()
+    }
+
+    pub fn first_failure(&self) -> Option<&StepResult> {
+        self.steps.iter().find(|s| s.status.is_failure())
+    }
+
+    /// A report for a doctor that could not run at all (exit 3).
+    pub fn internal_error(target: String, error: String) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            ccx_version: crate::VERSION.into(),
+            target,
+            ok: false,
+            exit_code: 3,
+            steps: Vec::new(),
+            duration_ms: 0,
+            error: Some(error),
+        }
+    }
+}
+
+/// Everything the doctor needs, decided by the CLI (the doctor never reads
+/// the process environment itself).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub env: Env,
+    pub overrides: Overrides,
+    /// Check this running server instead of starting one.
+    pub url: Option<String>,
+    /// The user's own server command (run by `/bin/sh -c`).
+    pub server_cmd: Option<String>,
+    /// Programs that must be on the server's PATH.
+    pub require: Vec<String>,
+    /// The `ccx` binary started by the spawn step.
+    pub ccx_exe: Option<PathBuf>,
+    /// How long the spawned server may take to become ready.
+    pub spawn_timeout: Duration,
+    /// Deadline of each network exchange (handshake, echo).
+    pub timeout: Duration,
+    /// Warnings count as failures.
+    pub strict: bool,
+}
+
+/// State carried from step to step.
+struct Ctx<'a> {
+    opts: &'a Options,
+    config: Option<Config>,
+    /// The server the spawn step started; stopped at the end of the run.
+    server: Option<ServerProcess>,
+    /// The WebSocket URL handshake and echo talk to.
+    target: Option<String>,
+    token: Option<String>,
+    client: Option<Client>,
+}
+
+impl Ctx<'_> {
+    /// The token the client sends: the validated one, or (with `--url`,
+    /// where the configuration is not checked) CCX_TOKEN as given.
+    fn token(&self) -> Option<String> {
+        self.token.clone()
+    }
+}
+
+/// How much longer than its own inner deadlines a step may run before the
+/// runner gives up on it.
+const STEP_SLACK: Duration = Duration::from_secs(2);
+
+fn step_deadline(id: StepId, opts: &Options) -> Duration {
+    match id {
+        StepId::Config | StepId::Binaries => Duration::from_secs(5),
+        StepId::Port => Duration::from_secs(5),
+        StepId::Spawn => opts.spawn_timeout + STEP_SLACK,
+        StepId::Handshake => opts.timeout + STEP_SLACK,
+        StepId::Echo => opts.timeout * 2 + STEP_SLACK,
+    }
+}
+
+/// Runs every step in order until the first failure, stops what it
+/// started, and returns the report. `interrupted` resolves (with the
+/// signal's number) when the user asks the doctor to stop; the exit code is
+/// then 128 + that number, as a shell reports it.
+pub async fn run(opts: &Options, interrupted: impl std::future::Future<Output = i32>) -> Report {
+    let started = Instant::now();
+    let mut ctx = Ctx {
+        opts,
+        config: None,
+        server: None,
+        target: opts.url.clone(),
+        token: None,
+        client: None,
+    };
+    tokio::pin!(interrupted);
+    let mut steps: Vec<StepResult> = Vec::new();
+    let mut stop_reason: Option<String> = None;
+    let mut interruption: Option<i32> = None;
+    for id in StepId::ALL {
+        if let Some(reason) = &stop_reason {
+            steps.push(skipped(id, reason.clone()));
+            continue;
+        }
+        let step_started = Instant::now();
+        let deadline = step_deadline(id, opts);
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(deadline, steps::run(id, &mut ctx)) => outcome,
+            number = &mut interrupted => {
+                interruption = Some(number);
+                let signal = signal_name(number);
+                stop_reason = Some(format!("the doctor was interrupted by {signal}"));
+                let mut result = skipped(id, format!("interrupted by {signal} while this step ran"));
+                result.status = Status::Fail;
+                result.duration_ms = millis(step_started.elapsed());
+                steps.push(result);
+                continue;
+            }
+        };
+        let mut result = match outcome {
+            Ok(outcome) => outcome.into_result(id),
+            Err(_) => steps::Outcome::new(
+                Status::Timeout,
+                format!(
+                    "the step did not finish within its deadline of {}",
+                    human_duration(deadline)
+                ),
+            )
+            .into_result(id),
+        };
+        result.duration_ms = millis(step_started.elapsed());
+        if result.status.is_failure() {
+            stop_reason = Some(format!("skipped because `{}` failed", id.as_str()));
+        }
+        steps.push(result);
+    }
+    if let Some(client) = ctx.client.take() {
+        client.close().await;
+    }
+    if let Some(server) = ctx.server.take() {
+        server.stop().await;
+    }
+
+    let failed = steps.iter().any(|s| s.status.is_failure());
+    let warned = steps.iter().any(|s| s.status == Status::Warn);
+    let exit_code = match interruption {
+        Some(n) => u8::try_from(128 + n).unwrap_or(1),
+        None if failed || (opts.strict && warned) => 1,
+        None => 0,
+    };
+    Report {
+        schema_version: SCHEMA_VERSION,
+        ccx_version: crate::VERSION.into(),
+        target: ctx.target.unwrap_or_default(),
+        ok: exit_code == 0,
+        exit_code,
+        steps,
+        duration_ms: millis(started.elapsed()),
+        error: interruption.map(|n| format!("interrupted by {}", signal_name(n))),
+    }
+}
+
+fn signal_name(number: i32) -> String {
+    nix::sys::signal::Signal::try_from(number)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {number}"))
+}
+
+fn skipped(id: StepId, reason: String) -> StepResult {
+    StepResult {
+        id,
+        title: id.title().into(),
+        status: Status::Skip,
+        summary: reason,
+        detail: Vec::new(),
+        fix: None,
+        duration_ms: 0,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `250ms`, `1.5s`, `10s`: durations as a user writes them.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_a_user_writes_them() {
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

@@ -1,0 +1,232 @@
+//! Step `handshake`: the WebSocket upgrade at /ws/mcp and the `connected`
+//! message, through the one ccx client, as a user's client does it. Names
+//! the cause of a failure (refused, timeout, 401, 403, 404, not a WebSocket,
+//! not a ccx), and warns when a proxy variable would divert clients that
+//! honour it.
+
+use super::Outcome;
+use crate::client::{Client, ClientError, ConnectOptions};
+use crate::config::Env;
+use crate::doctor::{human_duration, Ctx, Status};
+
+pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
+    let Some(url) = ctx.target.clone() else {
+        return Outcome::skip("no server to talk to");
+    };
+    let mut options = ConnectOptions::new(&url).token(ctx.token());
+    options.connect_timeout = ctx.opts.timeout;
+    options.request_timeout = ctx.opts.timeout;
+    let proxy = proxy_warning(&ctx.opts.env, host_of(&url));
+    let sent_token = options.token.is_some();
+    match Client::connect(&options).await {
+        Ok(client) => {
+            let c = &client.connected;
+            let mut detail = vec![
+                format!("session {} on ccx {}", c.session_id, c.version),
+                format!("capabilities: {}", c.capabilities.join(", ")),
+                format!(
+                    "token sent: {}",
+                    if sent_token { "yes (CCX_TOKEN)" } else { "no" }
+                ),
+            ];
+            let summary = format!("connected to {url} (server {})", c.version);
+            ctx.client = Some(client);
+            match proxy {
+                None => Outcome::pass(summary).detail(detail),
+                Some((var, value)) => {
+                    detail.push(format!("{var}={value}"));
+                    Outcome::warn(format!(
+                        "{summary}, but {var} is set and NO_PROXY does not cover {}",
+                        host_of(&url)
+                    ))
+                    .detail(detail)
+                    .fix(format!(
+                        "clients that follow proxy variables (Python websockets, requests, curl) would send this connection to {value} and never reach the local server: add {} to NO_PROXY (and no_proxy), or unset {var}",
+                        host_of(&url)
+                    ))
+                }
+            }
+        }
+        Err(ClientError::NotWebSocket(reason)) => {
+            // Some HTTP servers (HTTP/1.0 ones) answer in a way the WebSocket
+            // library cannot read: ask with a plain GET to learn the status.
+            let status = plain_get_status(&url, ctx.opts.timeout).await;
+            match status {
+                Some(status) => failure(
+                    ClientError::Http {
+                        status,
+                        body: format!("(to a plain GET; the upgrade failed: {reason})"),
+                    },
+                    &url,
+                    sent_token,
+                    ctx.opts.timeout,
+                ),
+                None => failure(
+                    ClientError::NotWebSocket(reason),
+                    &url,
+                    sent_token,
+                    ctx.opts.timeout,
+                ),
+            }
+        }
+        Err(e) => failure(e, &url, sent_token, ctx.opts.timeout),
+    }
+}
+
+fn failure(e: ClientError, url: &str, sent_token: bool, deadline: std::time::Duration) -> Outcome {
+    let text = e.to_string();
+    match e {
+        ClientError::Refused { .. } => Outcome::fail(format!("connection refused at {url}: nothing is listening there"))
+            .fix("start the server (`ccx serve`), or check the host and port of the URL"),
+        ClientError::Timeout { stage, .. } => Outcome::new(
+            Status::Timeout,
+            format!("no answer within {} ({stage})", human_duration(deadline)),
+        )
+        .detail([text])
+        .fix("something accepts TCP connections on that port but does not speak HTTP: check what listens there (`ss -ltnp`), or raise --timeout for a slow link"),
+        ClientError::Http { status: 401, .. } => Outcome::fail(if sent_token {
+            "HTTP 401: the server refused the token sent (CCX_TOKEN does not match)".to_string()
+        } else {
+            "HTTP 401: the server requires a token and none was sent".to_string()
+        })
+        .detail([text])
+        .fix("set CCX_TOKEN to the server's token (the client sends it as `Authorization: Bearer …`)"),
+        ClientError::Http { status: 403, .. } => Outcome::fail("HTTP 403: the server refused this client's Origin or Host header")
+            .detail([text])
+            .fix("connect with the address the server is bound to (a loopback server rejects other Host names); a browser origin must be listed in CCX_ALLOWED_ORIGINS"),
+        ClientError::Http { status: 404, .. } => Outcome::fail(format!("HTTP 404: nothing at {url}: not a ccx (or cc_executor) endpoint"))
+            .detail([text])
+            .fix("the WebSocket path is /ws/mcp; check the URL and that the program on that port is the ccx server"),
+        ClientError::Http { status, .. } => Outcome::fail(format!("HTTP {status} instead of a WebSocket upgrade: not a WebSocket endpoint"))
+            .detail([text])
+            .fix("check that the URL points at a ccx server's /ws/mcp"),
+        ClientError::NotWebSocket(_) => Outcome::fail("not a WebSocket endpoint: the upgrade did not complete")
+            .detail([text])
+            .fix("check that the URL points at a ccx server's /ws/mcp"),
+        ClientError::NotCcx(_) => Outcome::fail("a WebSocket server, but not ccx: no `connected` message")
+            .detail([text])
+            .fix("point the URL at a ccx (or cc_executor) server"),
+        ClientError::Rpc(rpc) => Outcome::fail(format!("the server refused the session: {} (code {})", rpc.message, rpc.code))
+            .fix(if rpc.code == -32001 { "the server has reached CCX_MAX_SESSIONS: close other sessions or raise the limit" } else { "see the server's message" }),
+        _ => Outcome::fail(format!("cannot open a session at {url}: {text}"))
+            .fix("check the URL and that the server is running"),
+    }
+}
+
+/// The HTTP status a plain GET of the URL's path gets, if any answer comes.
+async fn plain_get_status(url: &str, deadline: std::time::Duration) -> Option<u16> {
+    let rest = url.split_once("://").map(|(_, r)| r)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    crate::client::http::get(authority, path, deadline)
+        .await
+        .ok()
+        .map(|r| r.status)
+}
+
+/// The host part of a ws:// URL.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(authority)
+}
+
+/// The proxy variable (name, value) that would divert a client going to
+/// `host`, if any.
+pub fn proxy_warning(env: &Env, host: &str) -> Option<(String, String)> {
+    let proxy = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "WS_PROXY"]
+        .iter()
+        .flat_map(|n| [n.to_string(), n.to_ascii_lowercase()])
+        .find_map(|n| {
+            env.get(&n)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (n, v.clone()))
+        })?;
+    let no_proxy: Vec<String> = ["NO_PROXY", "no_proxy"]
+        .iter()
+        .filter_map(|n| env.get(*n))
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    if no_proxy.iter().any(|entry| covers(entry, host)) {
+        return None;
+    }
+    Some(proxy)
+}
+
+/// Whether one NO_PROXY entry covers `host` (exact, `*`, domain suffix,
+/// or an IPv4 CIDR block).
+fn covers(entry: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let entry = entry.trim_start_matches("*.");
+    if entry == "*" || entry == host {
+        return true;
+    }
+    let bare = entry.trim_start_matches('.');
+    if host.ends_with(&format!(".{bare}")) {
+        return true;
+    }
+    if let (Some((net, bits)), Ok(ip)) = (entry.split_once('/'), host.parse::<std::net::Ipv4Addr>())
+    {
+        if let (Ok(net), Ok(bits)) = (net.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) {
+            if bits <= 32 {
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                return u32::from(ip) & mask == u32::from(net) & mask;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn proxy_without_no_proxy_is_reported_in_any_case() {
+        let w = proxy_warning(&env(&[("https_proxy", "http://p:3128")]), "127.0.0.1");
+        assert_eq!(w.unwrap().0, "https_proxy");
+    }
+
+    #[test]
+    fn no_proxy_entries_cover_exact_suffix_star_and_cidr() {
+        for no in ["127.0.0.1", "*", "127.0.0.0/8", "localhost,127.0.0.1"] {
+            let e = env(&[("HTTP_PROXY", "http://p"), ("NO_PROXY", no)]);
+            assert!(proxy_warning(&e, "127.0.0.1").is_none(), "{no}");
+        }
+        let e = env(&[("ALL_PROXY", "socks5://p"), ("no_proxy", ".example.com")]);
+        assert!(proxy_warning(&e, "ws.example.com").is_none());
+        let e = env(&[("HTTP_PROXY", "http://p"), ("NO_PROXY", "localhost")]);
+        assert!(proxy_warning(&e, "127.0.0.1").is_some());
+    }
+
+    #[test]
+    fn host_of_handles_ipv4_ipv6_and_names() {
+        assert_eq!(host_of("ws://127.0.0.1:8003/ws/mcp"), "127.0.0.1");
+        assert_eq!(host_of("ws://[::1]:8003/ws/mcp"), "::1");
+        assert_eq!(host_of("ws://box:80/ws/mcp"), "box");
+    }
+}

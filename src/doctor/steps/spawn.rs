@@ -1,0 +1,233 @@
+//! Step `spawn`: starts `ccx serve --foreground` (or `--server-cmd` under
+//! `/bin/sh -c`) and waits for readiness — the readiness line on stdout, or
+//! for a user's server the port accepting a TCP connection — while its
+//! stdout and stderr are read concurrently. Reports an early exit with its
+//! status and the tail of its stderr, a hang with what it printed, and
+//! warns when it wrote more than a pipe buffer to stderr before ready.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::{sleep, timeout, Instant};
+
+use super::{skipped_for_url, Outcome};
+use crate::config::Config;
+use crate::doctor::server::ServerProcess;
+use crate::doctor::{human_duration, Ctx, Status};
+
+/// A pipe buffer on Linux: a launcher that never reads stderr blocks the
+/// server once this much is unread.
+pub const PIPE_BUFFER: u64 = 64 * 1024;
+/// How often a user's server is probed for an open port.
+const POLL: Duration = Duration::from_millis(10);
+
+pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
+    let opts = ctx.opts;
+    if opts.url.is_some() {
+        return skipped_for_url("the doctor starts no server");
+    }
+    let Some(config) = ctx.config.clone() else {
+        return Outcome::skip("no valid configuration to start a server with");
+    };
+    let (program, args, what) = match (&opts.server_cmd, &opts.ccx_exe) {
+        (Some(cmd), _) => (
+            PathBuf::from("/bin/sh"),
+            vec!["-c".to_string(), cmd.clone()],
+            format!("/bin/sh -c {cmd:?}"),
+        ),
+        (None, Some(exe)) => {
+            let mut args = vec!["serve".to_string(), "--foreground".to_string()];
+            let o = &opts.overrides;
+            if let Some(h) = &o.host {
+                args.extend(["--host".into(), h.clone()]);
+            }
+            if let Some(p) = o.port {
+                args.extend(["--port".into(), p.to_string()]);
+            }
+            if let Some(d) = &o.state_dir {
+                args.extend(["--state-dir".into(), d.to_string_lossy().into_owned()]);
+            }
+            if o.insecure_no_auth {
+                args.push("--insecure-no-auth".into());
+            }
+            let what = format!("{} {}", exe.display(), args.join(" "));
+            (exe.clone(), args, what)
+        }
+        (None, None) => return Outcome::fail("the path of the ccx binary is unknown"),
+    };
+    // A user's server learns where to listen from the environment.
+    let env = vec![
+        ("CCX_HOST".to_string(), config.host.to_string()),
+        ("CCX_PORT".to_string(), config.port.to_string()),
+    ];
+    let server = match ServerProcess::start(&program, &args, &env) {
+        Ok(s) => ctx.server.insert(s),
+        Err(e) => {
+            return Outcome::fail(format!("cannot start {what}: {e}"))
+                .fix("check the command and that its program is installed")
+        }
+    };
+    let deadline = Instant::now() + opts.spawn_timeout;
+    let user_server = opts.server_cmd.is_some();
+    let probe = probe_authority(&config);
+    let started = Instant::now();
+    let mut ready = server.ready.clone();
+    let url: String = loop {
+        if let Some(line) = ready.borrow_and_update().clone() {
+            break line["url"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| config.ws_url());
+        }
+        tokio::select! {
+            status = server.exited() => {
+                server.drain().await;
+                return exited_early(server, status, &what);
+            }
+            _ = ready.changed() => {}
+            _ = sleep(POLL), if user_server => {
+                let connect = timeout(POLL * 5, TcpStream::connect(probe.as_str())).await;
+                if matches!(connect, Ok(Ok(_))) {
+                    break config.ws_url();
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return hung(server, &what, opts.spawn_timeout, user_server, &probe);
+            }
+        }
+    };
+    let before_ready = server.stderr().total;
+    let mut detail = vec![
+        format!("started: {what} (pid {}, own process group)", server.pid),
+        format!("ready after {} at {url}", human_duration(started.elapsed())),
+        format!("stderr before ready: {before_ready} bytes"),
+    ];
+    detail.extend(
+        server
+            .stderr()
+            .last_lines(3)
+            .into_iter()
+            .map(|l| format!("stderr: {l}")),
+    );
+    ctx.target = Some(url.clone());
+    let pid = server.pid;
+    if before_ready > PIPE_BUFFER {
+        return Outcome::warn(format!(
+            "ready at {url}, but it wrote {} KiB to stderr before it was ready (more than a {} KiB pipe buffer)",
+            before_ready / 1024,
+            PIPE_BUFFER / 1024
+        ))
+        .detail(detail)
+        .fix("a launcher that captures stderr without reading it (e.g. subprocess.Popen(stderr=PIPE) never read) would deadlock here: read both pipes concurrently, or send stderr to a file; or log less at startup");
+    }
+    Outcome::pass(format!("ready at {url} (pid {pid})")).detail(detail)
+}
+
+/// Where a server configured with `config` is reached (loopback for an
+/// unspecified bind address).
+fn probe_authority(config: &Config) -> String {
+    config
+        .ws_url()
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws/mcp")
+        .to_string()
+}
+
+/// How the server ended: "exited with exit status 1", "was killed by signal 11 (SIGSEGV)".
+fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(127), _) => "exited with exit status 127 (command not found)".into(),
+            (Some(126), _) => "exited with exit status 126 (found but not executable)".into(),
+            (Some(code), _) => format!("exited with exit status {code}"),
+            (None, Some(sig)) => {
+                let name = nix::sys::signal::Signal::try_from(sig)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| format!("signal {sig}"));
+                format!("was killed by signal {sig} ({name})")
+            }
+            (None, None) => "exited with an unknown status".into(),
+        },
+        Err(e) => format!("exited with an unknown status ({e})"),
+    }
+}
+
+fn exited_early(
+    server: &mut ServerProcess,
+    status: std::io::Result<ExitStatus>,
+    what: &str,
+) -> Outcome {
+    let how = describe_status(&status);
+    let stderr = server.stderr().last_lines(15);
+    let stdout = server.stdout().last_lines(5);
+    let last = stderr
+        .last()
+        .or(stdout.last())
+        .cloned()
+        .map(|l| short_tail(&l))
+        .unwrap_or_else(|| "it printed nothing".into());
+    let mut detail = vec![format!("command: {what}")];
+    detail.extend(stderr.iter().map(|l| format!("stderr: {l}")));
+    detail.extend(stdout.iter().map(|l| format!("stdout: {l}")));
+    Outcome::fail(format!(
+        "the server {how} before it was ready: {last}"
+    ))
+    .detail(detail)
+    .fix("fix the cause its own error names (stderr above); run the same command in a terminal to see all of it")
+}
+
+/// The end of a line, short enough for a summary.
+fn short_tail(line: &str) -> String {
+    const KEEP: usize = 120;
+    let line = line.trim_start_matches('…');
+    let count = line.chars().count();
+    if count <= KEEP {
+        return line.to_string();
+    }
+    format!("…{}", line.chars().skip(count - KEEP).collect::<String>())
+}
+
+fn hung(
+    server: &mut ServerProcess,
+    what: &str,
+    after: Duration,
+    user_server: bool,
+    probe: &str,
+) -> Outcome {
+    let stderr = server.stderr().last_lines(10);
+    let stdout = server.stdout().last_lines(10);
+    let waited_for = if user_server {
+        format!("it does not accept connections on {probe}")
+    } else {
+        "it did not print its readiness line".to_string()
+    };
+    let printed = match (stdout.is_empty(), stderr.is_empty()) {
+        (true, true) => "it printed nothing".to_string(),
+        _ => format!(
+            "it printed: {}",
+            stdout.last().or(stderr.last()).cloned().unwrap_or_default()
+        ),
+    };
+    let mut detail = vec![format!(
+        "command: {what} (pid {}, still running)",
+        server.pid
+    )];
+    detail.extend(stdout.iter().map(|l| format!("stdout: {l}")));
+    detail.extend(stderr.iter().map(|l| format!("stderr: {l}")));
+    Outcome::new(
+        Status::Timeout,
+        format!(
+            "not ready within {}: {waited_for}; {printed}",
+            human_duration(after)
+        ),
+    )
+    .detail(detail)
+    .fix(if user_server {
+        format!("make the server listen on {probe} (the doctor passes CCX_HOST and CCX_PORT in its environment), or raise --spawn-timeout if it is just slow")
+    } else {
+        "raise --spawn-timeout if the machine is slow; otherwise run `ccx serve --foreground` in a terminal and see where it stops".to_string()
+    })
+}
