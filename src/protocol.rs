@@ -61,24 +61,6 @@ impl ErrorCode {
             ErrorCode::ProcessRunning => -32005,
         }
     }
-
-    pub fn from_code(code: i64) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        [
-            ParseError,
-            InvalidRequest,
-            MethodNotFound,
-            InvalidParams,
-            Internal,
-            SessionLimit,
-            CommandNotAllowed,
-            NoProcess,
-            Timeout,
-            ProcessRunning,
-        ]
-        .into_iter()
-        .find(|c| c.code() == code)
-    }
 }
 
 /// The `error` member of a JSON-RPC response.

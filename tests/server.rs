@@ -43,6 +43,21 @@ async fn next_reply(client: &mut Client) -> ccx::protocol::Frame {
     }
 }
 
+/// Runs `sh -c 'sleep 300 & sleep 300'` and waits until its group has all
+/// three processes (the shell and both sleeps).
+async fn start_two_sleeps(client: &mut Client) -> ccx::protocol::ProcessStatus {
+    let started = client
+        .execute(&exec("sh -c 'sleep 300 & sleep 300'"))
+        .await
+        .unwrap();
+    let all_three = || live_members(started.pgid).len() >= 3;
+    assert!(
+        eventually(Duration::from_secs(5), all_three),
+        "the group did not start"
+    );
+    started
+}
+
 fn exec(command: &str) -> ExecuteParams {
     ExecuteParams::command(command)
 }
@@ -229,15 +244,7 @@ async fn multibyte_output_reassembles_byte_exact_and_invalid_bytes_are_flagged()
 async fn cancel_kills_the_whole_process_group() {
     let server = TestServer::start();
     let mut client = server.client().await;
-    let started = client
-        .execute(&exec("sh -c 'sleep 300 & sleep 300'"))
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(5), || live_members(
-        started.pgid
-    )
-    .len()
-        >= 3));
+    let started = start_two_sleeps(&mut client).await;
     let result = client.control(ControlType::Cancel).await.unwrap();
     assert_eq!(result.status, "cancelled");
     let c = completion(&mut client).await;
@@ -254,15 +261,7 @@ async fn cancel_kills_the_whole_process_group() {
 async fn pause_stops_the_group_and_resume_continues_it() {
     let server = TestServer::start();
     let mut client = server.client().await;
-    let started = client
-        .execute(&exec("sh -c 'sleep 300 & sleep 300'"))
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(5), || live_members(
-        started.pgid
-    )
-    .len()
-        >= 3));
+    let started = start_two_sleeps(&mut client).await;
     assert_eq!(
         client.control(ControlType::Pause).await.unwrap().status,
         "paused"
@@ -349,15 +348,7 @@ async fn sigterm_ignoring_command_is_killed_after_the_grace_period() {
 async fn client_disconnect_ends_the_group_within_a_second() {
     let server = TestServer::start();
     let mut client = server.client().await;
-    let started = client
-        .execute(&exec("sh -c 'sleep 300 & sleep 300'"))
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(5), || live_members(
-        started.pgid
-    )
-    .len()
-        >= 3));
+    let started = start_two_sleeps(&mut client).await;
     drop(client); // the TCP connection closes without a close frame
     assert!(
         eventually(Duration::from_secs(1), || live_members(started.pgid)
@@ -495,15 +486,7 @@ async fn oversized_message_closes_with_1009_and_others_are_still_served() {
 async fn sigterm_stops_the_server_within_two_seconds_and_ends_running_commands() {
     let mut server = TestServer::start();
     let mut client = server.client().await;
-    let started = client
-        .execute(&exec("sh -c 'sleep 300 & sleep 300'"))
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(5), || live_members(
-        started.pgid
-    )
-    .len()
-        >= 3));
+    let started = start_two_sleeps(&mut client).await;
     let begin = Instant::now();
     server.signal(Signal::SIGTERM);
     let status = server
