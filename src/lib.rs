@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod exit;
+pub mod lifecycle;
 pub mod process;
 pub mod protocol;
 pub mod server;

@@ -1,7 +1,10 @@
 //! The command line: clap types, one file per subcommand, and the mapping of
 //! every error to its exit code. Only this layer reads the process environment.
 
+mod logs;
 mod serve;
+mod status;
+mod stop;
 
 use std::io::Write;
 
@@ -10,6 +13,7 @@ use thiserror::Error;
 
 use crate::config::ConfigError;
 use crate::exit::Exit;
+use crate::lifecycle::LifecycleError;
 use crate::server::ServerError;
 
 #[derive(Debug, Parser)]
@@ -35,8 +39,14 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (`--foreground` in this terminal).
+    /// Run the server: in the background (returns once it is ready), or `--foreground` in this terminal.
     Serve(serve::ServeArgs),
+    /// Stop the background server (SIGTERM, then SIGKILL after CCX_KILL_GRACE).
+    Stop(stop::StopArgs),
+    /// Say whether the background server runs and answers /health (exit 0 only if so).
+    Status(status::StatusArgs),
+    /// Print the background server's log (`-n N` last lines, `-f` follow).
+    Logs(logs::LogsArgs),
 }
 
 /// Errors that end a command, each with its exit code.
@@ -53,6 +63,8 @@ pub enum CliError {
     Startup(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Lifecycle(#[from] LifecycleError),
 }
 
 impl CliError {
@@ -61,6 +73,7 @@ impl CliError {
             CliError::Config(_) | CliError::Usage(_) => Exit::Usage,
             CliError::Server(_) | CliError::Startup(_) => Exit::Failure,
             CliError::Io(_) => Exit::Internal,
+            CliError::Lifecycle(_) => Exit::Failure,
         }
     }
 }
@@ -81,6 +94,9 @@ pub fn main() -> Exit {
 pub fn run(cli: Cli) -> Result<Exit, CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args, cli.color),
+        Command::Stop(args) => stop::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Logs(args) => logs::run(args),
     }
 }
 
