@@ -458,6 +458,22 @@ fn second_server_on_the_same_state_dir_is_refused_but_another_state_dir_works() 
     assert!(second.healthy);
     assert_ne!(first.port, second.port);
     assert_ne!(first.pid, second.pid);
+
+    // A bare pid naming the other state directory's server is not ours.
+    let third = Lab::new();
+    std::fs::write(third.pid_file(), first.pid.unwrap().to_string()).unwrap();
+    let (_, report) = third.status();
+    assert_eq!(report.state, ServerState::Stale, "{report:?}");
+    assert!(report
+        .stale
+        .unwrap()
+        .reason
+        .contains("another state directory"));
+    assert_eq!(third.run(&["stop"]).status.code(), Some(0));
+    assert!(
+        alive(first.pid.unwrap()),
+        "stop must not touch another state dir's server"
+    );
 }
 
 #[test]

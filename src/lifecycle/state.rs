@@ -163,7 +163,7 @@ impl StateDir {
             }
             Err(e) => return Err(e),
         };
-        Ok(match identify(&record) {
+        Ok(match identify(&record, &self.dir) {
             Identity::Ours => Probe::Ours(record),
             Identity::Gone => Probe::Stale(Stale {
                 pid: Some(record.pid),
@@ -271,8 +271,9 @@ enum Identity {
     Other(String),
 }
 
-/// Whether `record.pid` is still the ccx server the record describes.
-fn identify(record: &PidRecord) -> Identity {
+/// Whether `record.pid` is still the ccx server the record describes, and
+/// the one of this state directory.
+fn identify(record: &PidRecord, dir: &Path) -> Identity {
     let pid = record.pid;
     if pid == 0 || pid > i32::MAX as u32 {
         return Identity::Gone;
@@ -289,6 +290,14 @@ fn identify(record: &PidRecord) -> Identity {
             argv.join(" ")
         };
         return Identity::Other(format!("`{shown}`, not `ccx serve`"));
+    }
+    if let Some(theirs) = state_dir_arg(&argv) {
+        if !same_dir(&theirs, dir) {
+            return Identity::Other(format!(
+                "the ccx server of another state directory ({})",
+                theirs.display()
+            ));
+        }
     }
     match (record.start_ticks, start_ticks(pid)) {
         (Some(recorded), Some(actual)) if recorded != actual => {
@@ -310,6 +319,19 @@ pub fn is_ccx_server(argv: &[String]) -> bool {
     name.starts_with("ccx")
         && argv.iter().any(|a| a == "serve")
         && argv.iter().any(|a| a == "--foreground")
+}
+
+/// The `--state-dir` a server was started with.
+fn state_dir_arg(argv: &[String]) -> Option<PathBuf> {
+    let at = argv.iter().position(|a| a == "--state-dir")?;
+    argv.get(at + 1).map(PathBuf::from)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// The argument vector of a process (empty when unreadable).
