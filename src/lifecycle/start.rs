@@ -294,3 +294,70 @@ pub fn describe(status: ExitStatus) -> String {
         (None, None) => format!("{status}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &std::path::Path, script: &str, ready_timeout: Duration) -> StartOptions {
+        StartOptions {
+            state: StateDir::create(dir).unwrap(),
+            exe: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            ready_timeout,
+            kill_grace: Duration::from_millis(200),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_that_exits_is_reported_with_its_status_and_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(
+            dir.path(),
+            "echo 'boom: cannot start' >&2; exit 3",
+            Duration::from_secs(10),
+        );
+        let began = Instant::now();
+        let err = start(opts).await.unwrap_err();
+        assert!(began.elapsed() < Duration::from_secs(2), "reported at once");
+        let text = err.to_string();
+        assert!(text.contains("exit status 3"), "{text}");
+        assert!(text.contains("boom: cannot start"), "{text}");
+        assert!(!dir.path().join("ccx.pid").exists());
+    }
+
+    #[tokio::test]
+    async fn a_child_killed_by_a_signal_is_reported_with_the_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), "kill -9 $$", Duration::from_secs(10));
+        let text = start(opts).await.unwrap_err().to_string();
+        assert!(text.contains("signal 9 (SIGKILL)"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_child_that_never_gets_ready_is_stopped_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ignores SIGTERM: only the SIGKILL after the grace period ends it.
+        let opts = options(
+            dir.path(),
+            "trap '' TERM; echo waiting; while :; do sleep 0.05; done",
+            Duration::from_millis(300),
+        );
+        let began = Instant::now();
+        let err = start(opts).await.unwrap_err();
+        let LifecycleError::NotReady { pid, tail, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(tail.contains("waiting"), "{err}");
+        assert!(
+            began.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(
+            !super::super::state::is_alive(*pid),
+            "the unready child was killed"
+        );
+        assert!(!dir.path().join("ccx.pid").exists());
+    }
+}
