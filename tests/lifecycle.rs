@@ -477,6 +477,42 @@ fn second_server_on_the_same_state_dir_is_refused_but_another_state_dir_works() 
 }
 
 #[test]
+fn the_server_does_not_inherit_the_launchers_extra_descriptors() {
+    let lab = Lab::new();
+    let marker = lab.path().join("inherited-marker");
+    // The same environment as every other ccx command of this test.
+    let ccx = lab.command(&[]);
+    // `sh` opens fd 7 without close-on-exec, as a CI runner or a shell may.
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(r#""$0" serve --port 0 7>>"$1""#)
+        .arg(ccx.get_program())
+        .arg(&marker)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in ccx.get_envs() {
+        match value {
+            Some(value) => sh.env(name, value),
+            None => sh.env_remove(name),
+        };
+    }
+    let out = run_with_deadline(sh, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, report) = lab.status();
+    let pid = report.pid.unwrap();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        !fds.iter().any(|f| f.contains("inherited-marker")),
+        "the server holds the launcher's fd 7: {fds:?}"
+    );
+}
+
+#[test]
 fn stop_when_nothing_runs_says_so_and_exits_0() {
     let lab = Lab::new();
     for _ in 0..2 {

@@ -91,6 +91,7 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
     let log_io = |source| LifecycleError::io(format!("use log {}", log_path.display()), source);
     let offset = log_file.metadata().map_err(log_io)?.len();
     let stderr = log_file.try_clone().map_err(log_io)?;
+    close_inherited_fds_on_exec();
     let mut child = Command::new(&options.exe)
         .args(&options.args)
         .stdin(Stdio::null())
@@ -247,6 +248,29 @@ async fn healthy(line: &ReadyLine) -> bool {
         None => (rest, "/health"),
     };
     matches!(http::get(authority, path, HEALTH_PROBE).await, Ok(r) if r.status == 200)
+}
+
+/// Descriptors this launcher inherited without close-on-exec (a CI
+/// runner's pipe, a shell's `7>file`) must not live on in a server that
+/// runs for days: a parent waiting for EOF on such a pipe would hang.
+/// Marks every descriptor above stderr close-on-exec (everything Rust
+/// opened already is); the server gets only stdin, stdout and stderr.
+fn close_inherited_fds_on_exec() {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFD) {
+            let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+            let _ = fcntl(fd, FcntlArg::F_SETFD(flags));
+        }
+    }
 }
 
 /// Stops a child that never became ready: its whole group (it leads its
