@@ -19,11 +19,7 @@ pub fn ccx_command() -> Command {
     let mut cmd = Command::new(BIN);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
-        if name.starts_with("CCX_")
-            || name.starts_with("WS_")
-            || name.ends_with("_PROXY")
-            || name.ends_with("_proxy")
-        {
+        if name.starts_with("CCX_") || name.starts_with("WS_") || name.ends_with("_PROXY") || name.ends_with("_proxy") {
             cmd.env_remove(name);
         }
     }
@@ -65,9 +61,7 @@ impl TestServer {
                 if n == 0 {
                     break;
                 }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let stdout = child.stdout.take().expect("stdout");
@@ -84,10 +78,7 @@ impl TestServer {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "ccx did not announce readiness; stderr:\n{}",
-                    stderr.lock().unwrap()
-                );
+                panic!("ccx did not announce readiness; stderr:\n{}", stderr.lock().unwrap());
             }
         };
         let ready: serde_json::Value = serde_json::from_str(&line).expect("readiness line is JSON");
@@ -111,9 +102,7 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.options())
-            .await
-            .expect("connect to test server")
+        Client::connect(&self.options()).await.expect("connect to test server")
     }
 
     /// Everything the server wrote on stderr so far.
@@ -123,8 +112,7 @@ impl TestServer {
 
     /// Sends a signal to the server process.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
-            .expect("signal server");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).expect("signal server");
     }
 
     /// Waits for the server to exit, up to `deadline`.
@@ -175,11 +163,7 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
         .into_iter()
         .filter(|&pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c)
-                        .replace('\0', " ")
-                        .contains(needle)
-                })
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
                 .unwrap_or(false)
         })
         .filter(|&pid| state(pid) != Some('Z'))
@@ -206,18 +190,11 @@ fn stat_field(pid: u32, index: usize) -> Option<String> {
     if index < 2 {
         return None;
     }
-    stat[close + 1..]
-        .split_whitespace()
-        .nth(index - 2)
-        .map(String::from)
+    stat[close + 1..].split_whitespace().nth(index - 2).map(String::from)
 }
 
 fn all_pids() -> Vec<u32> {
     std::fs::read_dir(Path::new("/proc"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default()
 }
