@@ -12,6 +12,7 @@ pub mod compare;
 pub mod config;
 pub mod doctor;
 pub mod exit;
+pub mod lifecycle;
 pub mod process;
 pub mod protocol;
 pub mod server;

@@ -3,7 +3,10 @@
 
 mod doctor;
 mod exec;
+mod logs;
 mod serve;
+mod status;
+mod stop;
 mod stress;
 
 use std::io::Write;
@@ -13,6 +16,7 @@ use thiserror::Error;
 
 use crate::config::ConfigError;
 use crate::exit::Exit;
+use crate::lifecycle::LifecycleError;
 use crate::server::ServerError;
 
 #[derive(Debug, Parser)]
@@ -38,7 +42,7 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (`--foreground` in this terminal).
+    /// Run the server: in the background (returns once it is ready), or `--foreground` in this terminal.
     Serve(serve::ServeArgs),
     /// Run one command on a server; stream its output; exit with its status.
     Exec(exec::ExecArgs),
@@ -46,6 +50,12 @@ pub enum Command {
     Stress(stress::StressArgs),
     /// Check, step by step, that a server starts and answers; say which step fails and why.
     Doctor(doctor::DoctorArgs),
+    /// Stop the background server (SIGTERM, then SIGKILL after CCX_KILL_GRACE).
+    Stop(stop::StopArgs),
+    /// Say whether the background server runs and answers /health (exit 0 only if so).
+    Status(status::StatusArgs),
+    /// Print the background server's log (`-n N` last lines, `-f` follow).
+    Logs(logs::LogsArgs),
 }
 
 /// Errors that end a command, each with its exit code.
@@ -66,6 +76,8 @@ pub enum CliError {
     Exec(#[from] exec::ExecError),
     #[error("{0}")]
     Cases(#[from] crate::stress::cases::CasesError),
+    #[error("{0}")]
+    Lifecycle(#[from] LifecycleError),
 }
 
 impl CliError {
@@ -76,6 +88,7 @@ impl CliError {
             CliError::Io(_) => Exit::Internal,
             CliError::Exec(e) => e.exit(),
             CliError::Cases(_) => Exit::Usage,
+            CliError::Lifecycle(_) => Exit::Failure,
         }
     }
 }
@@ -99,6 +112,9 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Exec(args) => exec::run(args),
         Command::Stress(args) => stress::run(args, cli.color),
         Command::Doctor(args) => doctor::run(args, cli.color),
+        Command::Stop(args) => stop::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Logs(args) => logs::run(args),
     }
 }
 

@@ -1,8 +1,13 @@
 //! `ccx serve --foreground`: validate the configuration, bind, announce
 //! readiness, serve until SIGTERM/SIGINT, end every process group, exit 0.
+//!
+//! `ccx serve` (background): validate the configuration here, then hand the
+//! detached start to `lifecycle` and print where the server is.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
@@ -11,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
+use crate::lifecycle::{self, StartOptions, StateDir};
 use crate::process::reaper;
 use crate::server;
 
@@ -31,6 +37,17 @@ pub struct ServeArgs {
     /// Allow a non-loopback address without CCX_TOKEN (anyone who reaches it can run commands).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Background only: how long to wait for the server to be ready before stopping it (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_ready_timeout)]
+    pub ready_timeout: Duration,
+    /// Internal (set by `ccx serve` for the server it starts): leave the
+    /// launcher's session, so the server has no controlling terminal.
+    #[arg(long, hide = true)]
+    pub detached: bool,
+}
+
+fn parse_ready_timeout(raw: &str) -> Result<Duration, String> {
+    config::parse_duration(raw)
 }
 
 impl ServeArgs {
@@ -45,12 +62,14 @@ impl ServeArgs {
 }
 
 pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
+    if args.detached {
+        // Fails only when already a session leader, which is then fine too.
+        let _ = nix::unistd::setsid();
+    }
     let env = config::env_snapshot();
     let config = Config::load(&args.overrides(), &env)?;
     if !args.foreground {
-        return Err(CliError::Usage(
-            "background mode is not available yet: run `ccx serve --foreground`".into(),
-        ));
+        return background(&args, config, &env);
     }
     init_logging(color);
     for (name, nearest) in config::unknown_vars(&env) {
@@ -155,4 +174,58 @@ fn init_logging(color: ColorChoice) {
         .with_ansi(use_color(color, std::io::stderr().is_terminal()))
         .with_target(false)
         .try_init();
+}
+
+/// Starts `ccx serve --foreground` (this binary, the same flags) detached,
+/// and returns once it is ready.
+fn background(args: &ServeArgs, config: Config, env: &config::Env) -> Result<Exit, CliError> {
+    let mut err = std::io::stderr();
+    for (name, nearest) in config::unknown_vars(env) {
+        let _ = match nearest {
+            Some(known) => writeln!(
+                err,
+                "warning: unknown variable {name} ignored: did you mean {known}?"
+            ),
+            None => writeln!(err, "warning: unknown variable {name} ignored"),
+        };
+    }
+    let state = StateDir::create(&config.state_dir)?;
+    let exe = std::env::current_exe()?;
+    let mut child_args: Vec<OsString> = ["serve", "--foreground", "--detached", "--color", "never"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    child_args.push("--state-dir".into());
+    child_args.push(state.dir.clone().into());
+    if let Some(host) = &args.host {
+        child_args.extend(["--host".into(), host.into()]);
+    }
+    if let Some(port) = args.port {
+        child_args.extend(["--port".into(), port.to_string().into()]);
+    }
+    if args.insecure_no_auth {
+        child_args.push("--insecure-no-auth".into());
+    }
+    let started = runtime()?.block_on(lifecycle::start(StartOptions {
+        state,
+        exe,
+        args: child_args,
+        ready_timeout: args.ready_timeout,
+        kill_grace: config.kill_grace,
+    }))?;
+    if let Some(stale) = &started.removed_stale {
+        let _ = writeln!(err, "warning: removed a stale pid file: {}", stale.reason);
+    }
+    let record = &started.record;
+    let url = record.url.as_deref().unwrap_or("?");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "ccx server ready at {url}\n  pid     {}\n  health  {}\n  log     {}\n  ready in {} ms; stop it with `ccx stop`, follow its log with `ccx logs -f`",
+        record.pid,
+        record.health.as_deref().unwrap_or("?"),
+        started.log.display(),
+        started.elapsed.as_millis(),
+    );
+    Ok(Exit::Success)
 }

@@ -1,0 +1,123 @@
+//! `status`: is our background server running, where, since when, and does
+//! `/health` answer? A stale pid file is reported and removed (under the
+//! lock, so a `serve` that is just writing one is never disturbed).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{now_ms, Probe, Stale, StateDir};
+use super::{LifecycleError, SCHEMA_VERSION};
+use crate::client::http;
+
+/// Deadline of the `GET /health` of `status`.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What `ccx status` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// Our server is alive (see `healthy`).
+    Running,
+    /// Our server is alive but has not reported its URL yet.
+    Starting,
+    /// No pid file: nothing runs.
+    Stopped,
+    /// The pid file named a dead process or another program; it was not trusted.
+    Stale,
+}
+
+/// The JSON document of `ccx status --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub schema_version: u32,
+    pub state: ServerState,
+    /// `GET /health` answered 200 within 2 s.
+    pub healthy: bool,
+    pub pid: Option<u32>,
+    pub url: Option<String>,
+    pub health_url: Option<String>,
+    pub port: Option<u16>,
+    /// Milliseconds since the launcher started the server.
+    pub uptime_ms: Option<u64>,
+    /// Why the server is not healthy, when it is not.
+    pub health_error: Option<String>,
+    /// The stale pid file found, when `state` is `stale`.
+    pub stale: Option<Stale>,
+    /// Whether the stale pid file was removed (not when a `serve` or `stop`
+    /// held the lock at that moment).
+    pub stale_removed: bool,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl StatusReport {
+    /// `ccx status` exits 0 only for a running, healthy server.
+    pub fn ok(&self) -> bool {
+        self.state == ServerState::Running && self.healthy
+    }
+}
+
+/// Looks at the pid file, the process and `/health`.
+pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
+    let mut report = StatusReport {
+        schema_version: SCHEMA_VERSION,
+        state: ServerState::Stopped,
+        healthy: false,
+        pid: None,
+        url: None,
+        health_url: None,
+        port: None,
+        uptime_ms: None,
+        health_error: None,
+        stale: None,
+        stale_removed: false,
+        state_dir: state.dir.clone(),
+        log: state.log_file(),
+    };
+    match state.probe()? {
+        Probe::None => {}
+        Probe::Stale(stale) => {
+            report.state = ServerState::Stale;
+            if let Some(_lock) = state.try_lock().await? {
+                // Re-read under the lock: a `serve` may have replaced it meanwhile.
+                if let Probe::Stale(again) = state.probe()? {
+                    state.remove_record()?;
+                    report.stale_removed = true;
+                    report.stale = Some(again);
+                    return Ok(report);
+                }
+                return Box::pin(status(state)).await;
+            }
+            report.stale = Some(stale);
+        }
+        Probe::Ours(record) => {
+            report.pid = Some(record.pid);
+            report.uptime_ms = record.started_at_ms.map(|t| now_ms().saturating_sub(t));
+            report.port = record.port;
+            report.url = record.url.clone();
+            report.health_url = record.health.clone();
+            match record.health_authority() {
+                None => {
+                    report.state = ServerState::Starting;
+                    report.health_error = Some("the server has not reported its URL yet".into());
+                }
+                Some(authority) => {
+                    report.state = ServerState::Running;
+                    match http::get(authority, "/health", HEALTH_DEADLINE).await {
+                        Ok(r) if r.status == 200 => report.healthy = true,
+                        Ok(r) => {
+                            report.health_error = Some(format!(
+                                "GET /health answered HTTP {}: {}",
+                                r.status, r.body
+                            ))
+                        }
+                        Err(e) => report.health_error = Some(format!("GET /health failed: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}

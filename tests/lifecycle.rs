@@ -1,0 +1,621 @@
+//! The background server's lifecycle through the real binary: `ccx serve`
+//! (detached, ready or failing with the child's own words), `status`,
+//! `stop`, `logs`, stale pid files, and concurrent launches. Each test has
+//! its own state directory and port 0 (or a port it holds itself), and
+//! cleans up through a Drop guard even when it fails.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ccx::client::{Client, ConnectOptions};
+use ccx::lifecycle::{ServerState, StatusReport, StopOutcome, StopReport};
+use ccx::protocol::ExecuteParams;
+use common::{ccx_command, eventually, live_members, pids_with_cmdline};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// One state directory; on drop, `ccx stop`s it and SIGKILLs anything whose
+/// command line still names it.
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.path().join("ccx.pid")
+    }
+
+    /// A `ccx` command for this state directory.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = ccx_command();
+        cmd.args(args)
+            .env("CCX_STATE_DIR", self.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_with_deadline(self.command(args), Duration::from_secs(30))
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        run_with_deadline(cmd, Duration::from_secs(30))
+    }
+
+    fn status(&self) -> (Output, StatusReport) {
+        let out = self.run(&["status", "--json"]);
+        let report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", text(&out)));
+        (out, report)
+    }
+
+    /// Server processes (`serve --foreground`) started for this state directory.
+    fn servers(&self) -> Vec<u32> {
+        let dir = self.path().to_string_lossy().into_owned();
+        pids_with_cmdline(&dir)
+            .into_iter()
+            .filter(|&pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains("--foreground"))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run_with_deadline(self.command(&["stop"]), Duration::from_secs(15));
+        let dir = self.path().to_string_lossy().into_owned();
+        for pid in pids_with_cmdline(&dir) {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A child process killed and reaped on drop.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Output {
+    let child = cmd.spawn().expect("spawn ccx");
+    wait_output(child, deadline)
+}
+
+fn wait_output(mut child: Child, deadline: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("ccx did not finish within {deadline:?}:\n{}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn alive(pid: u32) -> bool {
+    !matches!(common::state(pid), None | Some('Z'))
+}
+
+#[test]
+fn serve_returns_only_once_health_answers_and_stop_frees_the_port() {
+    let lab = Lab::new();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("ws://127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains(&lab.path().join("ccx.log").display().to_string()),
+        "{stdout}"
+    );
+
+    // The very first probe after the return must succeed: no retry.
+    let (status_out, report) = lab.status();
+    assert_eq!(status_out.status.code(), Some(0), "{}", text(&status_out));
+    assert_eq!(report.schema_version, 1);
+    assert_eq!(report.state, ServerState::Running);
+    assert!(report.healthy, "{report:?}");
+    let pid = report.pid.unwrap();
+    let port = report.port.unwrap();
+    assert_ne!(port, 0, "the real port of --port 0 is recorded");
+    assert!(stdout.contains(&pid.to_string()), "{stdout}");
+    assert_eq!(lab.servers(), vec![pid]);
+    assert!(!port_is_free(port));
+
+    let stop = lab.run(&["stop", "--json"]);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+    let stopped: StopReport = serde_json::from_slice(&stop.stdout).unwrap();
+    assert_eq!(stopped.outcome, StopOutcome::Stopped);
+    assert_eq!(stopped.pid, Some(pid));
+    assert_eq!(stopped.signal.as_deref(), Some("SIGTERM"));
+    assert_eq!(stopped.port_freed, Some(true));
+    assert!(!alive(pid), "the server is gone when stop returns");
+    assert!(lab.servers().is_empty());
+    assert!(port_is_free(port));
+    assert!(!lab.pid_file().exists());
+
+    let (after, report) = lab.status();
+    assert_eq!(
+        after.status.code(),
+        Some(1),
+        "status exits 1 when nothing runs"
+    );
+    assert_eq!(report.state, ServerState::Stopped);
+}
+
+#[test]
+fn serve_reports_the_childs_bind_error_when_the_port_is_taken() {
+    let lab = Lab::new();
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let started = Instant::now();
+    let out = lab.run(&["serve", "--port", &port.to_string()]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already in use"), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("exit status 1"), "{stderr}");
+    assert!(
+        took < Duration::from_secs(3),
+        "a startup death is reported at once, took {took:?}"
+    );
+    assert!(
+        !lab.pid_file().exists(),
+        "no pid file for a server that never ran"
+    );
+    assert!(lab.servers().is_empty());
+}
+
+#[test]
+fn malformed_config_exits_2_naming_the_variable_before_spawning() {
+    let lab = Lab::new();
+    let out = lab.run_env(&["serve"], &[("CCX_PORT", "abc")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CCX_PORT") && stderr.contains("abc"),
+        "{stderr}"
+    );
+    assert!(
+        !lab.path().join("ccx.log").exists(),
+        "validated in the parent: no server was started, so no log"
+    );
+}
+
+#[test]
+fn server_dying_after_bind_is_reported_with_exit_status_and_log_tail() {
+    let lab = Lab::new();
+    let out = lab.run_env(&["serve", "--port", "0"], &[("CCX_SHELL", "/nonexistent")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exited with exit status 1"), "{stderr}");
+    assert!(
+        stderr.contains(r#"CCX_SHELL "/nonexistent" does not exist"#),
+        "the child's own words: {stderr}"
+    );
+    assert!(stderr.contains("ccx.log"), "names the log: {stderr}");
+    assert!(!lab.pid_file().exists());
+}
+
+#[test]
+fn ready_timeout_stops_the_server_and_says_so() {
+    let lab = Lab::new();
+    let out = lab.run(&["serve", "--port", "0", "--ready-timeout", "1ms"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was not ready within 1ms"), "{stderr}");
+    assert!(stderr.contains("It was stopped"), "{stderr}");
+    assert!(lab.servers().is_empty(), "the unready server was stopped");
+    assert!(!lab.pid_file().exists());
+}
+
+#[test]
+fn stale_pid_file_of_a_dead_process_is_reported_and_replaced() {
+    let lab = Lab::new();
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    std::fs::write(lab.pid_file(), format!("{dead_pid}\n")).unwrap();
+
+    let (out, report) = lab.status();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report.state, ServerState::Stale);
+    assert_eq!(report.stale.as_ref().unwrap().pid, Some(dead_pid));
+    assert!(report.stale_removed);
+    assert!(!lab.pid_file().exists(), "a stale pid file is cleaned");
+
+    std::fs::write(lab.pid_file(), format!("{dead_pid}\n")).unwrap();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stale"),
+        "{}",
+        text(&out)
+    );
+    let (_, report) = lab.status();
+    assert_eq!(report.state, ServerState::Running);
+    assert_ne!(report.pid, Some(dead_pid));
+}
+
+#[test]
+fn pid_file_naming_an_unrelated_live_process_never_gets_it_signalled() {
+    let lab = Lab::new();
+    let sleeper = Guarded(Command::new("sleep").arg("30").spawn().unwrap());
+    let pid = sleeper.0.id();
+    let claim = format!(
+        r#"{{"schema_version":1,"pid":{pid},"url":"ws://127.0.0.1:1/ws/mcp","port":1,"host":"127.0.0.1"}}"#
+    );
+
+    std::fs::write(lab.pid_file(), &claim).unwrap();
+    let (out, report) = lab.status();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report.state, ServerState::Stale, "{report:?}");
+    assert!(
+        report.stale.as_ref().unwrap().reason.contains("sleep"),
+        "{report:?}"
+    );
+
+    std::fs::write(lab.pid_file(), &claim).unwrap();
+    let stop = lab.run(&["stop", "--json"]);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+    let stopped: StopReport = serde_json::from_slice(&stop.stdout).unwrap();
+    assert_eq!(stopped.outcome, StopOutcome::NotRunning);
+    assert_eq!(stopped.stale.unwrap().pid, Some(pid));
+
+    std::fs::write(lab.pid_file(), &claim).unwrap();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "serve starts anyway: {}",
+        text(&out)
+    );
+    let stop = lab.run(&["stop"]);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+
+    let mut sleeper = sleeper;
+    assert!(
+        sleeper.0.try_wait().unwrap().is_none(),
+        "the unrelated process was killed"
+    );
+    assert_eq!(
+        common::state(pid).map(|s| s != 'T'),
+        Some(true),
+        "it was stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_ends_the_commands_the_server_runs() {
+    let lab = Lab::new();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, report) = lab.status();
+    let mut client = Client::connect(&ConnectOptions::new(report.url.unwrap()))
+        .await
+        .unwrap();
+    let started = client
+        .execute(&ExecuteParams::command("sleep 300"))
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || !live_members(
+        started.pgid
+    )
+    .is_empty()));
+
+    let stop = tokio::task::spawn_blocking({
+        let cmd = lab.command(&["stop", "--json"]);
+        move || run_with_deadline(cmd, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+    let stopped: StopReport = serde_json::from_slice(&stop.stdout).unwrap();
+    assert_eq!(stopped.outcome, StopOutcome::Stopped);
+    assert!(
+        live_members(started.pgid).is_empty(),
+        "sleep 300 outlived the server"
+    );
+    assert!(!alive(started.pid));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_kills_a_hung_server_and_what_it_left_in_its_session() {
+    let lab = Lab::new();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, report) = lab.status();
+    let server = report.pid.unwrap();
+    let mut client = Client::connect(&ConnectOptions::new(report.url.unwrap()))
+        .await
+        .unwrap();
+    let started = client
+        .execute(&ExecuteParams::command("sleep 300"))
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || !live_members(
+        started.pgid
+    )
+    .is_empty()));
+    // A stopped server cannot act on SIGTERM: only SIGKILL ends it, and
+    // then nobody is left to end its commands but `ccx stop`.
+    kill(Pid::from_raw(server as i32), Signal::SIGSTOP).unwrap();
+
+    let stop = tokio::task::spawn_blocking({
+        let mut cmd = lab.command(&["stop", "--json"]);
+        cmd.env("CCX_KILL_GRACE", "300ms");
+        move || run_with_deadline(cmd, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+    let stopped: StopReport = serde_json::from_slice(&stop.stdout).unwrap();
+    assert_eq!(stopped.signal.as_deref(), Some("SIGKILL"));
+    assert!(
+        stopped.leftovers_killed.contains(&started.pid),
+        "{stopped:?}"
+    );
+    assert!(!alive(server));
+    assert!(
+        live_members(started.pgid).is_empty(),
+        "sleep 300 outlived the server"
+    );
+}
+
+#[test]
+fn simultaneous_serves_start_exactly_one_server() {
+    // Three rounds; in each, both launchers are held stopped right after
+    // spawn and released together, so they race for the state directory.
+    for round in 0..3 {
+        let lab = Lab::new();
+        let first = lab.command(&["serve", "--port", "0"]).spawn().unwrap();
+        let _ = kill(Pid::from_raw(first.id() as i32), Signal::SIGSTOP);
+        let second = lab.command(&["serve", "--port", "0"]).spawn().unwrap();
+        let _ = kill(Pid::from_raw(second.id() as i32), Signal::SIGSTOP);
+        let _ = kill(Pid::from_raw(first.id() as i32), Signal::SIGCONT);
+        let _ = kill(Pid::from_raw(second.id() as i32), Signal::SIGCONT);
+        let outs = [
+            wait_output(first, Duration::from_secs(30)),
+            wait_output(second, Duration::from_secs(30)),
+        ];
+        let codes: Vec<_> = outs.iter().map(|o| o.status.code()).collect();
+        let both = format!("round {round}\n{}\n---\n{}", text(&outs[0]), text(&outs[1]));
+        assert!(
+            codes.contains(&Some(0)) && codes.contains(&Some(1)),
+            "{both}"
+        );
+        let loser = outs.iter().find(|o| o.status.code() == Some(1)).unwrap();
+        let stderr = String::from_utf8_lossy(&loser.stderr);
+        assert!(stderr.contains("already running"), "{both}");
+        let (_, report) = lab.status();
+        let pid = report.pid.unwrap();
+        assert!(
+            stderr.contains(&format!("pid {pid}")),
+            "names the winner: {both}"
+        );
+        assert_eq!(lab.servers(), vec![pid], "exactly one server runs: {both}");
+    }
+}
+
+#[test]
+fn second_server_on_the_same_state_dir_is_refused_but_another_state_dir_works() {
+    let lab = Lab::new();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, first) = lab.status();
+
+    let again = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already running"), "{stderr}");
+    assert!(stderr.contains(first.url.as_deref().unwrap()), "{stderr}");
+
+    let other = Lab::new();
+    let out = other.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, second) = other.status();
+    assert_eq!(code.status.code(), Some(0));
+    assert!(second.healthy);
+    assert_ne!(first.port, second.port);
+    assert_ne!(first.pid, second.pid);
+
+    // A bare pid naming the other state directory's server is not ours.
+    let third = Lab::new();
+    std::fs::write(third.pid_file(), first.pid.unwrap().to_string()).unwrap();
+    let (_, report) = third.status();
+    assert_eq!(report.state, ServerState::Stale, "{report:?}");
+    assert!(report
+        .stale
+        .unwrap()
+        .reason
+        .contains("another state directory"));
+    assert_eq!(third.run(&["stop"]).status.code(), Some(0));
+    assert!(
+        alive(first.pid.unwrap()),
+        "stop must not touch another state dir's server"
+    );
+}
+
+#[test]
+fn the_server_does_not_inherit_the_launchers_extra_descriptors() {
+    let lab = Lab::new();
+    let marker = lab.path().join("inherited-marker");
+    // The same environment as every other ccx command of this test.
+    let ccx = lab.command(&[]);
+    // `sh` opens fd 7 without close-on-exec, as a CI runner or a shell may.
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(r#""$0" serve --port 0 7>>"$1""#)
+        .arg(ccx.get_program())
+        .arg(&marker)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in ccx.get_envs() {
+        match value {
+            Some(value) => sh.env(name, value),
+            None => sh.env_remove(name),
+        };
+    }
+    let out = run_with_deadline(sh, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (_, report) = lab.status();
+    let pid = report.pid.unwrap();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        !fds.iter().any(|f| f.contains("inherited-marker")),
+        "the server holds the launcher's fd 7: {fds:?}"
+    );
+}
+
+#[test]
+fn stop_when_nothing_runs_says_so_and_exits_0() {
+    let lab = Lab::new();
+    for _ in 0..2 {
+        let out = lab.run(&["stop"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("no ccx server is running"), "{stdout}");
+    }
+}
+
+#[test]
+fn logs_prints_the_log_its_last_lines_and_follows_it() {
+    let lab = Lab::new();
+    let out = lab.run(&["logs"]);
+    assert_eq!(out.status.code(), Some(1), "no log yet: {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no log"));
+
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = lab.run(&["logs"]);
+    let all = String::from_utf8_lossy(&all.stdout).into_owned();
+    assert!(all.contains("listening on ws://127.0.0.1:"), "{all}");
+    assert!(all.contains(r#""event":"ready""#), "{all}");
+
+    let last = lab.run(&["logs", "-n", "1"]);
+    let last = String::from_utf8_lossy(&last.stdout).into_owned();
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert_eq!(last.trim_end(), all.trim_end().lines().last().unwrap());
+
+    let follower = Guarded(lab.command(&["logs", "-f", "-n", "0"]).spawn().unwrap());
+    let mut follower = follower;
+    let mut stdout = follower.0.stdout.take().unwrap();
+    let marker = format!("marker-{}", std::process::id());
+    let log = lab.path().join("ccx.log");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(seen.clone());
+        }
+    });
+    // The follower may not have opened the log yet: append until it shows.
+    let mut log = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while !seen.contains(&marker) && Instant::now() < deadline {
+        use std::io::Write;
+        writeln!(log, "{marker}").unwrap();
+        if let Ok(s) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen = s;
+        }
+    }
+    assert!(
+        seen.contains(&marker),
+        "logs -f did not print the new line: {seen:?}"
+    );
+    assert!(
+        !seen.contains("listening on"),
+        "-n 0 starts at the end: {seen:?}"
+    );
+}
+
+/// Figures for README.lifecycle.md:
+/// `cargo test --test lifecycle -- --ignored --nocapture startup_figures`
+#[test]
+#[ignore = "measurement, not a check"]
+fn startup_figures() {
+    let mut ready = Vec::new();
+    for _ in 0..20 {
+        let lab = Lab::new();
+        let started = Instant::now();
+        let out = lab.run(&["serve", "--port", "0"]);
+        ready.push(started.elapsed());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let stop = lab.run(&["stop"]);
+        assert_eq!(stop.status.code(), Some(0));
+    }
+    let mut death = Vec::new();
+    for _ in 0..20 {
+        let lab = Lab::new();
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port().to_string();
+        let started = Instant::now();
+        let out = lab.run(&["serve", "--port", &port]);
+        death.push(started.elapsed());
+        assert_eq!(out.status.code(), Some(1));
+    }
+    let summary = |name: &str, v: &mut Vec<Duration>| {
+        v.sort();
+        println!(
+            "{name}: median {:.1} ms, min {:.1} ms, max {:.1} ms (n={})",
+            v[v.len() / 2].as_secs_f64() * 1e3,
+            v[0].as_secs_f64() * 1e3,
+            v[v.len() - 1].as_secs_f64() * 1e3,
+            v.len()
+        );
+    };
+    summary("ccx serve → ready and returned", &mut ready);
+    summary("ccx serve → port-in-use death reported", &mut death);
+}
