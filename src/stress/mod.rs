@@ -55,7 +55,7 @@ impl Target {
                 let options = ConnectOptions::new(url.clone()).token(token.clone());
                 Client::connect(&options)
                     .await
-                    .map(Session::Server)
+                    .map(|client| Session::Server(Box::new(client)))
                     .map_err(|e| Failure::from_connect(e, url))
             }
             Target::Direct(rules) => Ok(Session::Direct(rules.clone())),
@@ -65,7 +65,7 @@ impl Target {
 
 /// An open session on a target.
 enum Session {
-    Server(Client),
+    Server(Box<Client>),
     /// Nothing to keep open: each run spawns its own process group.
     Direct(direct::Rules),
 }
@@ -92,7 +92,7 @@ impl Session {
 
     async fn close(self) {
         match self {
-            Session::Server(client) => client.close().await,
+            Session::Server(client) => (*client).close().await,
             Session::Direct(_) => {}
         }
     }
