@@ -345,3 +345,23 @@ pub fn render_human(report: &StressReport, color: bool) -> String {
     let _ = writeln!(out, "{verdict}");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_report_without_kind_reads_as_a_server() {
+        let old = r#"{"target":"ws://127.0.0.1:8003/ws/mcp","attempts":1,"successes":1,
+            "success_percent":100.0,"met_min_success":true,"elapsed_s":0.1,
+            "throughput_rps":10.0,"latency_ms":null,"failures":[],"cases":[]}"#;
+        let report: TargetReport = serde_json::from_str(old).unwrap();
+        assert_eq!(report.kind, TargetKind::Server);
+        let direct = serde_json::to_value(TargetReport {
+            kind: TargetKind::Direct,
+            ..report
+        })
+        .unwrap();
+        assert_eq!(direct["kind"], "direct");
+    }
+}
