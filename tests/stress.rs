@@ -390,3 +390,281 @@ fn stress_wrong_token_is_a_handshake_failure() {
     assert_eq!(failure.cause, Cause::Handshake);
     assert!(failure.example.contains("401"), "{}", failure.example);
 }
+
+// --direct: the same workload with no server, as a baseline column.
+
+use ccx::stress::direct;
+use ccx::stress::report::TargetKind;
+
+fn direct_target(report: &StressReport) -> &ccx::stress::report::TargetReport {
+    let direct: Vec<_> = report
+        .targets
+        .iter()
+        .filter(|t| t.kind == TargetKind::Direct)
+        .collect();
+    assert_eq!(direct.len(), 1, "exactly one direct target: {report:?}");
+    assert_eq!(direct[0].target, direct::LABEL);
+    direct[0]
+}
+
+#[test]
+fn stress_direct_beside_a_real_server_both_succeed_in_one_table() {
+    let server = TestServer::start();
+    let out = stress(&[
+        "--direct",
+        "--url",
+        &server.url,
+        "--clients",
+        "4",
+        "--requests",
+        "25",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let report = report(&out);
+    assert!(report.passed);
+    assert_eq!(report.targets.len(), 2);
+    let served = &report.targets[0];
+    assert_eq!(served.kind, TargetKind::Server);
+    assert_eq!(served.target, server.url);
+    let direct = direct_target(&report);
+    for t in [served, direct] {
+        assert_eq!((t.attempts, t.successes), (100, 100), "{t:?}");
+        assert_eq!(t.success_percent, 100.0);
+        assert!(t.failures.is_empty(), "{t:?}");
+        let latency = t.latency_ms.as_ref().expect("latency");
+        assert!(latency.p50 > 0.0 && latency.p50 <= latency.p99);
+    }
+
+    let out = stress(&[
+        "--direct",
+        "--url",
+        &server.url,
+        "--clients",
+        "2",
+        "--requests",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table
+        .lines()
+        .find(|l| l.starts_with("target"))
+        .expect("target row");
+    let (url_at, direct_at) = (
+        header.find(&server.url).expect("server column"),
+        header.find("direct (no server)").expect("direct column"),
+    );
+    assert!(
+        url_at < direct_at,
+        "direct comes after the --url targets: {table}"
+    );
+    let rate = table
+        .lines()
+        .find(|l| l.starts_with("success rate"))
+        .expect("success rate row");
+    assert_eq!(rate.matches("✓ 100.0 %").count(), 2, "{table}");
+}
+
+#[test]
+fn stress_direct_succeeds_where_nothing_listens_and_the_server_target_fails() {
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    let out = stress(&[
+        "--direct",
+        "--url",
+        &dead,
+        "--clients",
+        "3",
+        "--requests",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let report = report(&out);
+    assert!(!report.passed);
+    let down = &report.targets[0];
+    assert_eq!(down.kind, TargetKind::Server);
+    assert_eq!(down.success_percent, 0.0);
+    assert_eq!(down.failures[0].cause, Cause::ConnectRefused);
+    assert_eq!(down.failures[0].count, 12);
+    let direct = direct_target(&report);
+    assert_eq!((direct.attempts, direct.successes), (12, 12));
+    assert!(direct.met_min_success);
+}
+
+#[test]
+fn stress_direct_without_url_still_loads_the_local_server() {
+    let server = TestServer::start();
+    let out = ccx_command()
+        .args([
+            "stress",
+            "--direct",
+            "--clients",
+            "1",
+            "--requests",
+            "3",
+            "--json",
+        ])
+        .env("CCX_HOST", "127.0.0.1")
+        .env("CCX_PORT", server.port.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let report = report(&out);
+    assert_eq!(report.targets.len(), 2);
+    assert_eq!(report.targets[0].target, server.url);
+    assert_eq!(report.targets[0].successes, 3);
+    assert_eq!(direct_target(&report).successes, 3);
+}
+
+#[test]
+fn stress_direct_cases_file_names_the_pattern_that_did_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.json");
+    std::fs::write(
+        &path,
+        r#"{"timeout": 20, "tests": [
+    {"id": "echo_test", "name": "Echo Test", "command": "echo \"Testing basic echo command\"",
+     "expected_patterns": ["testing BASIC echo"]},
+    {"id": "never", "name": "Cannot match", "command": "echo hello",
+     "expected_patterns": ["hello", "no-such-text-xyzzy"]}
+  ]}"#,
+    )
+    .unwrap();
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    let out = stress(&[
+        "--direct",
+        "--url",
+        &dead,
+        "--cases",
+        path.to_str().unwrap(),
+        "--clients",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let report = report(&out);
+    let direct = direct_target(&report);
+    assert_eq!((direct.attempts, direct.successes), (4, 2));
+    assert_eq!(direct.failures.len(), 1, "{:?}", direct.failures);
+    let wrong = &direct.failures[0];
+    assert_eq!(wrong.cause, Cause::WrongOutput);
+    assert_eq!(wrong.count, 2);
+    assert_eq!(wrong.case_id.as_deref(), Some("never"));
+    assert_eq!(wrong.pattern.as_deref(), Some("no-such-text-xyzzy"));
+    assert!(
+        wrong.example.contains("no-such-text-xyzzy"),
+        "{}",
+        wrong.example
+    );
+    let never = direct.cases.iter().find(|c| c.id == "never").unwrap();
+    assert_eq!(
+        never.missing_patterns,
+        vec!["no-such-text-xyzzy".to_string()]
+    );
+
+    let out = stress(&[
+        "--direct",
+        "--url",
+        &dead,
+        "--cases",
+        path.to_str().unwrap(),
+        "--clients",
+        "1",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("direct (no server) never (Cannot match): 0/1 passed; wrong output 1; pattern not found: \"no-such-text-xyzzy\""),
+        "{table}"
+    );
+}
+
+#[test]
+fn stress_direct_command_exit_3_is_a_non_zero_exit_failure() {
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    let out = stress(&[
+        "--direct",
+        "--url",
+        &dead,
+        "--clients",
+        "2",
+        "--requests",
+        "3",
+        "--command",
+        "echo oops >&2; exit 3",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = report(&out);
+    let direct = direct_target(&report);
+    assert_eq!(direct.attempts, 6);
+    assert_eq!(direct.successes, 0);
+    assert_eq!(direct.failures.len(), 1);
+    assert_eq!(direct.failures[0].cause, Cause::NonZeroExit);
+    assert_eq!(direct.failures[0].count, 6);
+    assert!(
+        direct.failures[0].example.contains("exit_code 3")
+            && direct.failures[0].example.contains("oops"),
+        "{}",
+        direct.failures[0].example
+    );
+}
+
+#[test]
+fn stress_direct_with_a_missing_shell_is_spawn_failed() {
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    let out = ccx_command()
+        .args([
+            "stress",
+            "--direct",
+            "--url",
+            &dead,
+            "--requests",
+            "2",
+            "--json",
+        ])
+        .env("CCX_SHELL", "/no/such/shell")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let report = report(&out);
+    let failure = &direct_target(&report).failures[0];
+    assert_eq!(failure.cause, Cause::SpawnFailed);
+    assert!(
+        failure.example.contains("/no/such/shell"),
+        "{}",
+        failure.example
+    );
+}
+
+#[test]
+fn stress_direct_timeout_counts_as_timeout_and_leaves_no_process() {
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    // A unique duration marks this test's sleeps; one escapes the group with
+    // setsid, as a daemonising command would.
+    let marker = format!("30.{}", std::process::id());
+    let command = format!("setsid sleep {marker} & sleep {marker}");
+    let started = std::time::Instant::now();
+    let out = stress(&[
+        "--direct",
+        "--url",
+        &dead,
+        "--clients",
+        "1",
+        "--requests",
+        "1",
+        "--timeout",
+        "300ms",
+        "--command",
+        &command,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    let report = report(&out);
+    let failure = &direct_target(&report).failures[0];
+    assert_eq!(failure.cause, Cause::Timeout);
+    assert!(failure.example.contains("300ms"), "{}", failure.example);
+    let left = common::pids_with_cmdline(&format!("sleep {marker}"));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -13,8 +13,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
+use crate::process::reaper;
 use crate::stress::report::{self, Settings, StressReport, SCHEMA_VERSION};
-use crate::stress::{cases, run_target, Mode, Plan, Target, Workload};
+use crate::stress::{cases, direct, run_target, Mode, Plan, Target, Workload};
 
 /// Requests per client when neither `--requests` nor `--duration` is given
 /// (with `--cases`: one pass over the cases).
@@ -26,6 +27,12 @@ pub struct StressArgs {
     /// reported side by side) [default: the local server, from CCX_HOST and CCX_PORT].
     #[arg(long = "url", value_name = "URL")]
     pub urls: Vec<String>,
+    /// Also run the same workload with no server: ccx spawns each command
+    /// itself with the server's process rules (CCX_SHELL, CCX_MAX_OUTPUT,
+    /// CCX_KILL_GRACE), as a baseline column `direct (no server)`. The
+    /// default local server stays a target unless --url is given.
+    #[arg(long)]
+    pub direct: bool,
     /// Concurrent sessions per target (1 to 1024).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub clients: u32,
@@ -42,7 +49,8 @@ pub struct StressArgs {
     /// Run the tests of a cc_executor stress file (see README for the fields read).
     #[arg(long, value_name = "FILE")]
     pub cases: Option<PathBuf>,
-    /// persistent: one session per client, reused; oneshot: one connection per request.
+    /// persistent: one session per client, reused; oneshot: one connection
+    /// per request (no meaning for --direct, which has no connection).
     #[arg(long, value_enum, default_value_t = ModeArg::Persistent)]
     pub mode: ModeArg,
     /// Per-request timeout (a case's own "timeout" wins).
@@ -69,13 +77,16 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     } else {
         args.urls.clone()
     };
-    let targets: Vec<Target> = urls
+    let mut targets: Vec<Target> = urls
         .into_iter()
         .map(|url| Target::Server {
             url,
             token: config.token.clone(),
         })
         .collect();
+    if args.direct {
+        targets.push(Target::Direct(direct::Rules::from_config(&config)));
+    }
     let (workload, detail) = match (&args.cases, &args.command) {
         (Some(path), _) => (
             Workload::Cases(cases::load(path)?),
@@ -118,11 +129,21 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     };
 
     let runtime = runtime()?;
+    if args.direct {
+        // As the server does: descendants that leave their group are
+        // re-parented to us and reaped, not left to init. Without it (not
+        // Linux) they are init's, as they would be a server's.
+        let _ = reaper::become_subreaper();
+        runtime.spawn(reaper::run());
+    }
     let mut reports = Vec::new();
     for target in &targets {
         let progress = progress_bar(&plan, &target.label());
         reports.push(runtime.block_on(run_target(target, &plan, args.min_success, &progress)));
         progress.finish_and_clear();
+    }
+    if args.direct {
+        reaper::kill_orphans();
     }
     let passed = reports.iter().all(|t| t.met_min_success);
     let report = StressReport {

@@ -2,12 +2,14 @@
 //! against each target in turn, checks every result, and tallies attempts,
 //! failures by cause and latencies into a [`report::TargetReport`].
 //!
-//! A [`Target`] is where requests go. Today that is a server reached with the
-//! library [`Client`]; a later `Direct` variant (commands run in-process, no
-//! server) only needs its own arms in [`Target::open`] and [`Session::run`].
-//! Knows the client and the wire types; not the CLI, nor the server's internals.
+//! A [`Target`] is where requests go: a server reached with the library
+//! [`Client`], or [`Target::Direct`], the same commands run in this process
+//! with the server's process rules and no server ([`direct`]), as a baseline.
+//! Knows the client, the process layer and the wire types; not the CLI, nor
+//! the server's internals.
 
 pub mod cases;
+pub mod direct;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,19 +22,29 @@ use tokio::time::{timeout, Instant};
 use crate::client::{Client, ClientError, ConnectOptions, RunOutcome};
 use crate::protocol::{CompletionStatus, ExecuteParams};
 use cases::Case;
-use report::{CaseReport, Cause, FailureGroup, Latency, TargetReport};
+use report::{CaseReport, Cause, FailureGroup, Latency, TargetKind, TargetReport};
 
 /// Where requests go.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// A ccx (or cc_executor-compatible) server's WebSocket URL.
     Server { url: String, token: Option<String> },
+    /// No server: each request is spawned in this process under these rules.
+    Direct(direct::Rules),
 }
 
 impl Target {
     pub fn label(&self) -> String {
         match self {
             Target::Server { url, .. } => url.clone(),
+            Target::Direct(_) => direct::LABEL.into(),
+        }
+    }
+
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Target::Server { .. } => TargetKind::Server,
+            Target::Direct(_) => TargetKind::Direct,
         }
     }
 
@@ -43,16 +55,19 @@ impl Target {
                 let options = ConnectOptions::new(url.clone()).token(token.clone());
                 Client::connect(&options)
                     .await
-                    .map(Session::Server)
+                    .map(|client| Session::Server(Box::new(client)))
                     .map_err(|e| Failure::from_connect(e, url))
             }
+            Target::Direct(rules) => Ok(Session::Direct(rules.clone())),
         }
     }
 }
 
 /// An open session on a target.
 enum Session {
-    Server(Client),
+    Server(Box<Client>),
+    /// Nothing to keep open: each run spawns its own process group.
+    Direct(direct::Rules),
 }
 
 impl Session {
@@ -71,12 +86,14 @@ impl Session {
                 Ok(Err(e)) => Err(Failure::from_request(e)),
                 Ok(Ok(outcome)) => Ok(outcome),
             },
+            Session::Direct(rules) => direct::run(rules, params, deadline).await,
         }
     }
 
     async fn close(self) {
         match self {
-            Session::Server(client) => client.close().await,
+            Session::Server(client) => (*client).close().await,
+            Session::Direct(_) => {}
         }
     }
 }
@@ -512,6 +529,7 @@ fn report(
     let elapsed_s = elapsed.as_secs_f64();
     TargetReport {
         target: target.label(),
+        kind: target.kind(),
         attempts: total.attempts,
         successes: total.successes,
         success_percent,

@@ -15,7 +15,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct StressReport {
     pub schema_version: u32,
     pub settings: Settings,
-    /// One per `--url`, in the order given.
+    /// One per `--url`, in the order given, then the `--direct` baseline.
     pub targets: Vec<TargetReport>,
     /// Every target met `min_success_percent`.
     pub passed: bool,
@@ -42,8 +42,12 @@ pub struct Settings {
 /// Results against one target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetReport {
-    /// The URL (or, later, another kind of target's label).
+    /// The URL, or `direct (no server)` for the `--direct` baseline.
     pub target: String,
+    /// `server` or `direct`; absent in reports written before `--direct`
+    /// existed, which only had server targets.
+    #[serde(default)]
+    pub kind: TargetKind,
     pub attempts: u64,
     pub successes: u64,
     /// successes / attempts × 100 (0 when nothing was attempted).
@@ -61,8 +65,21 @@ pub struct TargetReport {
     pub cases: Vec<CaseReport>,
 }
 
+/// What a target is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// A server reached over WebSocket (`--url`, or the local server).
+    #[default]
+    Server,
+    /// `--direct`: the commands run by ccx itself with the server's process
+    /// rules, no server and no WebSocket.
+    Direct,
+}
+
 /// Latency percentiles in milliseconds (HdrHistogram, 3 significant digits):
-/// from sending `execute` to `process.completed`, plus connecting in oneshot mode.
+/// from sending `execute` to `process.completed`, plus connecting in oneshot
+/// mode; for a direct target, from spawning the process to its completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: f64,
@@ -91,6 +108,9 @@ pub enum Cause {
     ProtocolError,
     /// The connection closed in the middle of a request.
     ConnectionLost,
+    /// Direct target only: the shell could not be started (CCX_SHELL
+    /// missing or not executable, out of processes or file descriptors).
+    SpawnFailed,
 }
 
 impl Cause {
@@ -103,10 +123,11 @@ impl Cause {
             Cause::NonZeroExit => "non-zero exit",
             Cause::ProtocolError => "protocol error",
             Cause::ConnectionLost => "connection lost",
+            Cause::SpawnFailed => "spawn failed",
         }
     }
 
-    pub const ALL: [Cause; 7] = [
+    pub const ALL: [Cause; 8] = [
         Cause::ConnectRefused,
         Cause::Handshake,
         Cause::Timeout,
@@ -114,6 +135,7 @@ impl Cause {
         Cause::NonZeroExit,
         Cause::ProtocolError,
         Cause::ConnectionLost,
+        Cause::SpawnFailed,
     ];
 }
 
@@ -322,4 +344,24 @@ pub fn render_human(report: &StressReport, color: bool) -> String {
     };
     let _ = writeln!(out, "{verdict}");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_report_without_kind_reads_as_a_server() {
+        let old = r#"{"target":"ws://127.0.0.1:8003/ws/mcp","attempts":1,"successes":1,
+            "success_percent":100.0,"met_min_success":true,"elapsed_s":0.1,
+            "throughput_rps":10.0,"latency_ms":null,"failures":[],"cases":[]}"#;
+        let report: TargetReport = serde_json::from_str(old).unwrap();
+        assert_eq!(report.kind, TargetKind::Server);
+        let direct = serde_json::to_value(TargetReport {
+            kind: TargetKind::Direct,
+            ..report
+        })
+        .unwrap();
+        assert_eq!(direct["kind"], "direct");
+    }
 }
