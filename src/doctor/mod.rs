@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::config::{Config, Env, Overrides};
+pub use crate::signatures::{Finding, Severity};
 use server::ServerProcess;
 
 /// Version of the JSON report's shape; bumped on any incompatible change.
@@ -101,6 +102,12 @@ pub struct StepResult {
     /// What to do about a failure or a warning.
     pub fix: Option<String>,
     pub duration_ms: u64,
+    /// Known failure signatures recognised in what the step saw (the
+    /// `spawn` step: the server's output and exit), causes first. Absent
+    /// from the JSON when empty; added in schema version 1 without a bump
+    /// (a new optional field breaks no reader).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
 }
 
 /// The whole run: the JSON document of `ccx doctor --json`.
@@ -300,6 +307,7 @@ fn skipped(id: StepId, reason: String) -> StepResult {
         detail: Vec::new(),
         fix: None,
         duration_ms: 0,
+        findings: Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@ use owo_colors::OwoColorize;
 
 #[cfg(test)]
 use super::StepResult;
-use super::{Report, Status};
+use super::{Report, Severity, Status};
 
 /// The symbol of a status, readable without colour.
 pub fn symbol(status: Status) -> &'static str {
@@ -81,6 +81,22 @@ pub fn human(report: &Report, style: Style) -> String {
             }
             if let Some(fix) = &step.fix {
                 out.push_str(&format!("      {} {fix}\n", paint("fix:", step.status)));
+            }
+        } else {
+            // A passing step's findings (a harmless warning the server
+            // printed) are shown even without -v: the user saw that
+            // warning and wonders whether it matters.
+            for f in &step.findings {
+                let kind = match f.severity {
+                    Severity::Harmless => "harmless",
+                    Severity::Cause => "seen, but not fatal here",
+                };
+                out.push_str(&format!(
+                    "      {} [{}] {kind}: {}\n",
+                    paint("note:", Status::Warn),
+                    f.id,
+                    f.meaning
+                ));
             }
         }
     }
@@ -174,6 +190,7 @@ mod tests {
             detail: vec![format!("detail of {}", id.as_str())],
             fix: fix.map(String::from),
             duration_ms: 7,
+            findings: Vec::new(),
         }
     }
 
@@ -271,6 +288,35 @@ ccx doctor · ws://127.0.0.1:8003/ws/mcp
             },
         );
         assert!(coloured.contains("\u{1b}["));
+    }
+
+    #[test]
+    fn a_passing_step_shows_its_findings_as_notes_without_verbose() {
+        let mut spawn = step(StepId::Spawn, Status::Pass, "ready", None);
+        spawn.findings.push(crate::signatures::Finding {
+            id: "sys-modules-runtime-warning".into(),
+            severity: Severity::Harmless,
+            meaning: "a warning, usually not the cause".into(),
+            fix: "ignore it".into(),
+            evidence: "RuntimeWarning: …".into(),
+        });
+        let r = report(vec![spawn], 0);
+        let text = human(
+            &r,
+            Style {
+                color: false,
+                verbose: false,
+            },
+        );
+        assert!(
+            text.contains(
+                "      note: [sys-modules-runtime-warning] harmless: a warning, usually not the cause\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("detail of spawn"), "{text}");
+        let back: Report = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]
