@@ -249,7 +249,9 @@ mod tests {
             ..Default::default()
         });
         assert!(f[0].evidence.contains("/usr/bin/python3.11"));
-        assert!(f[0].fix.contains("/usr/bin/python3.11 -m pip install fastapi"));
+        assert!(f[0]
+            .fix
+            .contains("/usr/bin/python3.11 -m pip install fastapi"));
         let f = diagnose(&Observed {
             output: "ModuleNotFoundError: No module named 'cc_executor.core'",
             ..Default::default()
