@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Overrides};
-use crate::doctor::{self, render, Options, Report};
+use crate::doctor::{self, compare, render, Options, Report};
 use crate::exit::Exit;
 
 #[derive(Debug, Args)]
@@ -32,6 +32,13 @@ pub struct DoctorArgs {
     /// (it gets CCX_HOST and CCX_PORT; ready when the port accepts connections).
     #[arg(long, value_name = "CMD")]
     pub server_cmd: Option<String>,
+    /// Compare two servers: run handshake and echo against both, fetch their
+    /// environment fingerprints (server.info, with the --require names) and
+    /// list the differences, most likely culprits first. One URL: compare
+    /// the local server the doctor starts (side A) with it (side B).
+    /// Differences do not fail; a side failing its checks does (exit 1).
+    #[arg(long, value_name = "URL", num_args = 1..=2, value_parser = parse_url, conflicts_with = "url")]
+    pub compare: Vec<String>,
     /// A program the server needs on its PATH (repeatable).
     #[arg(long, value_name = "NAME")]
     pub require: Vec<String>,
@@ -64,28 +71,33 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// The doctor's options from its flags and the process environment.
+fn options(args: &DoctorArgs) -> Options {
+    Options {
+        env: config::env_snapshot(),
+        overrides: Overrides {
+            host: args.host.clone(),
+            port: args.port,
+            state_dir: None,
+            insecure_no_auth: false,
+        },
+        url: args.url.clone(),
+        server_cmd: args.server_cmd.clone(),
+        require: args.require.clone(),
+        ccx_exe: std::env::current_exe().ok(),
+        spawn_timeout: args.spawn_timeout,
+        timeout: args.timeout,
+        strict: args.strict,
+    }
+}
+
 pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
+    if !args.compare.is_empty() {
+        return run_compare(args, color);
+    }
     let target = args.url.clone().unwrap_or_default();
     let report = match runtime() {
-        Ok(rt) => {
-            let opts = Options {
-                env: config::env_snapshot(),
-                overrides: Overrides {
-                    host: args.host.clone(),
-                    port: args.port,
-                    state_dir: None,
-                    insecure_no_auth: false,
-                },
-                url: args.url.clone(),
-                server_cmd: args.server_cmd.clone(),
-                require: args.require.clone(),
-                ccx_exe: std::env::current_exe().ok(),
-                spawn_timeout: args.spawn_timeout,
-                timeout: args.timeout,
-                strict: args.strict,
-            };
-            rt.block_on(doctor::run(&opts, interrupted()))
-        }
+        Ok(rt) => rt.block_on(doctor::run(&options(&args), interrupted())),
         Err(e) => Report::internal_error(target, format!("cannot start the async runtime: {e}")),
     };
     let text = if args.json {
@@ -97,20 +109,45 @@ pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
         };
         render::human(&report, style)
     };
+    print(&text)?;
+    Ok(exit_of(report.exit_code))
+}
+
+/// `--compare URL [URL]`.
+fn run_compare(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
+    let rt = runtime()?;
+    let report = rt.block_on(compare::run(&options(&args), &args.compare, interrupted()));
+    let text = if args.json {
+        render::compare_json(&report)
+    } else {
+        let style = render::Style {
+            color: use_color(color, std::io::stdout().is_terminal()),
+            verbose: args.verbose,
+        };
+        render::compare_human(&report, style)
+    };
+    print(&text)?;
+    Ok(exit_of(report.exit_code))
+}
+
+fn print(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => {}
+        Ok(()) => Ok(()),
         // `ccx doctor --json | head -c 10`: the reader left; the verdict stands.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(CliError::Io(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::Io(e)),
     }
-    Ok(match report.exit_code {
+}
+
+fn exit_of(code: u8) -> Exit {
+    match code {
         0 => Exit::Success,
         1 => Exit::Failure,
         3 => Exit::Internal,
         n if n > 128 => Exit::Interrupted(n - 128),
         _ => Exit::Failure,
-    })
+    }
 }
 
 /// Resolves with the signal number on the first SIGINT or SIGTERM; never

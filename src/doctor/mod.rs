@@ -8,6 +8,7 @@
 //! changes nothing on the host: a server it starts is stopped with its whole
 //! process group before the report is returned, also when interrupted.
 
+pub mod compare;
 pub mod render;
 mod server;
 mod steps;
@@ -17,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::config::{Config, Env, Overrides};
+use crate::protocol::{ErrorCode, ServerInfo};
+pub use crate::signatures::{Finding, Severity};
 use server::ServerProcess;
 
 /// Version of the JSON report's shape; bumped on any incompatible change.
@@ -101,6 +104,12 @@ pub struct StepResult {
     /// What to do about a failure or a warning.
     pub fix: Option<String>,
     pub duration_ms: u64,
+    /// Known failure signatures recognised in what the step saw (the
+    /// `spawn` step: the server's output and exit), causes first. Absent
+    /// from the JSON when empty; added in schema version 1 without a bump
+    /// (a new optional field breaks no reader).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
 }
 
 /// The whole run: the JSON document of `ccx doctor --json`.
@@ -209,6 +218,20 @@ fn step_deadline(id: StepId, opts: &Options) -> Duration {
 /// signal's number) when the user asks the doctor to stop; the exit code is
 /// then 128 + that number, as a shell reports it.
 pub async fn run(opts: &Options, interrupted: impl std::future::Future<Output = i32>) -> Report {
+    run_steps(opts, interrupted, None).await.0
+}
+
+/// What `server.info` gave (or why it gave nothing), when asked for.
+pub(crate) type Fingerprint = Option<Result<ServerInfo, String>>;
+
+/// [`run`], and with `fingerprint` (the names to resolve) also the server's
+/// environment fingerprint (`server.info`), fetched on the session the
+/// checks opened, once they all passed.
+pub(crate) async fn run_steps(
+    opts: &Options,
+    interrupted: impl std::future::Future<Output = i32>,
+    fingerprint: Option<&[String]>,
+) -> (Report, Fingerprint) {
     let started = Instant::now();
     let mut ctx = Ctx {
         opts,
@@ -259,21 +282,25 @@ pub async fn run(opts: &Options, interrupted: impl std::future::Future<Output = 
         }
         steps.push(result);
     }
-    if let Some(client) = ctx.client.take() {
+    let failed = steps.iter().any(|s| s.status.is_failure());
+    let mut info = None;
+    if let Some(mut client) = ctx.client.take() {
+        if let (Some(require), false, None) = (fingerprint, failed, interruption) {
+            info = Some(fetch_info(&mut client, require, opts.timeout).await);
+        }
         client.close().await;
     }
     if let Some(server) = ctx.server.take() {
         server.stop().await;
     }
 
-    let failed = steps.iter().any(|s| s.status.is_failure());
     let warned = steps.iter().any(|s| s.status == Status::Warn);
     let exit_code = match interruption {
         Some(n) => u8::try_from(128 + n).unwrap_or(1),
         None if failed || (opts.strict && warned) => 1,
         None => 0,
     };
-    Report {
+    let report = Report {
         schema_version: SCHEMA_VERSION,
         ccx_version: crate::VERSION.into(),
         target: ctx.target.unwrap_or_default(),
@@ -282,6 +309,26 @@ pub async fn run(opts: &Options, interrupted: impl std::future::Future<Output = 
         steps,
         duration_ms: millis(started.elapsed()),
         error: interruption.map(|n| format!("interrupted by {}", signal_name(n))),
+    };
+    (report, info)
+}
+
+/// `server.info` on an open session, with the doctor's network deadline.
+async fn fetch_info(
+    client: &mut Client,
+    require: &[String],
+    deadline: Duration,
+) -> Result<ServerInfo, String> {
+    match tokio::time::timeout(deadline, client.info(require)).await {
+        Err(_) => Err(format!(
+            "server.info did not answer within {}",
+            human_duration(deadline)
+        )),
+        Ok(Err(ClientError::Rpc(e))) if e.code == ErrorCode::MethodNotFound.code() => Err(
+            "the server does not know server.info (an older ccx, or another server such as a Python cc_executor): it has no fingerprint to compare".into(),
+        ),
+        Ok(Err(e)) => Err(format!("server.info failed: {e}")),
+        Ok(Ok(info)) => Ok(info),
     }
 }
 
@@ -300,6 +347,7 @@ fn skipped(id: StepId, reason: String) -> StepResult {
         detail: Vec::new(),
         fix: None,
         duration_ms: 0,
+        findings: Vec::new(),
     }
 }
 

@@ -5,9 +5,11 @@
 
 use owo_colors::OwoColorize;
 
+use super::compare::{CompareReport, Side};
 #[cfg(test)]
 use super::StepResult;
-use super::{Report, Status};
+use super::{Report, Severity, Status};
+use crate::protocol::ServerInfo;
 
 /// The symbol of a status, readable without colour.
 pub fn symbol(status: Status) -> &'static str {
@@ -81,6 +83,22 @@ pub fn human(report: &Report, style: Style) -> String {
             }
             if let Some(fix) = &step.fix {
                 out.push_str(&format!("      {} {fix}\n", paint("fix:", step.status)));
+            }
+        } else {
+            // A passing step's findings (a harmless warning the server
+            // printed) are shown even without -v: the user saw that
+            // warning and wonders whether it matters.
+            for f in &step.findings {
+                let kind = match f.severity {
+                    Severity::Harmless => "harmless",
+                    Severity::Cause => "seen, but not fatal here",
+                };
+                out.push_str(&format!(
+                    "      {} [{}] {kind}: {}\n",
+                    paint("note:", Status::Warn),
+                    f.id,
+                    f.meaning
+                ));
             }
         }
     }
@@ -160,6 +178,123 @@ pub fn json(report: &Report) -> String {
     text
 }
 
+/// The human form of `--compare`: each side's checks (as `human` renders
+/// them), then the differences, most likely culprits first, then a verdict.
+pub fn compare_human(report: &CompareReport, style: Style) -> String {
+    let paint = |text: &str, status: Status| -> String {
+        match (style.color, status) {
+            (false, _) => text.to_string(),
+            (true, Status::Pass) => text.green().to_string(),
+            (true, Status::Warn) => text.yellow().to_string(),
+            (true, _) => text.red().bold().to_string(),
+        }
+    };
+    let bold = |text: &str| -> String {
+        if style.color {
+            text.bold().to_string()
+        } else {
+            text.to_string()
+        }
+    };
+    let mut out = String::new();
+    for side in &report.sides {
+        out.push_str(&bold(&format!("side {}", side.label())));
+        out.push('\n');
+        out.push_str(&human(&side.report, style));
+        match (&side.info, &side.info_error) {
+            (Some(info), _) => out.push_str(&format!("fingerprint: {}\n", fingerprint_line(info))),
+            (None, Some(e)) => out.push_str(&format!("fingerprint: {e}\n")),
+            (None, None) => {}
+        }
+        out.push('\n');
+    }
+    let names: Vec<String> = report.sides.iter().map(Side::label).collect();
+    if report.compared {
+        if report.differences.is_empty() {
+            out.push_str(&format!(
+                "no difference that could matter between {}: the fingerprints match (pid, hostname and CCX_*/WS_* variable names aside)\n",
+                names.join(" and ")
+            ));
+        } else {
+            out.push_str(&bold(&format!(
+                "differences between {}, most likely culprits first:",
+                names.join(" and ")
+            )));
+            out.push('\n');
+            for d in &report.differences {
+                out.push_str(&format!("  {}\n", paint(&d.field, Status::Warn)));
+                out.push_str(&format!("      A: {}\n", d.a));
+                out.push_str(&format!("      B: {}\n", d.b));
+                out.push_str(&format!("      why: {}\n", d.why));
+            }
+        }
+    } else {
+        out.push_str("not compared: a side has no fingerprint (see above)\n");
+    }
+    let count = match report.differences.len() {
+        _ if !report.compared => "not compared".to_string(),
+        1 => "1 difference".to_string(),
+        n => format!("{n} differences"),
+    };
+    let verdict = if report.ok {
+        paint(
+            &format!("both sides pass; {count} (exit 0)"),
+            if report.differences.is_empty() {
+                Status::Pass
+            } else {
+                Status::Warn
+            },
+        )
+    } else {
+        let failed: Vec<&str> = report
+            .sides
+            .iter()
+            .filter(|s| !s.report.ok || s.info.is_none())
+            .map(|s| s.name.as_str())
+            .collect();
+        let what = match &report.error {
+            Some(e) => e.clone(),
+            None => format!("side {} failed", failed.join(" and side ")),
+        };
+        paint(
+            &format!("{what}; {count} (exit {})", report.exit_code),
+            Status::Fail,
+        )
+    };
+    out.push_str(&verdict);
+    out.push('\n');
+    out
+}
+
+/// A fingerprint in one line: version, platform, identity, shell, and where
+/// each `--require` name resolves.
+fn fingerprint_line(info: &ServerInfo) -> String {
+    let shell = info.shell_resolved.as_deref().unwrap_or("not found");
+    let mut line = format!(
+        "ccx {} on {} {} ({}), uid {}, shell {} → {shell}",
+        info.ccx_version, info.os, info.kernel, info.arch, info.uid, info.shell
+    );
+    for (name, path) in &info.binaries {
+        line.push_str(&format!(
+            ", {name} → {}",
+            path.as_deref().unwrap_or("not found")
+        ));
+    }
+    line
+}
+
+/// The `--compare --json` document, pretty-printed, ending with a newline.
+pub fn compare_json(report: &CompareReport) -> String {
+    let mut text = serde_json::to_string_pretty(report).unwrap_or_else(|e| {
+        format!(
+            "{{\"schema_version\":{},\"error\":\"cannot serialise the report: {e}\"}}",
+            super::compare::COMPARE_SCHEMA_VERSION
+        )
+    });
+    text.push('\n');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +309,7 @@ mod tests {
             detail: vec![format!("detail of {}", id.as_str())],
             fix: fix.map(String::from),
             duration_ms: 7,
+            findings: Vec::new(),
         }
     }
 
@@ -271,6 +407,35 @@ ccx doctor · ws://127.0.0.1:8003/ws/mcp
             },
         );
         assert!(coloured.contains("\u{1b}["));
+    }
+
+    #[test]
+    fn a_passing_step_shows_its_findings_as_notes_without_verbose() {
+        let mut spawn = step(StepId::Spawn, Status::Pass, "ready", None);
+        spawn.findings.push(crate::signatures::Finding {
+            id: "sys-modules-runtime-warning".into(),
+            severity: Severity::Harmless,
+            meaning: "a warning, usually not the cause".into(),
+            fix: "ignore it".into(),
+            evidence: "RuntimeWarning: …".into(),
+        });
+        let r = report(vec![spawn], 0);
+        let text = human(
+            &r,
+            Style {
+                color: false,
+                verbose: false,
+            },
+        );
+        assert!(
+            text.contains(
+                "      note: [sys-modules-runtime-warning] harmless: a warning, usually not the cause\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("detail of spawn"), "{text}");
+        let back: Report = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -41,6 +41,11 @@ impl Captured {
         }
     }
 
+    /// The kept tail as text (invalid UTF-8 replaced), for signature matching.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.tail).into_owned()
+    }
+
     /// The last `n` non-empty lines.
     pub fn last_lines(&self, n: usize) -> Vec<String> {
         let text = String::from_utf8_lossy(&self.tail);

@@ -102,6 +102,9 @@ pub fn diagnose(observed: &Observed) -> Vec<Finding> {
             let interpreter = observed.program.as_deref().unwrap_or("(unknown)");
             evidence = format!("{evidence} (the command resolves to {interpreter})");
             fix = fix.replace("INTERPRETER", interpreter);
+            if let Some(module) = missing_module(lines[at]) {
+                fix = fix.replace("PACKAGE", &module);
+            }
         }
         findings.push(Finding {
             id: signature.id.clone(),
@@ -117,6 +120,15 @@ pub fn diagnose(observed: &Observed) -> Vec<Finding> {
     // Two wordings of one cause (uvicorn's and Rust's) are reported once.
     findings.dedup_by(|a, b| a.meaning == b.meaning);
     findings
+}
+
+/// The top-level package of `No module named 'a.b'` (`a`): what to
+/// install, most of the time (the distribution's name can differ: `yaml`
+/// comes from PyYAML).
+fn missing_module(line: &str) -> Option<String> {
+    let name = line.split("No module named '").nth(1)?.split('\'').next()?;
+    let top = name.split('.').next()?;
+    (!top.is_empty()).then(|| top.to_string())
 }
 
 /// The exception line (the traceback's last line) and the innermost frame.
@@ -237,7 +249,14 @@ mod tests {
             ..Default::default()
         });
         assert!(f[0].evidence.contains("/usr/bin/python3.11"));
-        assert!(f[0].fix.contains("/usr/bin/python3.11 -m pip install"));
+        assert!(f[0]
+            .fix
+            .contains("/usr/bin/python3.11 -m pip install fastapi"));
+        let f = diagnose(&Observed {
+            output: "ModuleNotFoundError: No module named 'cc_executor.core'",
+            ..Default::default()
+        });
+        assert!(f[0].fix.contains("(unknown) -m pip install cc_executor"));
     }
 
     #[test]

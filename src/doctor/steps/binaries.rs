@@ -64,7 +64,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
 }
 
 /// Resolves a program name (PATH lookup) or a path (must be an executable file).
-fn resolve(name: &str, path_var: &str) -> Result<PathBuf, String> {
+pub(super) fn resolve(name: &str, path_var: &str) -> Result<PathBuf, String> {
     if name.contains('/') {
         let path = Path::new(name);
         return match std::fs::metadata(path) {
@@ -79,7 +79,7 @@ fn resolve(name: &str, path_var: &str) -> Result<PathBuf, String> {
 
 /// The program a shell command line starts (skipping `VAR=value` prefixes
 /// and `exec`), when it is a plain word.
-fn first_program(cmd: &str) -> Option<String> {
+pub(super) fn first_program(cmd: &str) -> Option<String> {
     cmd.split_whitespace()
         .find(|w| !w.contains('=') && *w != "exec")
         .map(|w| w.trim_matches(|c| c == '\'' || c == '"').to_string())

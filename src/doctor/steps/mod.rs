@@ -11,6 +11,7 @@ mod port;
 mod spawn;
 
 use super::{Ctx, Status, StepId, StepResult};
+use crate::signatures::Finding;
 
 /// What a step found; the runner adds its id, title and duration.
 #[derive(Debug, Clone)]
@@ -19,6 +20,7 @@ pub struct Outcome {
     pub summary: String,
     pub detail: Vec<String>,
     pub fix: Option<String>,
+    pub findings: Vec<Finding>,
 }
 
 impl Outcome {
@@ -28,6 +30,7 @@ impl Outcome {
             summary: summary.into(),
             detail: Vec::new(),
             fix: None,
+            findings: Vec::new(),
         }
     }
 
@@ -57,6 +60,11 @@ impl Outcome {
         self
     }
 
+    pub fn findings(mut self, findings: Vec<Finding>) -> Self {
+        self.findings = findings;
+        self
+    }
+
     pub fn into_result(self, id: StepId) -> StepResult {
         StepResult {
             id,
@@ -66,6 +74,7 @@ impl Outcome {
             detail: self.detail,
             fix: self.fix,
             duration_ms: 0,
+            findings: self.findings,
         }
     }
 }

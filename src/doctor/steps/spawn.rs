@@ -4,6 +4,11 @@
 //! stdout and stderr are read concurrently. Reports an early exit with its
 //! status and the tail of its stderr, a hang with what it printed, and
 //! warns when it wrote more than a pipe buffer to stderr before ready.
+//! What the server printed (and the signal that killed it) is matched
+//! against the catalogue of known failure signatures (`crate::signatures`):
+//! each finding becomes a detail line with its fix, the most relevant one's
+//! fix becomes the step's, and a server that exits 0 before it is ready is
+//! named for what it is: a command that does not start a server.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -13,10 +18,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
+use super::binaries::{first_program, resolve};
 use super::{skipped_for_url, Outcome};
 use crate::config::Config;
 use crate::doctor::server::ServerProcess;
 use crate::doctor::{human_duration, Ctx, Status};
+use crate::signatures::{self, Finding, Observed, Severity};
 
 /// A pipe buffer on Linux: a launcher that never reads stderr blocks the
 /// server once this much is unread.
@@ -58,6 +65,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         }
         (None, None) => return Outcome::fail("the path of the ccx binary is unknown"),
     };
+    let resolved = resolved_program(ctx, &program);
     // A user's server learns where to listen from the environment.
     let env = vec![
         ("CCX_HOST".to_string(), config.host.to_string()),
@@ -85,7 +93,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         tokio::select! {
             status = server.exited() => {
                 server.drain().await;
-                return exited_early(server, status, &what);
+                return exited_early(server, status, &what, resolved.as_deref());
             }
             _ = ready.changed() => {}
             _ = sleep(POLL), if user_server => {
@@ -95,7 +103,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                return hung(server, &what, opts.spawn_timeout, user_server, &probe);
+                return hung(server, &what, opts.spawn_timeout, user_server, &probe, resolved.as_deref());
             }
         }
     };
@@ -114,6 +122,11 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     );
     ctx.target = Some(url.clone());
     let pid = server.pid;
+    // A server that started may still have printed something alarming: the
+    // findings are kept (and shown as notes), without failing the step.
+    let findings = diagnose(server, None, resolved.as_deref());
+    detail.extend(findings.iter().map(|f| finding_line(f, None)));
+    let note = started_note(&findings);
     if before_ready > PIPE_BUFFER {
         return Outcome::warn(format!(
             "ready at {url}, but it wrote {} KiB to stderr before it was ready (more than a {} KiB pipe buffer)",
@@ -121,9 +134,93 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             PIPE_BUFFER / 1024
         ))
         .detail(detail)
+        .findings(findings)
         .fix("a launcher that captures stderr without reading it (e.g. subprocess.Popen(stderr=PIPE) never read) would deadlock here: read both pipes concurrently, or send stderr to a file; or log less at startup");
     }
-    Outcome::pass(format!("ready at {url} (pid {pid})")).detail(detail)
+    Outcome::pass(format!("ready at {url} (pid {pid}){note}"))
+        .detail(detail)
+        .findings(findings)
+}
+
+/// The program the server command starts, resolved on the PATH the server
+/// sees (not canonicalized: a venv's `python` is a symlink to the system
+/// one, and which of the two runs is the point).
+fn resolved_program(ctx: &Ctx<'_>, program: &std::path::Path) -> Option<String> {
+    let name = match &ctx.opts.server_cmd {
+        Some(cmd) => first_program(cmd)?,
+        None => return Some(program.display().to_string()),
+    };
+    let path_var = ctx.opts.env.get("PATH").cloned().unwrap_or_default();
+    resolve(&name, &path_var)
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Known signatures in what the server printed (stderr, then stdout) and
+/// in how it died; causes first, harmless warnings last.
+fn diagnose(server: &ServerProcess, signal: Option<i32>, program: Option<&str>) -> Vec<Finding> {
+    let mut output = server.stderr().text();
+    output.push('\n');
+    output.push_str(&server.stdout().text());
+    let mut findings = signatures::diagnose(&Observed {
+        output: &output,
+        signal,
+        program: program.map(String::from),
+    });
+    findings.sort_by_key(|f| f.severity == Severity::Harmless);
+    findings
+}
+
+/// One detail line per finding: what it means, what proves it, and its fix
+/// (unless that is the step's own `fix:`, shown right below).
+fn finding_line(f: &Finding, step_fix: Option<&str>) -> String {
+    let kind = match f.severity {
+        Severity::Cause => "known cause",
+        Severity::Harmless => "harmless",
+    };
+    let fix = if step_fix == Some(f.fix.as_str()) {
+        String::new()
+    } else {
+        format!("; fix: {}", f.fix)
+    };
+    format!(
+        "{kind} [{}]: {}; seen: {}{fix}",
+        f.id, f.meaning, f.evidence
+    )
+}
+
+/// The summary's note about findings on a server that started anyway.
+fn started_note(findings: &[Finding]) -> String {
+    let ids = |severity: Severity| -> Vec<&str> {
+        findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .map(|f| f.id.as_str())
+            .collect()
+    };
+    let (harmless, causes) = (ids(Severity::Harmless), ids(Severity::Cause));
+    let mut note = String::new();
+    if !harmless.is_empty() {
+        note.push_str(&format!(
+            "; note: it printed a harmless warning ({})",
+            harmless.join(", ")
+        ));
+    }
+    if !causes.is_empty() {
+        note.push_str(&format!(
+            "; note: its output mentions {}, but it started",
+            causes.join(", ")
+        ));
+    }
+    note
+}
+
+/// The fix of the most relevant finding: the first cause.
+fn top_fix(findings: &[Finding]) -> Option<String> {
+    findings
+        .iter()
+        .find(|f| f.severity == Severity::Cause)
+        .map(|f| f.fix.clone())
 }
 
 /// Where a server configured with `config` is reached (loopback for an
@@ -159,24 +256,51 @@ fn exited_early(
     server: &mut ServerProcess,
     status: std::io::Result<ExitStatus>,
     what: &str,
+    program: Option<&str>,
 ) -> Outcome {
     let how = describe_status(&status);
+    let signal = status.as_ref().ok().and_then(|s| s.signal());
+    let findings = diagnose(server, signal, program);
     let stderr = server.stderr().last_lines(15);
-    let stdout = server.stdout().last_lines(5);
+    let stdout = server.stdout().last_lines(15);
+    let mut detail = vec![format!("command: {what}")];
+    detail.extend(stderr.iter().map(|l| format!("stderr: {l}")));
+    detail.extend(stdout.iter().map(|l| format!("stdout: {l}")));
+    let top = top_fix(&findings);
+    detail.extend(findings.iter().map(|f| finding_line(f, top.as_deref())));
+    let exited_zero = matches!(&status, Ok(s) if s.code() == Some(0));
+    if exited_zero {
+        // A usage text, a `--help`, a one-shot script: it did its job and
+        // left. Its first line says best what it is.
+        let first = stdout
+            .first()
+            .or(stderr.first())
+            .cloned()
+            .map(|l| format!("it printed: {}", short_tail(&l)))
+            .unwrap_or_else(|| "it printed nothing".into());
+        let fix = top.unwrap_or_else(|| {
+            "run the command that starts the server (often a subcommand or flag, e.g. `serve` or `--server`: see what it printed), and make it stay in the foreground".into()
+        });
+        return Outcome::fail(format!(
+            "the server exited successfully before it was ready: this command does not start a server; {first}"
+        ))
+        .detail(detail)
+        .findings(findings)
+        .fix(fix);
+    }
     let last = stderr
         .last()
         .or(stdout.last())
         .cloned()
         .map(|l| short_tail(&l))
         .unwrap_or_else(|| "it printed nothing".into());
-    let mut detail = vec![format!("command: {what}")];
-    detail.extend(stderr.iter().map(|l| format!("stderr: {l}")));
-    detail.extend(stdout.iter().map(|l| format!("stdout: {l}")));
-    Outcome::fail(format!(
-        "the server {how} before it was ready: {last}"
-    ))
-    .detail(detail)
-    .fix("fix the cause its own error names (stderr above); run the same command in a terminal to see all of it")
+    let fix = top.unwrap_or_else(|| {
+        "fix the cause its own error names (stderr above); run the same command in a terminal to see all of it".into()
+    });
+    Outcome::fail(format!("the server {how} before it was ready: {last}"))
+        .detail(detail)
+        .findings(findings)
+        .fix(fix)
 }
 
 /// The end of a line, short enough for a summary.
@@ -196,7 +320,9 @@ fn hung(
     after: Duration,
     user_server: bool,
     probe: &str,
+    program: Option<&str>,
 ) -> Outcome {
+    let findings = diagnose(server, None, program);
     let stderr = server.stderr().last_lines(10);
     let stdout = server.stdout().last_lines(10);
     let waited_for = if user_server {
@@ -217,6 +343,8 @@ fn hung(
     )];
     detail.extend(stdout.iter().map(|l| format!("stdout: {l}")));
     detail.extend(stderr.iter().map(|l| format!("stderr: {l}")));
+    let fix = top_fix(&findings);
+    detail.extend(findings.iter().map(|f| finding_line(f, fix.as_deref())));
     Outcome::new(
         Status::Timeout,
         format!(
@@ -225,9 +353,10 @@ fn hung(
         ),
     )
     .detail(detail)
-    .fix(if user_server {
+    .fix(fix.unwrap_or_else(|| if user_server {
         format!("make the server listen on {probe} (the doctor passes CCX_HOST and CCX_PORT in its environment), or raise --spawn-timeout if it is just slow")
     } else {
         "raise --spawn-timeout if the machine is slow; otherwise run `ccx serve --foreground` in a terminal and see where it stops".to_string()
-    })
+    }))
+    .findings(findings)
 }
