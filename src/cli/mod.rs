@@ -42,20 +42,20 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check, step by step, that a server starts and answers; say which step fails and why.
+    Doctor(doctor::DoctorArgs),
     /// Run the server: in the background (returns once it is ready), or `--foreground` in this terminal.
     Serve(serve::ServeArgs),
+    /// Say whether the background server runs and answers /health (exit 0 only if so).
+    Status(status::StatusArgs),
+    /// Stop the background server (SIGTERM, then SIGKILL after CCX_KILL_GRACE).
+    Stop(stop::StopArgs),
+    /// Print the background server's log (`-n N` last lines, `-f` follow).
+    Logs(logs::LogsArgs),
     /// Run one command on a server; stream its output; exit with its status.
     Exec(exec::ExecArgs),
     /// Load one or more servers; report success rate and latency percentiles.
     Stress(stress::StressArgs),
-    /// Check, step by step, that a server starts and answers; say which step fails and why.
-    Doctor(doctor::DoctorArgs),
-    /// Stop the background server (SIGTERM, then SIGKILL after CCX_KILL_GRACE).
-    Stop(stop::StopArgs),
-    /// Say whether the background server runs and answers /health (exit 0 only if so).
-    Status(status::StatusArgs),
-    /// Print the background server's log (`-n N` last lines, `-f` follow).
-    Logs(logs::LogsArgs),
 }
 
 /// Errors that end a command, each with its exit code.
