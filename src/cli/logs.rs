@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::CliError;
-use crate::config::{self, Config, Overrides};
+use super::{config_with_state_dir, CliError};
 use crate::exit::Exit;
 use crate::lifecycle::{log, LifecycleError, StateDir};
 
@@ -30,13 +29,7 @@ pub struct LogsArgs {
 }
 
 pub fn run(args: LogsArgs) -> Result<Exit, CliError> {
-    let config = Config::load(
-        &Overrides {
-            state_dir: args.state_dir.clone(),
-            ..Default::default()
-        },
-        &config::env_snapshot(),
-    )?;
+    let config = config_with_state_dir(args.state_dir.clone())?;
     let path = StateDir::new(&config.state_dir).log_file();
     let mut file = match File::open(&path) {
         Ok(f) => f,

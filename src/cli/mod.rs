@@ -118,6 +118,21 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     }
 }
 
+/// The configuration of `status`, `stop` and `logs`: the environment, with
+/// `--state-dir` winning over CCX_STATE_DIR.
+fn config_with_state_dir(
+    state_dir: Option<std::path::PathBuf>,
+) -> Result<crate::config::Config, CliError> {
+    let overrides = crate::config::Overrides {
+        state_dir,
+        ..Default::default()
+    };
+    Ok(crate::config::Config::load(
+        &overrides,
+        &crate::config::env_snapshot(),
+    )?)
+}
+
 /// A multi-threaded tokio runtime for one command.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{runtime, CliError};
-use crate::config::{self, Config, Overrides};
+use super::{config_with_state_dir, runtime, CliError};
 use crate::exit::Exit;
 use crate::lifecycle::{self, ServerState, StateDir, StatusReport};
 
@@ -22,13 +21,7 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> Result<Exit, CliError> {
-    let config = Config::load(
-        &Overrides {
-            state_dir: args.state_dir.clone(),
-            ..Default::default()
-        },
-        &config::env_snapshot(),
-    )?;
+    let config = config_with_state_dir(args.state_dir.clone())?;
     let state = StateDir::new(&config.state_dir);
     let report = runtime()?.block_on(lifecycle::status(&state))?;
     let mut out = std::io::stdout().lock();

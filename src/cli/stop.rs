@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{runtime, CliError};
-use crate::config::{self, Config, Overrides};
+use super::{config_with_state_dir, runtime, CliError};
 use crate::exit::Exit;
 use crate::lifecycle::{self, StateDir, StopOutcome, StopReport};
 
@@ -21,13 +20,7 @@ pub struct StopArgs {
 }
 
 pub fn run(args: StopArgs) -> Result<Exit, CliError> {
-    let config = Config::load(
-        &Overrides {
-            state_dir: args.state_dir.clone(),
-            ..Default::default()
-        },
-        &config::env_snapshot(),
-    )?;
+    let config = config_with_state_dir(args.state_dir.clone())?;
     let state = StateDir::new(&config.state_dir);
     let lock_wait =
         lifecycle::start::lock_wait(std::time::Duration::from_secs(10), config.kill_grace);

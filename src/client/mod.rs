@@ -122,6 +122,38 @@ pub struct RunOutcome {
     pub completed: Completed,
 }
 
+/// Output gathered chunk by chunk until the completion arrives; shared by
+/// [`Client::run`] and the no-server runner of `ccx stress --direct`.
+#[derive(Debug, Clone, Default)]
+pub struct OutputCollector {
+    stdout: String,
+    stderr: String,
+    lossy: bool,
+    truncated: bool,
+}
+
+impl OutputCollector {
+    pub fn add(&mut self, output: Output) {
+        self.lossy |= output.lossy;
+        self.truncated |= output.truncated;
+        match output.stream {
+            StreamKind::Stdout => self.stdout.push_str(&output.data),
+            StreamKind::Stderr => self.stderr.push_str(&output.data),
+        }
+    }
+
+    pub fn finish(self, started: ProcessStatus, completed: Completed) -> RunOutcome {
+        RunOutcome {
+            started,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            lossy: self.lossy,
+            truncated: self.truncated,
+            completed,
+        }
+    }
+}
+
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A connected session.
@@ -331,28 +363,11 @@ impl Client {
     /// Runs a command to completion and collects its output.
     pub async fn run(&mut self, params: &ExecuteParams) -> Result<RunOutcome, ClientError> {
         let started = self.execute(params).await?;
-        let (mut stdout, mut stderr) = (String::new(), String::new());
-        let (mut lossy, mut truncated) = (false, false);
+        let mut collected = OutputCollector::default();
         loop {
             match self.next_event().await? {
-                Event::Output(o) => {
-                    lossy |= o.lossy;
-                    truncated |= o.truncated;
-                    match o.stream {
-                        StreamKind::Stdout => stdout.push_str(&o.data),
-                        StreamKind::Stderr => stderr.push_str(&o.data),
-                    }
-                }
-                Event::Completed(completed) => {
-                    return Ok(RunOutcome {
-                        started,
-                        stdout,
-                        stderr,
-                        lossy,
-                        truncated,
-                        completed,
-                    })
-                }
+                Event::Output(o) => collected.add(o),
+                Event::Completed(completed) => return Ok(collected.finish(started, completed)),
                 _ => {}
             }
         }

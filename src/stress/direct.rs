@@ -13,10 +13,10 @@ use tokio::time::timeout;
 
 use super::report::Cause;
 use super::Failure;
-use crate::client::RunOutcome;
+use crate::client::{OutputCollector, RunOutcome};
 use crate::config::Config;
 use crate::process::{self, Event};
-use crate::protocol::{ExecuteParams, ProcessStatus, StreamKind};
+use crate::protocol::{ExecuteParams, ProcessStatus};
 
 /// The label of the direct target in the table and the `target` field of its
 /// JSON report.
@@ -84,27 +84,12 @@ pub(super) async fn run(
         .map(|t| t + rules.kill_grace + DRAIN_MARGIN)
         .map_or(deadline, |own| own.max(deadline));
     let collect = async {
-        let (mut stdout, mut stderr) = (String::new(), String::new());
-        let (mut lossy, mut truncated) = (false, false);
+        let mut collected = OutputCollector::default();
         while let Some(event) = events.recv().await {
             match event {
-                Event::Output(o) => {
-                    lossy |= o.lossy;
-                    truncated |= o.truncated;
-                    match o.stream {
-                        StreamKind::Stdout => stdout.push_str(&o.data),
-                        StreamKind::Stderr => stderr.push_str(&o.data),
-                    }
-                }
+                Event::Output(o) => collected.add(o),
                 Event::Completed(completed) => {
-                    return Some(RunOutcome {
-                        started: started.clone(),
-                        stdout,
-                        stderr,
-                        lossy,
-                        truncated,
-                        completed,
-                    })
+                    return Some(collected.finish(started.clone(), completed))
                 }
             }
         }
