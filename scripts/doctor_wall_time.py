@@ -14,6 +14,7 @@ for _ in range(20):
     r = json.loads(p.stdout)
     assert r["exit_code"] == 0, p.stdout
     steps.append({s["id"]: s["duration_ms"] for s in r["steps"]})
+import signal; signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 print("wall ms: median %.1f min %.1f max %.1f" % (statistics.median(walls), min(walls), max(walls)))
 for k in steps[0]:
     print("  %-9s median %d ms" % (k, statistics.median(s[k] for s in steps)))
