@@ -4,7 +4,9 @@ and the median duration of each step.
 
 Usage: python3 scripts/doctor_wall_time.py target/debug/ccx doctor [ARGS...]
 """
-import subprocess, sys, time, statistics, json
+import subprocess, sys, time, statistics, json, signal
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
 cmd = sys.argv[1:]
 walls, steps = [], []
 for _ in range(20):
@@ -14,7 +16,6 @@ for _ in range(20):
     r = json.loads(p.stdout)
     assert r["exit_code"] == 0, p.stdout
     steps.append({s["id"]: s["duration_ms"] for s in r["steps"]})
-import signal; signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 print("wall ms: median %.1f min %.1f max %.1f" % (statistics.median(walls), min(walls), max(walls)))
 for k in steps[0]:
     print("  %-9s median %d ms" % (k, statistics.median(s[k] for s in steps)))
