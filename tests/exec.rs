@@ -279,6 +279,23 @@ fn exec_without_a_command_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn exec_with_a_url_it_cannot_use_is_a_usage_error_naming_it() {
+    for url in [
+        "http://127.0.0.1:1/ws/mcp",
+        "wss://127.0.0.1:1/ws/mcp",
+        "not a url",
+    ] {
+        let out = ccx_command()
+            .args(["exec", "--url", url, "--", "true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(url), "{url}: {err}");
+    }
+}
+
 fn wait_with_deadline(
     child: &mut std::process::Child,
     deadline: Duration,

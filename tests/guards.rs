@@ -51,3 +51,15 @@ async fn foreign_host_header_is_refused_on_a_loopback_server() {
         101
     );
 }
+
+#[tokio::test]
+async fn tls_urls_are_refused_with_a_clear_reason_not_sent_in_plain_text() {
+    let options = ccx::client::ConnectOptions::new("wss://127.0.0.1:9/ws/mcp");
+    match ccx::client::Client::connect(&options).await {
+        Err(ccx::client::ClientError::InvalidUrl { reason, .. }) => {
+            assert!(reason.contains("wss://"), "{reason}")
+        }
+        Err(other) => panic!("expected an invalid-URL error, got {other}"),
+        Ok(_) => panic!("connected to a TLS URL without TLS"),
+    }
+}

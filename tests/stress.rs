@@ -361,6 +361,8 @@ fn stress_refuses_bad_input_with_exit_2() {
         &["--requests", "0"],
         &["--min-success", "120"],
         &["--duration", "forever"],
+        &["--url", "http://127.0.0.1:1/ws/mcp"],
+        &["--url", "wss://127.0.0.1:1/ws/mcp"],
     ] {
         let out = stress(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

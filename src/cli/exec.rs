@@ -59,6 +59,8 @@ pub struct ExecArgs {
 pub enum ExecError {
     #[error("cannot reach the server at {url}: {source}")]
     Unreachable { url: String, source: ClientError },
+    #[error("{0}")]
+    BadUrl(ClientError),
     #[error("the server at {url} refused: {source}{}", hint(.source))]
     Rejected { url: String, source: ClientError },
     #[error("lost the connection to {url} before the command finished: {source}")]
@@ -73,6 +75,7 @@ impl ExecError {
     pub fn exit(&self) -> Exit {
         match self {
             ExecError::Unreachable { .. } => Exit::Unreachable,
+            ExecError::BadUrl(_) => Exit::Usage,
             ExecError::Rejected { .. } => Exit::Rejected,
             ExecError::Lost { .. } | ExecError::NoResult { .. } => Exit::ConnectionLost,
             ExecError::Signal(_) => Exit::Internal,
@@ -221,6 +224,7 @@ fn connect_error(url: &str, source: ClientError) -> ExecError {
     let url = url.to_string();
     match source {
         ClientError::Http { .. } | ClientError::Rpc(_) => ExecError::Rejected { url, source },
+        ClientError::InvalidUrl { .. } => ExecError::BadUrl(source),
         _ => ExecError::Unreachable { url, source },
     }
 }

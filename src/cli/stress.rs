@@ -77,6 +77,9 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     } else {
         args.urls.clone()
     };
+    for url in &urls {
+        crate::client::check_url(url).map_err(|e| CliError::Usage(format!("--url: {e}")))?;
+    }
     let mut targets: Vec<Target> = urls
         .into_iter()
         .map(|url| Target::Server {

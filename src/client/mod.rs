@@ -154,6 +154,32 @@ impl OutputCollector {
     }
 }
 
+/// Checks that `url` is one the client can connect to (`ws://HOST[:PORT]/…`),
+/// so that commands can refuse a bad `--url` before doing anything.
+pub fn check_url(url: &str) -> Result<(), ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidUrl {
+        url: url.into(),
+        reason: reason.into(),
+    };
+    if url.starts_with("wss://") {
+        return Err(invalid(WSS_UNSUPPORTED));
+    }
+    if !url.starts_with("ws://") {
+        return Err(invalid("expected ws://HOST:PORT/ws/mcp"));
+    }
+    let request = url
+        .into_client_request()
+        .map_err(|e| invalid(&e.to_string()))?;
+    match request.uri().host() {
+        Some(h) if !h.is_empty() => Ok(()),
+        _ => Err(invalid("the URL names no host")),
+    }
+}
+
+const WSS_UNSUPPORTED: &str =
+    "wss:// (TLS) is not supported: ccx speaks plain ws://; reach a remote \
+     server through a TLS-terminating proxy or an SSH tunnel to its loopback port";
+
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A connected session.
@@ -206,6 +232,7 @@ impl Client {
             url: options.url.clone(),
             reason,
         };
+        check_url(&options.url)?;
         let mut request = options
             .url
             .as_str()
