@@ -325,23 +325,27 @@ fn pid_file_naming_an_unrelated_live_process_never_gets_it_signalled() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_ends_the_commands_the_server_runs() {
-    let lab = Lab::new();
+/// Starts a background server in `lab` and makes it run `sleep 300`; returns
+/// its status, the session (kept open by the caller) and the started process.
+async fn serve_running_a_sleep(lab: &Lab) -> (StatusReport, Client, ccx::protocol::ProcessStatus) {
     let out = lab.run(&["serve", "--port", "0"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (_, report) = lab.status();
-    let mut client = Client::connect(&ConnectOptions::new(report.url.unwrap()))
-        .await
-        .unwrap();
+    let url = report.url.clone().unwrap();
+    let mut client = Client::connect(&ConnectOptions::new(url)).await.unwrap();
     let started = client
         .execute(&ExecuteParams::command("sleep 300"))
         .await
         .unwrap();
-    assert!(eventually(Duration::from_secs(5), || !live_members(
-        started.pgid
-    )
-    .is_empty()));
+    let running = || !live_members(started.pgid).is_empty();
+    assert!(eventually(Duration::from_secs(5), running));
+    (report, client, started)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_ends_the_commands_the_server_runs() {
+    let lab = Lab::new();
+    let (_, _client, started) = serve_running_a_sleep(&lab).await;
 
     let stop = tokio::task::spawn_blocking({
         let cmd = lab.command(&["stop", "--json"]);
@@ -362,21 +366,8 @@ async fn stop_ends_the_commands_the_server_runs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_kills_a_hung_server_and_what_it_left_in_its_session() {
     let lab = Lab::new();
-    let out = lab.run(&["serve", "--port", "0"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let (_, report) = lab.status();
+    let (report, _client, started) = serve_running_a_sleep(&lab).await;
     let server = report.pid.unwrap();
-    let mut client = Client::connect(&ConnectOptions::new(report.url.unwrap()))
-        .await
-        .unwrap();
-    let started = client
-        .execute(&ExecuteParams::command("sleep 300"))
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(5), || !live_members(
-        started.pgid
-    )
-    .is_empty()));
     // A stopped server cannot act on SIGTERM: only SIGKILL ends it, and
     // then nobody is left to end its commands but `ccx stop`.
     kill(Pid::from_raw(server as i32), Signal::SIGSTOP).unwrap();
