@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use ccx::client::{Client, ConnectOptions};
 
+pub mod python;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ccx");
 
 /// A `ccx` command with CCX_*/WS_* variables removed, so the developer's own
