@@ -27,11 +27,20 @@ pub mod method {
     pub const PROCESS_COMPLETED: &str = "process.completed";
     pub const PROCESS_PAUSED: &str = "process.paused";
     pub const PROCESS_RESUMED: &str = "process.resumed";
-    pub const PROCESS_CANCELLED: &str = "process.cancelled";
+    /// cc_executor's spelling, kept on the wire.
+    pub const PROCESS_CANCELED: &str = "process.canceled";
     pub const SERVER_INFO: &str = "server.info";
+    /// cc_executor's application-level heartbeat: the server sends `ping`
+    /// notifications, clients may answer with a `pong` request.
+    pub const PING: &str = "ping";
+    pub const PONG: &str = "pong";
+    /// cc_executor's hook-status query; accepted without error.
+    pub const HOOK_STATUS: &str = "hook_status";
 }
 
-/// JSON-RPC error codes used by ccx (standard ones and the server range).
+/// JSON-RPC error codes: the standard ones and cc_executor's custom range
+/// (its `core/constants.py`), so its clients read ccx's errors unchanged.
+/// A second `execute` while one runs is `InvalidParams`, as in cc_executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     ParseError,
@@ -39,11 +48,10 @@ pub enum ErrorCode {
     MethodNotFound,
     InvalidParams,
     Internal,
-    SessionLimit,
     CommandNotAllowed,
     NoProcess,
-    Timeout,
-    ProcessRunning,
+    SessionLimit,
+    TokenLimit,
 }
 
 impl ErrorCode {
@@ -54,11 +62,10 @@ impl ErrorCode {
             ErrorCode::MethodNotFound => -32601,
             ErrorCode::InvalidParams => -32602,
             ErrorCode::Internal => -32603,
-            ErrorCode::SessionLimit => -32001,
-            ErrorCode::CommandNotAllowed => -32002,
-            ErrorCode::NoProcess => -32003,
-            ErrorCode::Timeout => -32004,
-            ErrorCode::ProcessRunning => -32005,
+            ErrorCode::CommandNotAllowed => -32001,
+            ErrorCode::NoProcess => -32002,
+            ErrorCode::SessionLimit => -32003,
+            ErrorCode::TokenLimit => -32004,
         }
     }
 }
@@ -172,8 +179,13 @@ pub struct Connected {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteParams {
     pub command: String,
-    /// Seconds; fractions allowed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seconds; fractions allowed. A numeric string (`"10"`) is accepted, as
+    /// cc_executor accepts it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "seconds_number_or_string"
+    )]
     pub timeout: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
@@ -190,13 +202,35 @@ impl ExecuteParams {
     }
 }
 
+/// A `timeout` given as a JSON number or a string holding one; `null` is none.
+fn seconds_number_or_string<'de, D>(deserializer: D) -> Result<Option<f64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Number(f64),
+        Text(String),
+    }
+    match Option::<Seconds>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Seconds::Number(n)) => Ok(Some(n)),
+        Some(Seconds::Text(text)) => text.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("timeout {text:?} is not a number of seconds"))
+        }),
+    }
+}
+
 /// Process identity: the result of `execute` and the params of
-/// `process.started`, `process.paused`, `process.resumed`, `process.cancelled`.
+/// `process.started`, `process.paused`, `process.resumed`, `process.canceled`.
+/// cc_executor sends `pgid: null` when it could not read the group in time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessStatus {
     pub status: String,
     pub pid: u32,
-    pub pgid: u32,
+    #[serde(default)]
+    pub pgid: Option<u32>,
 }
 
 /// Which stream a chunk of output came from.
@@ -216,18 +250,25 @@ impl StreamKind {
     }
 }
 
-/// `process.output`: one chunk of one stream, valid UTF-8 never split inside
-/// a character. `lossy` says invalid bytes were replaced by U+FFFD;
-/// `truncated` says the per-process output cap was reached with this chunk
-/// and later output is dropped.
+/// `process.output`: one line of one stream (cc_executor's framing), valid
+/// UTF-8 never split inside a character. A line longer than 64 KiB comes as
+/// chunks numbered by `chunk_index` of `total_chunks`; `truncated` is true on
+/// every chunk but a line's last, and when the per-process output cap was
+/// reached (later output is dropped). `lossy` says invalid bytes were
+/// replaced by U+FFFD.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
     #[serde(rename = "type")]
     pub stream: StreamKind,
     pub data: String,
+    #[serde(default)]
     pub truncated: bool,
     #[serde(default)]
     pub lossy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_chunks: Option<u32>,
 }
 
 /// How a process ended.
@@ -238,9 +279,12 @@ pub enum CompletionStatus {
     Completed,
     /// Exited non-zero, or was killed by a signal ccx did not send.
     Failed,
-    /// Ended by CANCEL, a client disconnect, or server shutdown.
-    Cancelled,
+    /// Ended by CANCEL, a client disconnect, or server shutdown
+    /// (cc_executor's spelling; `cancelled` is read too).
+    #[serde(alias = "cancelled")]
+    Canceled,
     /// Ended because its timeout passed.
+    #[serde(alias = "timeout")]
     TimedOut,
 }
 
@@ -249,23 +293,29 @@ impl CompletionStatus {
         match self {
             CompletionStatus::Completed => "completed",
             CompletionStatus::Failed => "failed",
-            CompletionStatus::Cancelled => "cancelled",
+            CompletionStatus::Canceled => "canceled",
             CompletionStatus::TimedOut => "timed_out",
         }
     }
 }
 
-/// `process.completed`.
+/// `process.completed`. ccx always sends every field; cc_executor sends no
+/// `signal` or `duration_ms` and may send `pgid: null`, so a client reads
+/// those as optional.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completed {
     pub status: CompletionStatus,
     pub pid: u32,
-    pub pgid: u32,
+    #[serde(default)]
+    pub pgid: Option<u32>,
     /// The exit status, or `-N` when killed by signal N.
     pub exit_code: i32,
     /// The signal that killed the process, if any.
+    #[serde(default)]
     pub signal: Option<i32>,
-    pub duration_ms: u64,
+    /// Wall time from spawn to reaping (ccx only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// The three control actions.
@@ -283,7 +333,7 @@ impl ControlType {
         match self {
             ControlType::Pause => "paused",
             ControlType::Resume => "resumed",
-            ControlType::Cancel => "cancelled",
+            ControlType::Cancel => "canceled",
         }
     }
 
@@ -291,7 +341,7 @@ impl ControlType {
         match self {
             ControlType::Pause => method::PROCESS_PAUSED,
             ControlType::Resume => method::PROCESS_RESUMED,
-            ControlType::Cancel => method::PROCESS_CANCELLED,
+            ControlType::Cancel => method::PROCESS_CANCELED,
         }
     }
 }
@@ -497,10 +547,10 @@ mod tests {
         let c = Completed {
             status: CompletionStatus::TimedOut,
             pid: 10,
-            pgid: 10,
+            pgid: Some(10),
             exit_code: -15,
             signal: Some(15),
-            duration_ms: 3,
+            duration_ms: Some(3),
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["status"], "timed_out");
@@ -510,7 +560,54 @@ mod tests {
             data: "x".into(),
             truncated: false,
             lossy: false,
+            chunk_index: None,
+            total_chunks: None,
         };
-        assert_eq!(serde_json::to_value(&out).unwrap()["type"], "stderr");
+        let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(v["type"], "stderr");
+        assert!(v.get("chunk_index").is_none(), "{v}");
+    }
+
+    #[test]
+    fn reads_cc_executor_messages() {
+        let completed: Completed = serde_json::from_str(
+            r#"{"status":"completed","pid":7,"pgid":null,"exit_code":0,"error":null,"execution_time":8.1}"#,
+        )
+        .unwrap();
+        assert_eq!(completed.pgid, None);
+        assert_eq!(completed.duration_ms, None);
+        let canceled: Completed =
+            serde_json::from_str(r#"{"status":"cancelled","pid":7,"pgid":7,"exit_code":-15}"#)
+                .unwrap();
+        assert_eq!(canceled.status, CompletionStatus::Canceled);
+        assert_eq!(
+            serde_json::to_value(CompletionStatus::Canceled).unwrap(),
+            "canceled"
+        );
+        let started: ProcessStatus =
+            serde_json::from_str(r#"{"status":"started","pid":7,"pgid":null}"#).unwrap();
+        assert_eq!(started.pgid, None);
+    }
+
+    #[test]
+    fn execute_timeout_is_a_number_or_a_numeric_string() {
+        let read = |json: &str| serde_json::from_str::<ExecuteParams>(json).map(|p| p.timeout);
+        assert_eq!(read(r#"{"command":"x","timeout":10}"#).unwrap(), Some(10.0));
+        assert_eq!(
+            read(r#"{"command":"x","timeout":"2.5"}"#).unwrap(),
+            Some(2.5)
+        );
+        assert_eq!(read(r#"{"command":"x","timeout":null}"#).unwrap(), None);
+        assert_eq!(read(r#"{"command":"x"}"#).unwrap(), None);
+        let err = read(r#"{"command":"x","timeout":"soon"}"#).unwrap_err();
+        assert!(err.to_string().contains("\"soon\""), "{err}");
+    }
+
+    #[test]
+    fn error_codes_are_cc_executors() {
+        assert_eq!(ErrorCode::CommandNotAllowed.code(), -32001);
+        assert_eq!(ErrorCode::NoProcess.code(), -32002);
+        assert_eq!(ErrorCode::SessionLimit.code(), -32003);
+        assert_eq!(ErrorCode::TokenLimit.code(), -32004);
     }
 }

@@ -337,7 +337,7 @@ async fn serve_running_a_sleep(lab: &Lab) -> (StatusReport, Client, ccx::protoco
         .execute(&ExecuteParams::command("sleep 300"))
         .await
         .unwrap();
-    let running = || !live_members(started.pgid).is_empty();
+    let running = || !live_members(started.pgid.unwrap()).is_empty();
     assert!(eventually(Duration::from_secs(5), running));
     (report, client, started)
 }
@@ -357,7 +357,7 @@ async fn stop_ends_the_commands_the_server_runs() {
     let stopped: StopReport = serde_json::from_slice(&stop.stdout).unwrap();
     assert_eq!(stopped.outcome, StopOutcome::Stopped);
     assert!(
-        live_members(started.pgid).is_empty(),
+        live_members(started.pgid.unwrap()).is_empty(),
         "sleep 300 outlived the server"
     );
     assert!(!alive(started.pid));
@@ -388,7 +388,7 @@ async fn stop_kills_a_hung_server_and_what_it_left_in_its_session() {
     );
     assert!(!alive(server));
     assert!(
-        live_members(started.pgid).is_empty(),
+        live_members(started.pgid.unwrap()).is_empty(),
         "sleep 300 outlived the server"
     );
 }

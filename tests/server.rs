@@ -50,7 +50,7 @@ async fn start_two_sleeps(client: &mut Client) -> ccx::protocol::ProcessStatus {
         .execute(&exec("sh -c 'sleep 300 & sleep 300'"))
         .await
         .unwrap();
-    let all_three = || live_members(started.pgid).len() >= 3;
+    let all_three = || live_members(started.pgid.unwrap()).len() >= 3;
     assert!(
         eventually(Duration::from_secs(5), all_three),
         "the group did not start"
@@ -81,7 +81,11 @@ async fn echo_streams_result_started_output_completed_in_order() {
     let started = client.execute(&exec("echo hi")).await.unwrap();
     assert_eq!(started.status, "started");
     assert!(started.pid > 0);
-    assert_eq!(started.pgid, started.pid, "the command leads its own group");
+    assert_eq!(
+        started.pgid.unwrap(),
+        started.pid,
+        "the command leads its own group"
+    );
     assert_eq!(next(&mut client).await, Event::Started(started.clone()));
     match next(&mut client).await {
         Event::Output(o) => {
@@ -96,10 +100,10 @@ async fn echo_streams_result_started_output_completed_in_order() {
         Event::Completed(c) => {
             assert_eq!(c.status, CompletionStatus::Completed);
             assert_eq!(
-                (c.exit_code, c.signal, c.pid, c.pgid),
-                (0, None, started.pid, started.pgid)
+                (c.exit_code, c.signal, c.pid, c.pgid.unwrap()),
+                (0, None, started.pid, started.pgid.unwrap())
             );
-            assert!(c.duration_ms < 5_000);
+            assert!(c.duration_ms.unwrap() < 5_000);
         }
         other => panic!("expected completion, got {other:?}"),
     }
@@ -184,7 +188,7 @@ async fn client_that_does_not_read_slows_the_process_not_the_server_memory() {
     // Not reading: the producer must block on its full pipe, not finish.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        !live_members(started.pgid).is_empty(),
+        !live_members(started.pgid.unwrap()).is_empty(),
         "the producer finished although nobody read its output"
     );
     let rss = peak_rss(server.pid()).unwrap();
@@ -195,7 +199,7 @@ async fn client_that_does_not_read_slows_the_process_not_the_server_memory() {
     client.control(ControlType::Cancel).await.unwrap();
     assert_eq!(
         completion(&mut client).await.status,
-        CompletionStatus::Cancelled
+        CompletionStatus::Canceled
     );
 }
 
@@ -248,12 +252,14 @@ async fn cancel_kills_the_whole_process_group() {
     let result = client.control(ControlType::Cancel).await.unwrap();
     assert_eq!(result.status, "cancelled");
     let c = completion(&mut client).await;
-    assert_eq!(c.status, CompletionStatus::Cancelled);
+    assert_eq!(c.status, CompletionStatus::Canceled);
     assert!(
-        eventually(Duration::from_secs(2), || live_members(started.pgid)
-            .is_empty()),
+        eventually(Duration::from_secs(2), || live_members(
+            started.pgid.unwrap()
+        )
+        .is_empty()),
         "left: {:?}",
-        live_members(started.pgid)
+        live_members(started.pgid.unwrap())
     );
 }
 
@@ -267,7 +273,7 @@ async fn pause_stops_the_group_and_resume_continues_it() {
         "paused"
     );
     let all_stopped = || {
-        let m = live_members(started.pgid);
+        let m = live_members(started.pgid.unwrap());
         !m.is_empty() && m.iter().all(|&p| state(p) == Some('T'))
     };
     assert!(
@@ -279,7 +285,7 @@ async fn pause_stops_the_group_and_resume_continues_it() {
         "resumed"
     );
     let none_stopped = || {
-        live_members(started.pgid)
+        live_members(started.pgid.unwrap())
             .iter()
             .all(|&p| state(p) != Some('T'))
     };
@@ -292,10 +298,10 @@ async fn pause_stops_the_group_and_resume_continues_it() {
     client.control(ControlType::Cancel).await.unwrap();
     assert_eq!(
         completion(&mut client).await.status,
-        CompletionStatus::Cancelled
+        CompletionStatus::Canceled
     );
     assert!(eventually(Duration::from_secs(2), || live_members(
-        started.pgid
+        started.pgid.unwrap()
     )
     .is_empty()));
 }
@@ -318,7 +324,7 @@ async fn timeout_ends_the_group_as_timed_out() {
         "took {:?}",
         begin.elapsed()
     );
-    assert!(live_members(started.pgid).is_empty());
+    assert!(live_members(started.pgid.unwrap()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -337,9 +343,9 @@ async fn sigterm_ignoring_command_is_killed_after_the_grace_period() {
     }
     client.control(ControlType::Cancel).await.unwrap();
     let c = completion(&mut client).await;
-    assert_eq!((c.status, c.signal), (CompletionStatus::Cancelled, Some(9)));
+    assert_eq!((c.status, c.signal), (CompletionStatus::Canceled, Some(9)));
     assert!(eventually(Duration::from_secs(2), || live_members(
-        started.pgid
+        started.pgid.unwrap()
     )
     .is_empty()));
 }
@@ -351,10 +357,12 @@ async fn client_disconnect_ends_the_group_within_a_second() {
     let started = start_two_sleeps(&mut client).await;
     drop(client); // the TCP connection closes without a close frame
     assert!(
-        eventually(Duration::from_secs(1), || live_members(started.pgid)
-            .is_empty()),
+        eventually(Duration::from_secs(1), || live_members(
+            started.pgid.unwrap()
+        )
+        .is_empty()),
         "left: {:?}",
-        live_members(started.pgid)
+        live_members(started.pgid.unwrap())
     );
 }
 
@@ -499,7 +507,7 @@ async fn sigterm_stops_the_server_within_two_seconds_and_ends_running_commands()
         server.stderr()
     );
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
-    assert!(live_members(started.pgid).is_empty());
+    assert!(live_members(started.pgid.unwrap()).is_empty());
     // The client saw its command end and the session close with 1001.
     let mut saw_completed = false;
     let close = loop {
@@ -714,10 +722,12 @@ async fn stuck_client_is_dropped_after_the_ping_timeout_and_its_group_ended() {
         .unwrap();
     // The client never reads again: no pongs, and the socket fills up.
     assert!(
-        eventually(Duration::from_secs(5), || live_members(started.pgid)
-            .is_empty()),
+        eventually(Duration::from_secs(5), || live_members(
+            started.pgid.unwrap()
+        )
+        .is_empty()),
         "the group of a stuck client is still running: {:?}\n{}",
-        live_members(started.pgid),
+        live_members(started.pgid.unwrap()),
         server.stderr()
     );
     drop(client);

@@ -200,7 +200,7 @@ async fn exec(
 
 /// The local exit status for a remote result.
 fn exit_for(completed: &Completed, cancelled_by_us: bool, sink: &Sink) -> Exit {
-    if cancelled_by_us && completed.status == CompletionStatus::Cancelled {
+    if cancelled_by_us && completed.status == CompletionStatus::Canceled {
         return Exit::Remote(INTERRUPTED);
     }
     if completed.status == CompletionStatus::TimedOut {
@@ -316,7 +316,7 @@ fn event_json(event: &Event) -> Value {
             match s.status.as_str() {
                 "paused" => method::PROCESS_PAUSED,
                 "resumed" => method::PROCESS_RESUMED,
-                _ => method::PROCESS_CANCELLED,
+                _ => method::PROCESS_CANCELED,
             },
             to(serde_json::to_value(s)),
         ),

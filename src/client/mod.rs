@@ -378,7 +378,7 @@ impl Client {
             Some(method::PROCESS_COMPLETED) => Event::Completed(
                 serde_json::from_value(params).map_err(|_| parse("process.completed"))?,
             ),
-            Some(method::PROCESS_PAUSED | method::PROCESS_RESUMED | method::PROCESS_CANCELLED) => {
+            Some(method::PROCESS_PAUSED | method::PROCESS_RESUMED | method::PROCESS_CANCELED) => {
                 Event::Control(
                     serde_json::from_value(params).map_err(|_| parse("process control"))?,
                 )

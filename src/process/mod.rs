@@ -262,17 +262,17 @@ fn completion(
     };
     let status = match ending {
         Ending::TimedOut => CompletionStatus::TimedOut,
-        Ending::Stopped => CompletionStatus::Cancelled,
+        Ending::Stopped => CompletionStatus::Canceled,
         Ending::Natural if exit_code == 0 => CompletionStatus::Completed,
         Ending::Natural => CompletionStatus::Failed,
     };
     Completed {
         status,
         pid,
-        pgid: pid,
+        pgid: Some(pid),
         exit_code,
         signal,
-        duration_ms: elapsed.as_millis() as u64,
+        duration_ms: Some(elapsed.as_millis() as u64),
     }
 }
 
@@ -382,6 +382,8 @@ impl Pump {
             data,
             truncated,
             lossy,
+            chunk_index: None,
+            total_chunks: None,
         };
         self.events.send(Event::Output(output)).await.is_ok()
     }

@@ -277,9 +277,9 @@ impl Session {
         self.reap_completed();
         if let Some(active) = &self.active {
             return Err(RpcError::new(
-                ErrorCode::ProcessRunning,
+                ErrorCode::InvalidParams,
                 format!(
-                    "a process is already running in this session (pid {}); wait for \
+                    "A process is already running in this session (pid {}); wait for \
                      process.completed or CANCEL it",
                     active.running.pid
                 ),
@@ -320,7 +320,7 @@ impl Session {
         let status = ProcessStatus {
             status: "started".into(),
             pid: running.pid,
-            pgid: running.pgid(),
+            pgid: Some(running.pgid()),
         };
         tracing::info!(pid = running.pid, "started");
         self.reply(request.id, &status).await;
@@ -362,7 +362,7 @@ impl Session {
         let status = ProcessStatus {
             status: params.kind.status().into(),
             pid: running.pid,
-            pgid: running.pgid(),
+            pgid: Some(running.pgid()),
         };
         self.reply(
             request.id,

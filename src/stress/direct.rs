@@ -78,7 +78,7 @@ pub(super) async fn run(
     let started = ProcessStatus {
         status: "started".into(),
         pid: running.pid,
-        pgid: running.pgid(),
+        pgid: Some(running.pgid()),
     };
     let deadline = command_timeout
         .map(|t| t + rules.kill_grace + DRAIN_MARGIN)

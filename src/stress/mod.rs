@@ -258,7 +258,7 @@ fn check(request: &Request, outcome: &RunOutcome) -> Result<(), Failure> {
                 format!("the command ran past its timeout of {:?}", request.timeout),
             ))
         }
-        CompletionStatus::Cancelled => {
+        CompletionStatus::Canceled => {
             return Err(Failure::new(
                 Cause::NonZeroExit,
                 format!(

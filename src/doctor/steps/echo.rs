@@ -42,8 +42,13 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let detail = vec![
         format!("command: {command}"),
         format!(
-            "pid {} in group {}, exit code {}, {} ms",
-            c.pid, c.pgid, c.exit_code, c.duration_ms
+            "pid {}{}, exit code {}{}",
+            c.pid,
+            c.pgid.map(|g| format!(" in group {g}")).unwrap_or_default(),
+            c.exit_code,
+            c.duration_ms
+                .map(|ms| format!(", {ms} ms"))
+                .unwrap_or_default()
         ),
         format!("stdout: {}", outcome.stdout.trim_end()),
     ];
