@@ -283,7 +283,9 @@ fn invalid(var: &str, value: &str, expected: &str) -> ConfigError {
     }
 }
 
-fn state_dir_from(env: &Env) -> Result<PathBuf, ConfigError> {
+/// The state directory from CCX_STATE_DIR, XDG_STATE_HOME or HOME, in that
+/// order. `status`, `stop` and `logs` need nothing else of the configuration.
+pub fn state_dir_from(env: &Env) -> Result<PathBuf, ConfigError> {
     let non_empty = |name: &str| env.get(name).filter(|v| !v.is_empty());
     if let Some(dir) = non_empty("CCX_STATE_DIR") {
         return Ok(PathBuf::from(dir));

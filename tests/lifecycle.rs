@@ -328,7 +328,14 @@ fn pid_file_naming_an_unrelated_live_process_never_gets_it_signalled() {
 /// Starts a background server in `lab` and makes it run `sleep 300`; returns
 /// its status, the session (kept open by the caller) and the started process.
 async fn serve_running_a_sleep(lab: &Lab) -> (StatusReport, Client, ccx::protocol::ProcessStatus) {
-    let out = lab.run(&["serve", "--port", "0"]);
+    serve_running_a_sleep_with(lab, &[]).await
+}
+
+async fn serve_running_a_sleep_with(
+    lab: &Lab,
+    env: &[(&str, &str)],
+) -> (StatusReport, Client, ccx::protocol::ProcessStatus) {
+    let out = lab.run_env(&["serve", "--port", "0"], env);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (_, report) = lab.status();
     let url = report.url.clone().unwrap();
@@ -366,7 +373,10 @@ async fn stop_ends_the_commands_the_server_runs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_kills_a_hung_server_and_what_it_left_in_its_session() {
     let lab = Lab::new();
-    let (report, _client, started) = serve_running_a_sleep(&lab).await;
+    // The server's own grace period is what `stop` waits before SIGKILL,
+    // whatever the environment `stop` runs in says.
+    let (report, _client, started) =
+        serve_running_a_sleep_with(&lab, &[("CCX_KILL_GRACE", "300ms")]).await;
     let server = report.pid.unwrap();
     // A stopped server cannot act on SIGTERM: only SIGKILL ends it, and
     // then nobody is left to end its commands but `ccx stop`.
@@ -374,7 +384,7 @@ async fn stop_kills_a_hung_server_and_what_it_left_in_its_session() {
 
     let stop = tokio::task::spawn_blocking({
         let mut cmd = lab.command(&["stop", "--json"]);
-        cmd.env("CCX_KILL_GRACE", "300ms");
+        cmd.env("CCX_KILL_GRACE", "10min");
         move || run_with_deadline(cmd, Duration::from_secs(30))
     })
     .await
@@ -500,6 +510,26 @@ fn the_server_does_not_inherit_the_launchers_extra_descriptors() {
     assert!(
         !fds.iter().any(|f| f.contains("inherited-marker")),
         "the server holds the launcher's fd 7: {fds:?}"
+    );
+}
+
+#[test]
+fn status_stop_and_logs_need_only_the_state_dir() {
+    let lab = Lab::new();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Malformed settings that only the server reads do not concern them.
+    let bad = [("CCX_PORT", "not-a-port"), ("CCX_KILL_GRACE", "soon")];
+    let status = lab.run_env(&["status"], &bad);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let logs = lab.run_env(&["logs", "-n", "1"], &bad);
+    assert_eq!(logs.status.code(), Some(0), "{}", text(&logs));
+    let stop = lab.run_env(&["stop"], &bad);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+    assert!(
+        String::from_utf8_lossy(&stop.stdout).contains("stopped the ccx server"),
+        "{}",
+        text(&stop)
     );
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{config_with_state_dir, CliError};
+use super::{state_dir, CliError};
 use crate::exit::Exit;
-use crate::lifecycle::{log, LifecycleError, StateDir};
+use crate::lifecycle::{log, LifecycleError};
 
 /// How often `-f` looks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -29,8 +29,7 @@ pub struct LogsArgs {
 }
 
 pub fn run(args: LogsArgs) -> Result<Exit, CliError> {
-    let config = config_with_state_dir(args.state_dir.clone())?;
-    let path = StateDir::new(&config.state_dir).log_file();
+    let path = state_dir(args.state_dir)?.log_file();
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => {

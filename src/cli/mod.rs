@@ -48,7 +48,7 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Say whether the background server runs and answers /health (exit 0 only if so).
     Status(status::StatusArgs),
-    /// Stop the background server (SIGTERM, then SIGKILL after CCX_KILL_GRACE).
+    /// Stop the background server (SIGTERM, then SIGKILL after the server's own CCX_KILL_GRACE).
     Stop(stop::StopArgs),
     /// Print the background server's log (`-n N` last lines, `-f` follow).
     Logs(logs::LogsArgs),
@@ -118,19 +118,15 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     }
 }
 
-/// The configuration of `status`, `stop` and `logs`: the environment, with
-/// `--state-dir` winning over CCX_STATE_DIR.
-fn config_with_state_dir(
-    state_dir: Option<std::path::PathBuf>,
-) -> Result<crate::config::Config, CliError> {
-    let overrides = crate::config::Overrides {
-        state_dir,
-        ..Default::default()
+/// The state directory of `status`, `stop` and `logs`: `--state-dir`, else
+/// CCX_STATE_DIR, XDG_STATE_HOME or HOME. They read nothing else, so a
+/// malformed unrelated variable never stops them.
+fn state_dir(flag: Option<std::path::PathBuf>) -> Result<crate::lifecycle::StateDir, CliError> {
+    let dir = match flag {
+        Some(dir) => dir,
+        None => crate::config::state_dir_from(&crate::config::env_snapshot())?,
     };
-    Ok(crate::config::Config::load(
-        &overrides,
-        &crate::config::env_snapshot(),
-    )?)
+    Ok(crate::lifecycle::StateDir::new(dir))
 }
 
 /// A multi-threaded tokio runtime for one command.

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{config_with_state_dir, runtime, CliError};
+use super::{runtime, state_dir, CliError};
 use crate::exit::Exit;
-use crate::lifecycle::{self, ServerState, StateDir, StatusReport};
+use crate::lifecycle::{self, ServerState, StatusReport};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -21,8 +21,7 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> Result<Exit, CliError> {
-    let config = config_with_state_dir(args.state_dir.clone())?;
-    let state = StateDir::new(&config.state_dir);
+    let state = state_dir(args.state_dir)?;
     let report = runtime()?.block_on(lifecycle::status(&state))?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{config_with_state_dir, runtime, CliError};
+use super::{runtime, state_dir, CliError};
 use crate::exit::Exit;
-use crate::lifecycle::{self, StateDir, StopOutcome, StopReport};
+use crate::lifecycle::{self, StopOutcome, StopReport};
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
@@ -20,11 +20,8 @@ pub struct StopArgs {
 }
 
 pub fn run(args: StopArgs) -> Result<Exit, CliError> {
-    let config = config_with_state_dir(args.state_dir.clone())?;
-    let state = StateDir::new(&config.state_dir);
-    let lock_wait =
-        lifecycle::start::lock_wait(std::time::Duration::from_secs(10), config.kill_grace);
-    let report = runtime()?.block_on(lifecycle::stop(&state, config.kill_grace, lock_wait))?;
+    let state = state_dir(args.state_dir)?;
+    let report = runtime()?.block_on(lifecycle::stop(&state))?;
     let exit = if report.port_freed == Some(false) {
         Exit::Failure
     } else {
@@ -59,7 +56,7 @@ fn human(report: &StopReport) -> String {
                 report.duration_ms.unwrap_or_default(),
             );
             if report.signal.as_deref() == Some("SIGKILL") {
-                text.push_str(" (it did not exit within CCX_KILL_GRACE after SIGTERM)");
+                text.push_str(" (it did not exit within its CCX_KILL_GRACE after SIGTERM)");
             }
             if !report.leftovers_killed.is_empty() {
                 text.push_str(&format!(

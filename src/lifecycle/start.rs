@@ -109,6 +109,7 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
     };
     let mut record = PidRecord::new(pid);
     record.log = Some(log_path.clone());
+    record.kill_grace_ms = Some(options.kill_grace.as_millis() as u64);
     if let Err(e) = state.write_record(&record) {
         stop_child(&mut child, pid, options.kill_grace).await;
         return Err(e);

@@ -209,6 +209,10 @@ pub struct PidRecord {
     pub started_at_ms: Option<u64>,
     #[serde(default)]
     pub version: Option<String>,
+    /// The server's CCX_KILL_GRACE, so that `stop` waits as long as this
+    /// server needs, whatever the environment of the `stop` command says.
+    #[serde(default)]
+    pub kill_grace_ms: Option<u64>,
 }
 
 impl PidRecord {
@@ -224,6 +228,7 @@ impl PidRecord {
             log: None,
             started_at_ms: Some(now_ms()),
             version: Some(crate::VERSION.to_string()),
+            kill_grace_ms: None,
         }
     }
 

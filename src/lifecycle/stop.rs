@@ -53,13 +53,16 @@ pub struct StopReport {
     pub state_dir: PathBuf,
 }
 
-/// Stops our server, if one runs. `grace` is CCX_KILL_GRACE.
-pub async fn stop(
-    state: &StateDir,
-    grace: Duration,
-    lock_wait: Duration,
-) -> Result<StopReport, LifecycleError> {
-    let _lock = state.lock(lock_wait).await?;
+/// The grace period of a server whose pid file does not record its own
+/// (written by an older ccx, or by hand): CCX_KILL_GRACE's default.
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// How long `stop` waits for a `serve` or another `stop` holding the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Stops our server, if one runs, giving it the grace period it recorded
+/// (its own CCX_KILL_GRACE) between SIGTERM and SIGKILL.
+pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
+    let _lock = state.lock(LOCK_WAIT).await?;
     let mut report = StopReport {
         schema_version: SCHEMA_VERSION,
         outcome: StopOutcome::NotRunning,
@@ -83,6 +86,10 @@ pub async fn stop(
     };
     report.pid = Some(record.pid);
     report.url = record.url.clone();
+    let grace = record
+        .kill_grace_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_GRACE);
 
     let began = Instant::now();
     let pid = Pid::from_raw(record.pid as i32);
