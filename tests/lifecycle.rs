@@ -563,11 +563,19 @@ fn logs_prints_the_log_its_last_lines_and_follows_it() {
     assert_eq!(last.lines().count(), 1, "{last}");
     assert_eq!(last.trim_end(), all.trim_end().lines().last().unwrap());
 
-    let follower = Guarded(lab.command(&["logs", "-f", "-n", "0"]).spawn().unwrap());
-    let mut follower = follower;
-    let mut stdout = follower.0.stdout.take().unwrap();
+    let mut follower = Guarded(lab.command(&["logs", "-f", "-n", "0"]).spawn().unwrap());
+    let output = watch_stdout(&mut follower.0);
     let marker = format!("marker-{}", std::process::id());
-    let log = lab.path().join("ccx.log");
+    let seen = append_until_seen(&lab.path().join("ccx.log"), &marker, &output);
+    assert!(
+        !seen.contains("listening on"),
+        "-n 0 starts at the end: {seen:?}"
+    );
+}
+
+/// Reads a child's stdout on a thread; every read sends all text seen so far.
+fn watch_stdout(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::Read;
@@ -581,25 +589,123 @@ fn logs_prints_the_log_its_last_lines_and_follows_it() {
             let _ = tx.send(seen.clone());
         }
     });
-    // The follower may not have opened the log yet: append until it shows.
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    rx
+}
+
+/// Appends `line` to `log` until `seen` shows it (the follower may still be
+/// starting); returns everything seen.
+fn append_until_seen(log: &Path, line: &str, seen: &std::sync::mpsc::Receiver<String>) -> String {
+    use std::io::Write;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = String::new();
-    while !seen.contains(&marker) && Instant::now() < deadline {
-        use std::io::Write;
-        writeln!(log, "{marker}").unwrap();
-        if let Ok(s) = rx.recv_timeout(Duration::from_millis(200)) {
-            seen = s;
+    let mut text = String::new();
+    while !text.contains(line) && Instant::now() < deadline {
+        let mut file = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+        writeln!(file, "{line}").unwrap();
+        if let Ok(s) = seen.recv_timeout(Duration::from_millis(200)) {
+            text = s;
         }
     }
     assert!(
-        seen.contains(&marker),
-        "logs -f did not print the new line: {seen:?}"
+        text.contains(line),
+        "logs -f never printed {line:?}: {text:?}"
     );
+    text
+}
+
+#[test]
+fn logs_follow_is_woken_by_the_file_system_and_survives_rotation() {
+    let lab = Lab::new();
+    let log = lab.path().join("ccx.log");
+    std::fs::write(&log, "before\n").unwrap();
+    let mut follower = Guarded(lab.command(&["logs", "-f"]).spawn().unwrap());
+    let seen = watch_stdout(&mut follower.0);
+    append_until_seen(&log, "warm-up", &seen);
+
+    // The follower sleeps until notified; its safety net is seconds long,
+    // so a line printed within 100 ms was delivered by the notification.
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        use std::io::Write;
+        let line = format!("fresh-{i}");
+        let written = Instant::now();
+        writeln!(
+            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            "{line}"
+        )
+        .unwrap();
+        loop {
+            let text = seen
+                .recv_timeout(Duration::from_secs(10))
+                .expect("follower output");
+            if text.contains(&line) {
+                break;
+            }
+        }
+        latencies.push(written.elapsed());
+    }
+    latencies.sort();
     assert!(
-        !seen.contains("listening on"),
-        "-n 0 starts at the end: {seen:?}"
+        latencies[2] < Duration::from_millis(100),
+        "median latency of logs -f: {latencies:?}"
     );
+
+    // Rotation as the server does it: rename, then a new file.
+    {
+        use std::io::Write;
+        let mut old = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::fs::rename(&log, lab.path().join("ccx.log.1")).unwrap();
+        writeln!(old, "last words of the old file").unwrap();
+        std::fs::write(&log, "").unwrap();
+    }
+    let text = append_until_seen(&log, "first of the new file", &seen);
+    assert!(text.contains("last words of the old file"), "{text:?}");
+    assert_eq!(
+        text.matches("before").count(),
+        1,
+        "nothing printed twice: {text:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_background_server_rotates_its_log_by_size() {
+    let lab = Lab::new();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = lab.path().join("ccx.log");
+    // As if the server had written more than the limit (10 MiB).
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let filler = "x".repeat(1023) + "\n";
+        for _ in 0..(11 * 1024) {
+            file.write_all(filler.as_bytes()).unwrap();
+        }
+    }
+    let rotated = lab.path().join("ccx.log.1");
+    assert!(
+        eventually(Duration::from_secs(10), || rotated.exists()),
+        "ccx.log was not rotated"
+    );
+    assert!(std::fs::metadata(&log).unwrap().len() < 1024 * 1024);
+    // The server now writes into the fresh file.
+    let (_, report) = lab.status();
+    let mut client = Client::connect(&ConnectOptions::new(report.url.unwrap()))
+        .await
+        .unwrap();
+    client
+        .execute(&ExecuteParams::command("true"))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("started")),
+        "the server does not log into the new file: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("listening on"));
 }
 
 /// Figures for README.lifecycle.md:

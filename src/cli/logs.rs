@@ -1,19 +1,16 @@
 //! `ccx logs [-n N] [-f]`: print the background server's log (its stdout
-//! and stderr), optionally only the last N lines, optionally following it.
+//! and stderr), optionally only the last N lines, optionally following it
+//! (across rotations).
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::ErrorKind;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
 use super::{state_dir, CliError};
 use crate::exit::Exit;
 use crate::lifecycle::{log, LifecycleError};
-
-/// How often `-f` looks for new lines.
-const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -37,46 +34,19 @@ pub fn run(args: LogsArgs) -> Result<Exit, CliError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let start = match args.lines {
+    let mut pos = match args.lines {
         Some(n) => log::tail_offset(&mut file, 0, n)?,
         None => 0,
     };
-    file.seek(SeekFrom::Start(start))?;
     let mut out = std::io::stdout().lock();
-    let mut pos = start;
-    // A reader that went away (`ccx logs | head`) ends the command quietly.
-    match copy_new(&mut file, &mut pos, &mut out) {
-        Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(Exit::Success),
-        other => other?,
-    }
-    if !args.follow {
-        return Ok(Exit::Success);
-    }
-    loop {
-        std::thread::sleep(FOLLOW_POLL);
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if len < pos {
-            // Truncated or replaced: start again from its beginning.
-            file = File::open(&path)?;
-            pos = 0;
-        }
-        match copy_new(&mut file, &mut pos, &mut out) {
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(Exit::Success),
-            other => other?,
-        }
-    }
-}
-
-/// Copies what the file holds after `pos` to `out`, and advances `pos`.
-fn copy_new(file: &mut File, pos: &mut u64, out: &mut impl Write) -> std::io::Result<()> {
-    file.seek(SeekFrom::Start(*pos))?;
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return out.flush();
-        }
-        out.write_all(&buf[..n])?;
-        *pos += n as u64;
+    let copied = if args.follow {
+        log::follow(&path, pos, &mut out)
+    } else {
+        log::copy_new(&mut file, &mut pos, &mut out)
+    };
+    match copied {
+        // A reader that went away (`ccx logs | head`) ends the command quietly.
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(Exit::Success),
+        other => Ok(other.map(|()| Exit::Success)?),
     }
 }

@@ -84,16 +84,22 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
             config.host
         );
     }
-    runtime()?.block_on(foreground(config))
+    runtime()?.block_on(foreground(config, args.detached))
 }
 
-async fn foreground(mut config: Config) -> Result<Exit, CliError> {
+async fn foreground(mut config: Config, detached: bool) -> Result<Exit, CliError> {
     if let Err(e) = reaper::become_subreaper() {
         tracing::warn!(
             "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
         );
     }
     tokio::spawn(reaper::run());
+    if detached {
+        // Started by `ccx serve`: stdout and stderr are the state
+        // directory's log, which this process keeps rotated.
+        let log = StateDir::new(&config.state_dir).log_file();
+        tokio::spawn(crate::lifecycle::log::keep_rotated(log));
+    }
     let listener = server::bind(&config).await?;
     check_shell(&config)?;
     config.port = listener.local_addr()?.port();

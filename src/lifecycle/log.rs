@@ -1,6 +1,6 @@
 //! The background server's log file: opening it for appending (the
-//! server's stdout and stderr), reading its tail (for startup failures and
-//! `ccx logs -n`), and scanning it for the readiness line.
+//! server's stdout and stderr), rotating it by size, reading its tail (for
+//! startup failures and `ccx logs -n`), and scanning it for the readiness line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -14,6 +14,80 @@ use super::LifecycleError;
 const TAIL_BYTES: u64 = 64 * 1024;
 /// Bytes read at a time when scanning a log backwards for line starts.
 const SCAN_CHUNK: u64 = 64 * 1024;
+
+/// A log over this size is rotated, and this many rotated files are kept
+/// (`ccx.log.1` the newest): cc_executor's LOG_ROTATION_SIZE and
+/// LOG_RETENTION_COUNT.
+pub const ROTATE_AT_BYTES: u64 = 10 * 1024 * 1024;
+pub const ROTATED_KEPT: usize = 5;
+/// How often the background server looks at its log's size.
+pub const ROTATE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `ccx.log.N`: the Nth newest rotated log.
+pub fn rotated(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// When `path` has grown past `limit` bytes: shifts `path.1`… to `path.2`…
+/// (dropping the one past `keep`), renames `path` to `path.1`, and returns
+/// a fresh `path` opened for appending. Whoever still writes to the old file
+/// writes into `path.1`, so nothing is lost between the rename and the moment
+/// the caller switches its descriptors to the new file.
+pub fn rotate_if_over(path: &Path, limit: u64, keep: usize) -> std::io::Result<Option<File>> {
+    if std::fs::metadata(path)?.len() <= limit {
+        return Ok(None);
+    }
+    for n in (1..keep).rev() {
+        match std::fs::rename(rotated(path, n), rotated(path, n + 1)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(path, rotated(path, 1))?;
+    open_append(path)
+        .map(Some)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Keeps the log of the running (background) server rotated: its stdout
+/// and stderr move to the fresh file after each rotation. Runs until the
+/// process exits; a failure is logged and retried on the next check.
+pub async fn keep_rotated(path: PathBuf) {
+    use std::os::fd::AsRawFd;
+    loop {
+        tokio::time::sleep(ROTATE_CHECK).await;
+        let rotated = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                rotate_if_over(&path, ROTATE_AT_BYTES, ROTATED_KEPT)
+            })
+            .await
+        };
+        match rotated {
+            Ok(Ok(Some(fresh))) => {
+                for fd in [1, 2] {
+                    if let Err(e) = nix::unistd::dup2(fresh.as_raw_fd(), fd) {
+                        tracing::warn!("cannot switch descriptor {fd} to the rotated log: {e}");
+                    }
+                }
+                tracing::info!(
+                    "log rotated: the previous {} is {}",
+                    path.display(),
+                    rotated_path_display(&path)
+                );
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!("cannot rotate {}: {e}", path.display()),
+            Err(e) => tracing::warn!("log rotation task failed: {e}"),
+        }
+    }
+}
+
+fn rotated_path_display(path: &Path) -> String {
+    rotated(path, 1).display().to_string()
+}
 
 /// Opens (creating) the log for appending; O_APPEND makes every write of
 /// the server land whole at the end, whichever of its streams wrote it.
@@ -74,6 +148,67 @@ pub fn tail(path: &Path, from: u64, n: usize) -> std::io::Result<String> {
     let mut bytes = Vec::new();
     file.take(len - start).read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).trim_end().to_string())
+}
+
+/// How long `follow` waits for a change notification before it looks at
+/// the file anyway: only a safety net for file systems that send none.
+const FOLLOW_SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Copies what `path` holds after `pos` to `out`, then keeps copying what is
+/// appended, woken by file-system notifications on the log's directory (no
+/// polling). A rotated log is read to its end, then the new one from its
+/// start; a truncated one from its start. Returns only on an error (a closed
+/// `out` is `BrokenPipe`).
+pub fn follow(path: &Path, mut pos: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    use notify::Watcher;
+    use std::os::unix::fs::MetadataExt;
+    let (tx, changes) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event| {
+        let _ = tx.send(event);
+    })
+    .map_err(std::io::Error::other)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(std::io::Error::other)?;
+    let mut file = File::open(path)?;
+    let mut inode = file.metadata()?.ino();
+    loop {
+        copy_new(&mut file, &mut pos, out)?;
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.ino() != inode => {
+                // Rotated: what the server wrote before it switched files
+                // is at the end of the old one.
+                copy_new(&mut file, &mut pos, out)?;
+                file = File::open(path)?;
+                inode = file.metadata()?.ino();
+                pos = 0;
+                continue;
+            }
+            Ok(meta) if meta.len() < pos => pos = 0,
+            _ => {}
+        }
+        let _ = changes.recv_timeout(FOLLOW_SAFETY_NET);
+        while changes.try_recv().is_ok() {}
+    }
+}
+
+/// Copies what `file` holds after `pos` to `out`, and advances `pos`.
+pub fn copy_new(
+    file: &mut File,
+    pos: &mut u64,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(*pos))?;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return out.flush();
+        }
+        out.write_all(&buf[..n])?;
+        *pos += n as u64;
+    }
 }
 
 /// The readiness line `ccx serve --foreground` prints on stdout once it listens.
@@ -155,6 +290,30 @@ mod tests {
         writeln!(log, "}}").unwrap();
         let ready = scanner.poll().unwrap().expect("ready line");
         assert_eq!((ready.pid, ready.port), (8, 1));
+    }
+
+    #[test]
+    fn rotation_shifts_the_old_logs_and_keeps_at_most_n() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ccx.log");
+        std::fs::write(&path, "small").unwrap();
+        assert!(
+            rotate_if_over(&path, 10, 2).unwrap().is_none(),
+            "under the limit"
+        );
+        for round in 1..=3 {
+            std::fs::write(&path, format!("round {round}, over the limit")).unwrap();
+            let mut fresh = rotate_if_over(&path, 10, 2).unwrap().expect("rotated");
+            writeln!(fresh, "new").unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        let one = std::fs::read_to_string(rotated(&path, 1)).unwrap();
+        let two = std::fs::read_to_string(rotated(&path, 2)).unwrap();
+        assert_eq!(
+            (one.as_str(), two.as_str()),
+            ("round 3, over the limit", "round 2, over the limit")
+        );
+        assert!(!rotated(&path, 3).exists(), "only 2 are kept");
     }
 
     #[test]
