@@ -135,6 +135,48 @@ fn invalid_flags_exit_2_with_clap_message() {
 }
 
 #[test]
+fn sigkilled_doctor_leaves_no_server_behind() {
+    // A shell that takes 30 s to start makes the echo step wait, with the
+    // bundled server running, until the doctor is killed.
+    let dir = tempfile::tempdir().unwrap();
+    let shell = dir.path().join("slow-sh");
+    std::fs::write(&shell, "#!/bin/sh\nsleep 30\nexec /bin/sh \"$@\"\n").unwrap();
+    std::fs::set_permissions(&shell, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let mut doctor = common::ccx_command()
+        .args(["doctor", "--port", "0"])
+        .env("CCX_SHELL", &shell)
+        .env(common::MARKER_VAR, &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let echo_running = || {
+        common::marked_processes(&marker)
+            .iter()
+            .any(|(_, cmdline)| cmdline.starts_with("sleep 30"))
+    };
+    assert!(
+        common::eventually(Duration::from_secs(20), echo_running),
+        "the echo step never ran: {:?}",
+        common::marked_processes(&marker)
+    );
+    doctor.kill().unwrap();
+    doctor.wait().unwrap();
+    let killed = Instant::now();
+    assert!(
+        common::eventually(Duration::from_secs(2), || common::marked_processes(&marker)
+            .is_empty()),
+        "left behind 2 s after the doctor was SIGKILLed: {:?}",
+        common::marked_processes(&marker)
+    );
+    eprintln!(
+        "server gone {:?} after the doctor's SIGKILL",
+        killed.elapsed()
+    );
+}
+
+#[test]
 fn json_into_a_closed_pipe_exits_quietly() {
     // Like `ccx doctor --json | head -c 10`.
     let mut child = common::ccx_command()

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// launcher's session, so the server has no controlling terminal.
     #[arg(long, hide = true)]
     pub detached: bool,
+    /// Internal (set by `ccx doctor` for the server it starts): stdin is a
+    /// pipe from the parent; when it closes (the parent died, even by
+    /// SIGKILL) the server shuts down as on SIGTERM.
+    #[arg(long, hide = true)]
+    pub lifeline: bool,
 }
 
 fn parse_ready_timeout(raw: &str) -> Result<Duration, String> {
@@ -84,10 +89,10 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
             config.host
         );
     }
-    runtime()?.block_on(foreground(config, args.detached))
+    runtime()?.block_on(foreground(config, args.detached, args.lifeline))
 }
 
-async fn foreground(mut config: Config, detached: bool) -> Result<Exit, CliError> {
+async fn foreground(mut config: Config, detached: bool, lifeline: bool) -> Result<Exit, CliError> {
     if let Err(e) = reaper::become_subreaper() {
         tracing::warn!(
             "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
@@ -109,6 +114,9 @@ async fn foreground(mut config: Config, detached: bool) -> Result<Exit, CliError
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    if lifeline {
+        stop_when_stdin_closes(shutdown.clone());
+    }
     let served = server::serve(listener, config, shutdown).await;
     reaper::kill_leftovers();
     served?;
@@ -171,6 +179,23 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// The lifeline: a plain thread (a blocking read cannot be cancelled, so it
+/// must not hold up the runtime's shutdown) that waits for EOF on stdin.
+fn stop_when_stdin_closes(shutdown: CancellationToken) {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        if !shutdown.is_cancelled() {
+            tracing::warn!(
+                "the process that started this server is gone (--lifeline closed): shutting down"
+            );
+            shutdown.cancel();
+        }
+    });
+}
+
 fn init_logging(color: ColorChoice) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -179,6 +204,10 @@ fn init_logging(color: ColorChoice) {
         .with_env_filter(filter)
         .with_ansi(use_color(color, std::io::stderr().is_terminal()))
         .with_target(false)
+        // A log nobody reads any more (the launcher's pipe closed) must not
+        // turn into a panic: tracing-subscriber reports write errors with
+        // `eprintln!`, which panics on a broken stderr.
+        .log_internal_errors(false)
         .try_init();
 }
 

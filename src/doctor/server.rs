@@ -1,5 +1,7 @@
 //! The server the doctor starts: `/bin/sh -c CMD` or `ccx serve
-//! --foreground`, with stdin from /dev/null, in its own process group, its
+//! --foreground --lifeline`, with stdin from /dev/null (the bundled server:
+//! a pipe the doctor never writes to, which closes when the doctor dies, even
+//! by SIGKILL, and then the server shuts down), in its own process group, its
 //! stdout and stderr read concurrently (tokio tasks) from the first byte to
 //! EOF, and stopped with its whole group (SIGTERM, grace, SIGKILL) and
 //! waited for. Dropped without [`ServerProcess::stop`], it still kills the
@@ -85,19 +87,28 @@ pub struct ServerProcess {
     pub ready: watch::Receiver<Option<serde_json::Value>>,
     readers: Vec<JoinHandle<()>>,
     stopped: bool,
+    /// The write end of the bundled server's `--lifeline`: held, never written.
+    _lifeline: Option<tokio::process::ChildStdin>,
 }
 
 impl ServerProcess {
-    /// Starts `program args…` with the given extra environment.
+    /// Starts `program args…` with the given extra environment; with
+    /// `lifeline`, its stdin is a pipe held open for as long as this process
+    /// lives (for `ccx serve --foreground --lifeline`).
     pub fn start(
         program: &std::path::Path,
         args: &[String],
         env: &[(String, String)],
+        lifeline: bool,
     ) -> std::io::Result<ServerProcess> {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(if lifeline {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -114,6 +125,7 @@ impl ServerProcess {
         if let Some(err) = child.stderr.take() {
             readers.push(tokio::spawn(read_stream(err, stderr.clone())));
         }
+        let lifeline_pipe = child.stdin.take();
         Ok(ServerProcess {
             child,
             pid,
@@ -123,6 +135,7 @@ impl ServerProcess {
             ready,
             readers,
             stopped: false,
+            _lifeline: lifeline_pipe,
         })
     }
 

@@ -46,7 +46,11 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             format!("/bin/sh -c {cmd:?}"),
         ),
         (None, Some(exe)) => {
-            let mut args = vec!["serve".to_string(), "--foreground".to_string()];
+            let mut args = vec![
+                "serve".to_string(),
+                "--foreground".to_string(),
+                "--lifeline".to_string(),
+            ];
             let o = &opts.overrides;
             if let Some(h) = &o.host {
                 args.extend(["--host".into(), h.clone()]);
@@ -71,7 +75,8 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         ("CCX_HOST".to_string(), config.host.to_string()),
         ("CCX_PORT".to_string(), config.port.to_string()),
     ];
-    let server = match ServerProcess::start(&program, &args, &env) {
+    let lifeline = opts.server_cmd.is_none();
+    let server = match ServerProcess::start(&program, &args, &env, lifeline) {
         Ok(s) => ctx.server.insert(s),
         Err(e) => {
             return Outcome::fail(format!("cannot start {what}: {e}"))
