@@ -115,12 +115,42 @@ fn failing_step_shows_detail_fix_and_which_step_failed() {
     );
 }
 
+/// Runs `ccx doctor ARGS` with stdout on a pseudo-terminal (Python's pty
+/// module), so that `--color auto` sees a terminal; returns what it printed.
+fn doctor_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)",
+        ])
+        .arg(common::BIN)
+        .arg("doctor")
+        .args(args)
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 for a pseudo-terminal");
+    stdout(&out)
+}
+
 #[test]
 fn color_always_paints_and_no_color_does_not_in_auto_mode() {
     let out = doctor(&["--port", "0", "--color", "always"], &[]);
     assert!(stdout(&out).contains("\u{1b}["));
-    let out = doctor(&["--port", "0"], &[("NO_COLOR", "1")]);
-    assert!(!stdout(&out).contains('\u{1b}'));
+    // On a terminal, auto paints unless NO_COLOR is set.
+    let painted = doctor_on_a_terminal(&["--port", "0"], &[]);
+    assert!(
+        painted.contains("\u{1b}["),
+        "auto on a terminal: {painted:?}"
+    );
+    assert!(painted.contains("echo"), "{painted:?}");
+    let plain = doctor_on_a_terminal(&["--port", "0"], &[("NO_COLOR", "1")]);
+    assert!(plain.contains("echo"), "{plain:?}");
+    assert!(
+        !plain.contains("\u{1b}["),
+        "NO_COLOR on a terminal: {plain:?}"
+    );
 }
 
 #[test]
@@ -174,6 +204,26 @@ fn sigkilled_doctor_leaves_no_server_behind() {
         "server gone {:?} after the doctor's SIGKILL",
         killed.elapsed()
     );
+}
+
+#[test]
+fn report_into_a_pipe_closed_before_the_first_write_exits_quietly() {
+    // The reader is gone before the doctor writes a byte: every write fails
+    // with EPIPE, however small the report.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    for args in [&["--json", "--port", "0"][..], &["--port", "0"][..]] {
+        let out = common::ccx_command()
+            .arg("doctor")
+            .args(args)
+            .stdout(Stdio::from(write_end.try_clone().unwrap()))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

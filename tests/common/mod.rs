@@ -143,9 +143,23 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// Ends the server the way an operator would (SIGTERM: it ends every
+    /// command's group), then SIGKILLs it and every group its descendants
+    /// were in, so that a failing test leaks nothing.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        use nix::sys::signal::{kill, killpg, Signal};
+        use nix::unistd::Pid;
+        let pid = self.pid();
+        let left = descendants(pid);
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if self.wait_exit(Duration::from_secs(3)).is_none() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
+        for child in left {
+            let _ = killpg(Pid::from_raw(child as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(child as i32), Signal::SIGKILL);
+        }
     }
 }
 
