@@ -104,7 +104,7 @@ fn close_suffix(code: Option<u16>, reason: &str) -> String {
 pub enum Event {
     Started(ProcessStatus),
     Output(Output),
-    /// `process.paused`, `process.resumed` or `process.cancelled`.
+    /// `process.paused`, `process.resumed` or `process.canceled`.
     Control(ProcessStatus),
     Completed(Completed),
     /// Any other notification (kept, not interpreted).

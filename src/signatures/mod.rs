@@ -11,6 +11,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 const CATALOGUE: &str = include_str!("catalogue.toml");
+/// Import names whose PyPI distribution is named differently (`yaml` → PyYAML).
+const PYTHON_PACKAGES: &str = include_str!("python_packages.toml");
 
 /// Whether a finding explains the failure or only looks alarming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +105,7 @@ pub fn diagnose(observed: &Observed) -> Vec<Finding> {
             evidence = format!("{evidence} (the command resolves to {interpreter})");
             fix = fix.replace("INTERPRETER", interpreter);
             if let Some(module) = missing_module(lines[at]) {
-                fix = fix.replace("PACKAGE", &module);
+                fix = fix.replace("PACKAGE", &distribution_of(&module));
             }
         }
         findings.push(Finding {
@@ -122,9 +124,18 @@ pub fn diagnose(observed: &Observed) -> Vec<Finding> {
     findings
 }
 
-/// The top-level package of `No module named 'a.b'` (`a`): what to
-/// install, most of the time (the distribution's name can differ: `yaml`
-/// comes from PyYAML).
+/// The PyPI distribution that provides top-level module `module`: its own
+/// name unless python_packages.toml says otherwise.
+fn distribution_of(module: &str) -> String {
+    static TABLE: OnceLock<std::collections::BTreeMap<String, String>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| toml::from_str(PYTHON_PACKAGES).unwrap_or_default())
+        .get(module)
+        .cloned()
+        .unwrap_or_else(|| module.to_string())
+}
+
+/// The top-level package of `No module named 'a.b'` (`a`).
 fn missing_module(line: &str) -> Option<String> {
     let name = line.split("No module named '").nth(1)?.split('\'').next()?;
     let top = name.split('.').next()?;
@@ -257,6 +268,34 @@ mod tests {
             ..Default::default()
         });
         assert!(f[0].fix.contains("(unknown) -m pip install cc_executor"));
+    }
+
+    #[test]
+    fn module_not_found_names_the_distribution_when_it_differs() {
+        for (module, package) in [
+            ("yaml", "PyYAML"),
+            ("cv2", "opencv-python"),
+            ("PIL.Image", "Pillow"),
+        ] {
+            let f = diagnose(&Observed {
+                output: &format!("ModuleNotFoundError: No module named '{module}'"),
+                program: Some("python3".into()),
+                ..Default::default()
+            });
+            assert!(
+                f[0].fix
+                    .contains(&format!("python3 -m pip install {package}")),
+                "{module}: {}",
+                f[0].fix
+            );
+        }
+    }
+
+    #[test]
+    fn the_python_package_table_parses() {
+        let table: std::collections::BTreeMap<String, String> =
+            toml::from_str(PYTHON_PACKAGES).expect("python_packages.toml");
+        assert!(table.len() > 10);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::time::timeout;
 use super::Outcome;
 use crate::client::ClientError;
 use crate::doctor::{human_duration, Ctx, Status};
-use crate::protocol::ExecuteParams;
+use crate::protocol::{ErrorCode, ExecuteParams};
 
 pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let deadline: Duration = ctx.opts.timeout;
@@ -25,9 +25,9 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             )
             .fix("the server accepted the session but does not run commands: check its log (stderr)")
         }
-        Ok(Err(ClientError::Rpc(rpc))) if rpc.code == -32002 => {
+        Ok(Err(ClientError::Rpc(rpc))) if rpc.code == ErrorCode::CommandNotAllowed.code() => {
             return Outcome::fail(format!(
-                "the server refused `echo` (code -32002): {}",
+                "the server refused `echo` (code -32001, command not allowed): {}",
                 rpc.message
             ))
             .fix("CCX_ALLOWED_COMMANDS restricts what may run: add echo to it (e.g. CCX_ALLOWED_COMMANDS=ls,echo), or unset it to allow every command")

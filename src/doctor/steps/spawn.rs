@@ -238,19 +238,34 @@ fn probe_authority(config: &Config) -> String {
         .to_string()
 }
 
+/// The signal that ended the server: its own death by a signal, or the
+/// 128+N exit status with which a shell in between (`sh -c`, a wrapper
+/// script) reports that the command it ran was killed by signal N.
+fn death_signal(status: &ExitStatus) -> Option<i32> {
+    status.signal().or_else(|| {
+        let n = status.code()? - 128;
+        nix::sys::signal::Signal::try_from(n).ok().map(|_| n)
+    })
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
 /// How the server ended: "exited with exit status 1", "was killed by signal 11 (SIGSEGV)".
 fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
     match status {
-        Ok(s) => match (s.code(), s.signal()) {
+        Ok(s) => match (s.code(), death_signal(s)) {
             (Some(127), _) => "exited with exit status 127 (command not found)".into(),
             (Some(126), _) => "exited with exit status 126 (found but not executable)".into(),
-            (Some(code), _) => format!("exited with exit status {code}"),
-            (None, Some(sig)) => {
-                let name = nix::sys::signal::Signal::try_from(sig)
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_else(|_| format!("signal {sig}"));
-                format!("was killed by signal {sig} ({name})")
-            }
+            (Some(code), Some(sig)) => format!(
+                "was killed by signal {sig} ({}): its shell reported exit status {code} (128 + {sig})",
+                signal_name(sig)
+            ),
+            (Some(code), None) => format!("exited with exit status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
             (None, None) => "exited with an unknown status".into(),
         },
         Err(e) => format!("exited with an unknown status ({e})"),
@@ -264,7 +279,7 @@ fn exited_early(
     program: Option<&str>,
 ) -> Outcome {
     let how = describe_status(&status);
-    let signal = status.as_ref().ok().and_then(|s| s.signal());
+    let signal = status.as_ref().ok().and_then(death_signal);
     let findings = diagnose(server, signal, program);
     let stderr = server.stderr().last_lines(15);
     let stdout = server.stdout().last_lines(15);
