@@ -185,32 +185,66 @@ async fn hundred_megabyte_line_arrives_whole_with_bounded_server_memory() {
 
 /// A figure (run it with `--release -- --ignored --nocapture`): 100 MB of
 /// 100-byte lines, one `process.output` per line, through the server to a
-/// client that parses every message.
+/// client that parses every message into the typed `Output` (serde derive
+/// straight from the text, as a streaming client would; `Client::next_event`
+/// goes through `serde_json::Value` and costs more than the server).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a figure: cargo test --release --test server hundred_megabyte_in_lines -- --ignored --nocapture"]
 async fn hundred_megabyte_in_lines_streams_one_message_per_line() {
+    use futures_util::{SinkExt, StreamExt};
+
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        method: Option<String>,
+        params: Option<ccx::protocol::Output>,
+    }
+
     let server = TestServer::start_with(&[("CCX_MAX_OUTPUT", "256MiB")], &[]);
-    let mut client = server.client().await;
+    let mut socket = Client::open(&server.options()).await.unwrap();
+    let connected = timeout(LONG, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(connected.to_text().unwrap().contains("connected"));
     let line = "l".repeat(99);
     let start = Instant::now();
-    client
-        .execute(&exec(&format!("yes {line} | head -n 1000000")))
+    let request = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "execute",
+        "params": {"command": format!("yes {line} | head -n 1000000")}});
+    socket
+        .send(Message::text(request.to_string()))
         .await
         .unwrap();
     let (mut bytes, mut messages, mut whole_lines) = (0usize, 0usize, true);
     let completed = loop {
-        match next(&mut client).await {
-            Event::Output(o) => {
+        let message = timeout(LONG, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        match serde_json::from_str::<Typed>(&text) {
+            Ok(Typed {
+                method: Some(m),
+                params: Some(o),
+            }) if m == "process.output" => {
                 whole_lines &= o.data.len() == 100 && o.data.ends_with('\n');
                 bytes += o.data.len();
                 messages += 1;
             }
-            Event::Completed(c) => break c,
-            _ => {}
+            Ok(_) => {}
+            Err(_) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["method"] == "process.completed" {
+                    break frame["params"].clone();
+                }
+            }
         }
     };
     let elapsed = start.elapsed();
-    assert_eq!(completed.exit_code, 0);
+    assert_eq!(completed["exit_code"], 0);
     assert_eq!((messages, bytes), (1_000_000, 100_000_000));
     assert!(whole_lines, "every message is one 100-byte line");
     let rss = peak_rss(server.pid()).expect("server VmHWM");
