@@ -225,7 +225,7 @@ fn the_deployment_keeps_the_promises_of_the_docs() {
 
     // The drain arithmetic: preStop + CCX_DRAIN_PERIOD + the shutdown's kill
     // grace (at most 1 s) + closing sessions (0.7 s) fits the grace period,
-    // with a second to spare.
+    // with at least a second to spare.
     let pre_stop = container["lifecycle"]["preStop"]["exec"]["command"][2]
         .as_str()
         .and_then(|c| c.strip_prefix("sleep "))
@@ -233,8 +233,9 @@ fn the_deployment_keeps_the_promises_of_the_docs() {
         .expect("preStop: sleep N");
     let drain = seconds(env("CCX_DRAIN_PERIOD")["value"].as_str().unwrap());
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let (kill_grace, close, spare) = (1, 1, 1);
     assert!(
-        pre_stop + drain + 1 + 1 + 1 <= grace,
+        pre_stop + drain + kill_grace + close + spare <= grace,
         "preStop {pre_stop} s + drain {drain} s + 3 s > terminationGracePeriodSeconds {grace}"
     );
 
@@ -256,5 +257,45 @@ fn the_deployment_keeps_the_promises_of_the_docs() {
     assert_eq!(
         pdb["spec"]["selector"]["matchLabels"],
         deployment["spec"]["selector"]["matchLabels"]
+    );
+}
+
+/// `ccx stress` over a fleet, as over the pods behind a Service: ten real
+/// servers give ten rows and a total that adds up.
+#[test]
+fn stress_across_ten_servers_prints_a_row_each_and_a_total() {
+    let servers: Vec<common::TestServer> = (0..10).map(|_| common::TestServer::start()).collect();
+    let mut args = vec![
+        "stress",
+        "--clients",
+        "2",
+        "--requests",
+        "10",
+        "--color",
+        "never",
+    ];
+    for server in &servers {
+        args.extend(["--url", &server.url]);
+    }
+    let out = common::ccx_command().args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    eprintln!("{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    for server in &servers {
+        let row: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with(&server.url))
+            .collect();
+        assert_eq!(row.len(), 1, "{text}");
+        assert!(row[0].contains("✓ 100.0 %"), "{text}");
+    }
+    let total = lines
+        .iter()
+        .find(|l| l.starts_with("total (10 targets, in turn)"))
+        .expect("a total row");
+    assert!(
+        total.contains(" 200 ") && total.contains("✓ 100.0 %"),
+        "{total}"
     );
 }
