@@ -22,9 +22,11 @@ pub struct StopArgs {
 pub fn run(args: StopArgs) -> Result<Exit, CliError> {
     let config = config_with_state_dir(args.state_dir.clone())?;
     let state = StateDir::new(&config.state_dir);
-    let lock_wait =
-        lifecycle::start::lock_wait(std::time::Duration::from_secs(10), config.kill_grace);
-    let report = runtime()?.block_on(lifecycle::stop(&state, config.kill_grace, lock_wait))?;
+    // A server given CCX_DRAIN_PERIOD lets running commands finish on SIGTERM:
+    // SIGKILL must not cut that short.
+    let grace = config.kill_grace + config.drain_period;
+    let lock_wait = lifecycle::start::lock_wait(std::time::Duration::from_secs(10), grace);
+    let report = runtime()?.block_on(lifecycle::stop(&state, grace, lock_wait))?;
     let exit = if report.port_freed == Some(false) {
         Exit::Failure
     } else {
