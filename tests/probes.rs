@@ -231,7 +231,7 @@ async fn sigint_or_a_second_sigterm_stops_at_once_despite_the_drain_period() {
         for &signal in signals {
             server.signal(signal);
             if signals.len() > 1 {
-                readiness_becomes(&server, 503, Duration::from_secs(2)).await;
+                readiness_becomes(&server, 503, LONG).await;
             }
         }
         let status = server
@@ -239,7 +239,8 @@ async fn sigint_or_a_second_sigterm_stops_at_once_despite_the_drain_period() {
             .expect("the server exited");
         let took = begin.elapsed();
         assert!(status.success(), "{signals:?}: {status:?}");
-        assert!(took < Duration::from_secs(3), "{signals:?} took {took:?}");
+        // Far below the 60 s drain: the drain was skipped.
+        assert!(took < Duration::from_secs(6), "{signals:?} took {took:?}");
         assert!(live_members(started.pgid.unwrap()).is_empty());
     }
 }
