@@ -121,9 +121,14 @@ pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
             path_var.split(':').collect::<Vec<_>>().join(" ")
         }
     ));
+    let fix = if missing.iter().any(|m| m.starts_with("`cd ")) {
+        "the command line changes into a directory that does not exist: fix the `cd` in --server-cmd (relative paths start from the doctor's working directory), or create the directory; install any program that is missing"
+    } else {
+        "install what is missing, or add its directory to PATH (or fix the path in CCX_SHELL)"
+    };
     Outcome::fail(format!("missing: {}", missing.join("; ")))
         .detail(detail)
-        .fix("install what is missing, or add its directory to PATH (or fix the path in CCX_SHELL)")
+        .fix(fix)
 }
 
 /// Resolves `name` on `path_var` into a `found` or a `missing` line.
