@@ -121,11 +121,23 @@ fn exec_against_cc_executor_prints_the_output_and_its_exit_code() {
             .output()
             .unwrap()
     };
-    let (hi, failing) = std::thread::scope(|s| {
+    let (hi, failing, long) = std::thread::scope(|s| {
         let hi = s.spawn(|| exec(&["echo", "hi"]));
+        // One 200,000-character line: cc_executor sends it as 64 KiB chunks
+        // (chunk_index/total_chunks, `truncated` on all but the last).
+        // (No `python` in the command: cc_executor rewrites those to source a
+        // venv first, with `source`, which /bin/sh does not have.)
+        let long = s.spawn(|| exec(&["head -c 200000 /dev/zero | tr '\\0' x; echo"]));
         let failing = exec(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
-        (hi.join().unwrap(), failing)
+        (hi.join().unwrap(), failing, long.join().unwrap())
     });
+    assert_eq!(long.status.code(), Some(0), "{}", text(&long.stderr));
+    assert_eq!(text(&long.stdout), format!("{}\n", "x".repeat(200_000)));
+    assert!(
+        !text(&long.stderr).contains("truncated"),
+        "a chunked line is not a truncation: {}",
+        text(&long.stderr)
+    );
     assert_eq!(text(&hi.stdout), "hi\n", "stderr: {}", text(&hi.stderr));
     assert_eq!(hi.status.code(), Some(0), "stderr: {}", text(&hi.stderr));
     assert_eq!(text(&failing.stdout), "out\n");
