@@ -347,14 +347,14 @@ impl Session {
         }
         self.reap_completed();
         if let Some(active) = &self.active {
-            return Err(RpcError::new(
-                ErrorCode::InvalidParams,
-                format!(
-                    "A process is already running in this session (pid {}); wait for \
-                     process.completed or CANCEL it",
-                    active.running.pid
-                ),
-            ));
+            // cc_executor's exact message (clients match it); the details
+            // go in `data`.
+            let mut error = RpcError::new(ErrorCode::InvalidParams, "A process is already running");
+            error.data = Some(serde_json::json!({
+                "pid": active.running.pid,
+                "hint": "wait for process.completed or CANCEL it: one process per session",
+            }));
+            return Err(error);
         }
         let params: ExecuteParams =
             params_of(request.params, "execute", "{\"command\": \"echo hi\"}")?;
