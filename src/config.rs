@@ -45,6 +45,10 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ("CCX_DEFAULT_TIMEOUT", "command timeout"),
     ("CCX_KILL_GRACE", "SIGTERM to SIGKILL grace period"),
     ("CCX_STATE_DIR", "pid file and log of the background server"),
+    (
+        "CCX_PASS_ENV",
+        "comma list of CCX_* variables commands may see (all are hidden by default)",
+    ),
     ("WS_PING_INTERVAL", "WebSocket keep-alive ping interval"),
     ("WS_PING_TIMEOUT", "WebSocket keep-alive timeout"),
     ("WS_MAX_SIZE", "largest WebSocket message accepted"),
@@ -109,6 +113,8 @@ pub struct Config {
     pub ws_max_size: usize,
     /// Serve a non-loopback address without a token (explicit opt-in).
     pub insecure_no_auth: bool,
+    /// `CCX_*` variables passed through to commands (all others are hidden).
+    pub pass_env: Vec<String>,
 }
 
 pub const DEFAULT_PORT: u16 = 8003;
@@ -133,6 +139,7 @@ impl Default for Config {
             ws_ping_timeout: Duration::from_secs(30),
             ws_max_size: 10 * MIB as usize,
             insecure_no_auth: false,
+            pass_env: Vec::new(),
         }
     }
 }
@@ -188,6 +195,7 @@ impl Config {
             }
             None => d.ws_max_size,
         };
+        let pass_env = parsed(env, "CCX_PASS_ENV", parse_list)?.unwrap_or_default();
         let state_dir = match &overrides.state_dir {
             Some(p) => p.clone(),
             None => state_dir_from(env)?,
@@ -209,6 +217,7 @@ impl Config {
             ws_ping_timeout,
             ws_max_size,
             insecure_no_auth: overrides.insecure_no_auth,
+            pass_env,
         };
         config.check_bind_is_safe()?;
         Ok(config)
