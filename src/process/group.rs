@@ -138,7 +138,8 @@ async fn gone_within(limit: Duration, alive: &impl Fn() -> bool) -> bool {
 }
 
 /// Ends one process that is not our child (we cannot reap it, so "gone"
-/// means gone or a zombie): SIGTERM + SIGCONT, grace, SIGKILL.
+/// means gone or a zombie): SIGTERM, grace, SIGKILL. No SIGCONT: a
+/// stopped (hung) process stays stopped and gets SIGKILL after the grace.
 pub async fn stop_pid(pid: u32, grace: Duration) -> Stopped {
     let target = Pid::from_raw(pid as i32);
     stop_with(
@@ -146,7 +147,6 @@ pub async fn stop_pid(pid: u32, grace: Duration) -> Stopped {
         || procfs::is_alive(pid),
         || {
             let _ = kill(target, Signal::SIGTERM);
-            let _ = kill(target, Signal::SIGCONT);
         },
         || {
             let _ = kill(target, Signal::SIGKILL);

@@ -100,10 +100,12 @@ impl Running {
     /// SIGSTOP to the whole group, and its cgroup frozen (escaped
     /// members included) where there is one.
     pub fn pause(&self) -> Result<(), nix::errno::Errno> {
+        // SIGSTOP first: a frozen process would not act on it until thawed.
+        self.group.signal(Signal::SIGSTOP)?;
         if let Err(e) = self.scope.freeze(true) {
             tracing::warn!(pid = self.pid, "cannot freeze the command's cgroup: {e}");
         }
-        self.group.signal(Signal::SIGSTOP)
+        Ok(())
     }
 
     /// SIGCONT to the whole group, and its cgroup thawed.
