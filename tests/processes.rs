@@ -294,6 +294,59 @@ async fn commands_never_see_the_token_unless_passed_by_name() {
     assert_eq!(client.run(&params).await.unwrap().stdout, "mine\n");
 }
 
+/// A server for the measurements: this build's binary, or the one named
+/// by CCX_MEASURE_BIN (to measure another build the same way).
+struct Measured {
+    child: std::process::Child,
+    pid: u32,
+    url: String,
+    _state: tempfile::TempDir,
+}
+
+impl Measured {
+    fn start(env: &[(&str, &str)]) -> Measured {
+        use std::io::BufRead;
+        let bin = std::env::var("CCX_MEASURE_BIN").unwrap_or_else(|_| common::BIN.to_string());
+        let state = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(&bin)
+            .args(["serve", "--foreground", "--port", "0"])
+            .env("CCX_STATE_DIR", state.path())
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+        Measured {
+            pid: child.id(),
+            url: ready["url"].as_str().unwrap().to_string(),
+            child,
+            _state: state,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(&ccx::client::ConnectOptions::new(&self.url))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Measured {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
 fn p50(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -318,7 +371,7 @@ async fn echo_round_trips(client: &mut Client, n: usize) -> Duration {
 async fn p7_round_trip_is_flat_in_the_hosts_process_count() {
     const IDLE: usize = 4000;
     const ROUNDS: usize = 400;
-    let server = TestServer::start();
+    let server = Measured::start(&[]);
     let mut client = server.client().await;
     echo_round_trips(&mut client, 50).await;
     let without = echo_round_trips(&mut client, ROUNDS).await;
@@ -360,7 +413,7 @@ async fn p7_round_trip_is_flat_in_the_hosts_process_count() {
 #[ignore = "measurement: run with --release -- --ignored --nocapture"]
 async fn p5_memory_of_a_thousand_idle_sessions() {
     const SESSIONS: usize = 1000;
-    let server = TestServer::start_with(&[("CCX_MAX_SESSIONS", "2000")], &[]);
+    let server = Measured::start(&[("CCX_MAX_SESSIONS", "2000")]);
     let rss = |pid: u32| -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -373,13 +426,13 @@ async fn p5_memory_of_a_thousand_idle_sessions() {
     };
     let mut warm = server.client().await;
     warm.run(&exec("echo x")).await.unwrap();
-    let idle = rss(server.pid());
+    let idle = rss(server.pid);
     let mut clients = Vec::with_capacity(SESSIONS);
     for _ in 0..SESSIONS {
         clients.push(server.client().await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let loaded = rss(server.pid());
+    let loaded = rss(server.pid);
     println!(
         "P5: server VmRSS idle {:.1} MB, with {SESSIONS} idle sessions {:.1} MB ({:.1} KB a session; goals: <= 10 MB idle, <= 50 MB)",
         idle as f64 / 1e6,
