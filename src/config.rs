@@ -46,6 +46,10 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ("CCX_KILL_GRACE", "SIGTERM to SIGKILL grace period"),
     ("CCX_STATE_DIR", "pid file and log of the background server"),
     (
+        "CCX_COMMAND_ID",
+        "set by a ccx server on each command it runs (marks its processes)",
+    ),
+    (
         "CCX_PASS_ENV",
         "comma list of CCX_* variables commands may see (all are hidden by default)",
     ),

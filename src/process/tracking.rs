@@ -406,3 +406,52 @@ fn give_back(dir: PathBuf) {
         let _ = std::fs::remove_dir(&dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shell_prefix_writes_the_shells_own_pid_even_in_an_awkward_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("it's a dir");
+        std::fs::create_dir(&dir).unwrap();
+        let script = format!("{}echo ran; exit 3", shell_prefix(&dir));
+        let child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+        let written = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert_eq!(written.trim(), pid.to_string());
+    }
+
+    #[test]
+    fn a_failing_self_move_does_not_stop_the_command() {
+        let script = format!("{}echo ran", shell_prefix(Path::new("/nonexistent/ccx")));
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn posix_shells_are_recognised_by_name() {
+        assert!(is_posix_shell(Path::new("/bin/sh")));
+        assert!(is_posix_shell(Path::new("/usr/bin/bash")));
+        assert!(!is_posix_shell(Path::new("/usr/bin/fish")));
+        assert!(!is_posix_shell(Path::new("/usr/bin/python3")));
+    }
+}
