@@ -172,9 +172,12 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         let pid = child.id().unwrap_or_default();
         Ok((child, pid))
     })
-    .map_err(|source| SpawnError::Shell {
-        shell: spec.shell.clone(),
-        source,
+    .map_err(|source| {
+        scope.release();
+        SpawnError::Shell {
+            shell: spec.shell.clone(),
+            source,
+        }
     })?;
     let started = Instant::now();
     let pid = child.id().unwrap_or_default();
