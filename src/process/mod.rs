@@ -103,22 +103,19 @@ impl Running {
         self.group.0
     }
 
-    /// SIGSTOP to the whole group, and its cgroup frozen (escaped
-    /// members included) where there is one.
+    /// SIGSTOP to the whole group and to the command's escaped members.
+    /// Signals, not `cgroup.freeze`: a cgroup frozen before its members
+    /// acted on SIGSTOP holds them half-stopped, and clients (and `ps`)
+    /// expect stopped processes, state `T`.
     pub fn pause(&self) -> Result<(), nix::errno::Errno> {
-        // SIGSTOP first: a frozen process would not act on it until thawed.
         self.group.signal(Signal::SIGSTOP)?;
-        if let Err(e) = self.scope.freeze(true) {
-            tracing::warn!(pid = self.pid, "cannot freeze the command's cgroup: {e}");
-        }
+        self.scope.signal_members(Signal::SIGSTOP);
         Ok(())
     }
 
-    /// SIGCONT to the whole group, and its cgroup thawed.
+    /// SIGCONT to the whole group and to the command's escaped members.
     pub fn resume(&self) -> Result<(), nix::errno::Errno> {
-        if let Err(e) = self.scope.freeze(false) {
-            tracing::warn!(pid = self.pid, "cannot thaw the command's cgroup: {e}");
-        }
+        self.scope.signal_members(Signal::SIGCONT);
         self.group.signal(Signal::SIGCONT)
     }
 
