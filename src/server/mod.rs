@@ -122,6 +122,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ws/mcp", get(websocket))
+        .merge(crate::mcp::http::router(
+            Arc::new(state.config.clone()),
+            &state.shutdown,
+        ))
         .fallback(not_found)
         .with_state(state)
 }
@@ -162,7 +166,7 @@ async fn not_found(uri: Uri) -> Response {
     let body = json!({
         "error": "not found",
         "path": uri.path(),
-        "endpoints": ["/health", "/ws/mcp"],
+        "endpoints": ["/health", "/ws/mcp", "/mcp"],
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }

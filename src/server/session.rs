@@ -411,7 +411,7 @@ fn params_of<T: serde::de::DeserializeOwned>(
 
 /// Strings that cannot reach a process: NUL bytes anywhere, `=` or an empty
 /// name in the environment.
-fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
+pub(crate) fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
     let invalid =
         |what: String| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {what}"));
     if params.command.contains('\0') {
@@ -435,7 +435,7 @@ fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
 
 /// With CCX_ALLOWED_COMMANDS set, a command must be one allowed program with
 /// arguments: no chaining, substitution or redirection that could start another.
-fn check_allowed(command: &str, allowed: Option<&[String]>) -> Result<(), RpcError> {
+pub(crate) fn check_allowed(command: &str, allowed: Option<&[String]>) -> Result<(), RpcError> {
     let Some(allowed) = allowed else {
         return Ok(());
     };
