@@ -117,9 +117,11 @@ pub async fn call(
     let timeout = match params.timeout {
         None => config.default_timeout,
         Some(t) if t.is_finite() && t > 0.0 && t <= 1e9 => Some(Duration::from_secs_f64(t)),
-        Some(t) => return refused(format!(
+        Some(t) => {
+            return refused(format!(
             "invalid arguments for execute: timeout must be a positive number of seconds, got {t}"
-        )),
+        ))
+        }
     };
     if let Err(e) = check_strings(&params)
         .and_then(|()| check_allowed(&params.command, config.allowed_commands.as_deref()))

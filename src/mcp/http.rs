@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -69,5 +69,52 @@ async fn guard(State(config): State<Arc<Config>>, request: Request, next: Next) 
         }
         return response;
     }
-    next.run(request).await
+    let request = match parse_checked(request, config.ws_max_size).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let deleting = request.method() == Method::DELETE;
+    let mut response = next.run(request).await;
+    // The SDK answers a session's DELETE with 202 Accepted; the Python SDK
+    // (and the spec's examples) expect 200 or 204, and log a failed
+    // termination otherwise. The session is closed by then: say so.
+    if deleting && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
+}
+
+/// A POST whose body is not JSON gets JSON-RPC's -32700 (HTTP 400) here:
+/// the SDK would answer 415 with a plain-text body no JSON-RPC client reads.
+/// Bodies are bounded by WS_MAX_SIZE, as WebSocket messages are.
+async fn parse_checked(request: Request, limit: usize) -> Result<Request, Response> {
+    if request.method() != Method::POST {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return Err(rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                format!(
+                    "Invalid request: body unreadable or over {limit} bytes (WS_MAX_SIZE): {e}"
+                ),
+            ))
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            format!("Parse error: the body is not JSON ({e})"),
+        ));
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+fn rpc_error(status: StatusCode, code: i64, message: String) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    (status, Json(body)).into_response()
 }

@@ -21,6 +21,7 @@ import uuid
 import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 
@@ -132,14 +133,14 @@ async def main() -> None:
     args = parser.parse_args(sys.argv[1:])
     if args.stdio:
         server = StdioServerParameters(command=args.stdio[0], args=args.stdio[1:], env=dict(os.environ))
-        async with Client(server, mode=args.mode) as client:
+        async with Client(stdio_client(server), mode=args.mode) as client:
             out = await SCENARIOS[args.scenario](client)
     else:
         headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
         async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-            async with streamable_http_client(args.http, http_client=http) as transport:
-                async with Client(transport, mode=args.mode) as client:
-                    out = await SCENARIOS[args.scenario](client)
+            transport = streamable_http_client(args.http, http_client=http)
+            async with Client(transport, mode=args.mode) as client:
+                out = await SCENARIOS[args.scenario](client)
     print(json.dumps(out))
 
 
