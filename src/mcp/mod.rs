@@ -9,7 +9,7 @@
 //!
 //! It must not know the WebSocket protocol on `/ws/mcp` or the CLI.
 
-// client: added below
+pub mod client;
 pub mod execute;
 pub mod http;
 pub mod stdio;
