@@ -201,7 +201,7 @@ async fn initialize(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
                 .and_then(Value::as_str)
                 .unwrap_or("?");
             let detail = vec![
-                format!("server: {name} {server_version}"),
+                format!("server: {name}"),
                 format!("protocol revision: {version}"),
                 format!(
                     "capabilities: {}",
@@ -219,8 +219,7 @@ async fn initialize(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
                 .detail(detail)
                 .fix("a server with tools declares `capabilities.tools` in its initialize result")
             } else {
-                Outcome::pass(format!("{name} {server_version} speaks MCP {version}"))
-                    .detail(detail)
+                Outcome::pass(format!("{name} speaks MCP {version}")).detail(detail)
             }
         }
     };
