@@ -196,10 +196,13 @@ async fn initialize(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
                 .pointer("/serverInfo/name")
                 .and_then(Value::as_str)
                 .unwrap_or("?");
-            let server_version = result
+            let name = match result
                 .pointer("/serverInfo/version")
                 .and_then(Value::as_str)
-                .unwrap_or("?");
+            {
+                Some(v) if !v.is_empty() => format!("{name} {v}"),
+                _ => name.to_string(),
+            };
             let detail = vec![
                 format!("server: {name}"),
                 format!("protocol revision: {version}"),
@@ -214,7 +217,7 @@ async fn initialize(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
                     .fix(format!("the server must answer with one of {}", HANDSHAKE_VERSIONS.join(", ")))
             } else if result.pointer("/capabilities/tools").is_none() {
                 Outcome::warn(format!(
-                    "{name} {server_version} speaks MCP {version} but declares no tools capability"
+                    "{name} speaks MCP {version} but declares no tools capability"
                 ))
                 .detail(detail)
                 .fix("a server with tools declares `capabilities.tools` in its initialize result")
