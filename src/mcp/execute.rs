@@ -154,7 +154,7 @@ pub async fn call(
             event = events.recv() => event,
             _ = context.ct.cancelled(), if cancel_open => {
                 cancel_open = false;
-                tracing::info!(pid = running.pid, "mcp execute cancelled by the client");
+                tracing::info!(pid = running.pid, "mcp execute cancelled (request cancelled, session closed or server stopping)");
                 running.stop(StopReason::Cancel, config.kill_grace);
                 continue;
             }
