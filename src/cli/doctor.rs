@@ -27,7 +27,7 @@ pub struct DoctorArgs {
     pub strict: bool,
     /// Check a running server instead of starting one (e.g. ws://127.0.0.1:8003/ws/mcp;
     /// with --mcp: http://127.0.0.1:8003/mcp); CCX_TOKEN is sent when set.
-    #[arg(long, value_parser = parse_url, conflicts_with = "server_cmd")]
+    #[arg(long, value_parser = parse_url_or_mcp, conflicts_with = "server_cmd")]
     pub url: Option<String>,
     /// Start your own server with `/bin/sh -c CMD` instead of `ccx serve --foreground`
     /// (it gets CCX_HOST and CCX_PORT; ready when the port accepts connections).
@@ -62,14 +62,19 @@ pub struct DoctorArgs {
 }
 
 fn parse_url(raw: &str) -> Result<String, String> {
-    if ["ws://", "wss://", "http://"]
-        .iter()
-        .any(|s| raw.starts_with(s))
-    {
+    if raw.starts_with("ws://") || raw.starts_with("wss://") {
         Ok(raw.to_string())
     } else {
-        Err("expected a WebSocket URL such as ws://127.0.0.1:8003/ws/mcp (or, with --mcp, http://127.0.0.1:8003/mcp)".into())
+        Err("expected a WebSocket URL such as ws://127.0.0.1:8003/ws/mcp".into())
     }
+}
+
+/// `--url`: a WebSocket URL, or (with --mcp) an MCP endpoint.
+fn parse_url_or_mcp(raw: &str) -> Result<String, String> {
+    if raw.starts_with("http://") {
+        return Ok(raw.to_string());
+    }
+    parse_url(raw).map_err(|e| format!("{e} (or, with --mcp, http://127.0.0.1:8003/mcp)"))
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
