@@ -13,6 +13,7 @@ pub mod config;
 pub mod doctor;
 pub mod exit;
 pub mod lifecycle;
+pub mod mcp;
 pub mod process;
 pub mod protocol;
 pub mod server;

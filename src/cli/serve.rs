@@ -19,7 +19,7 @@ use super::{runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::lifecycle::{self, StartOptions, StateDir};
-use crate::process::{reaper, tracking, ResolveError};
+use crate::process::{reaper, ResolveError};
 use crate::server;
 
 #[derive(Debug, Args)]
@@ -101,13 +101,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
 }
 
 async fn foreground(mut config: Config, detached: bool, lifeline: bool) -> Result<Exit, CliError> {
-    if let Err(e) = reaper::become_subreaper() {
-        tracing::warn!(
-            "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
-        );
-    }
-    tokio::spawn(reaper::run());
-    tracking::init();
+    crate::process::supervise_children();
     if detached {
         // Started by `ccx serve`: stdout and stderr are the state
         // directory's log, which this process keeps rotated.

@@ -9,6 +9,7 @@
 //! process group before the report is returned, also when interrupted.
 
 pub mod compare;
+pub mod mcp;
 pub mod render;
 mod server;
 pub(crate) mod steps;
@@ -38,6 +39,12 @@ pub enum StepId {
     Spawn,
     Handshake,
     Echo,
+    /// `--mcp`: the MCP `initialize` handshake.
+    Initialize,
+    /// `--mcp`: `tools/list`.
+    Tools,
+    /// `--mcp`: a `tools/call` of `execute`.
+    Call,
 }
 
 impl StepId {
@@ -58,6 +65,9 @@ impl StepId {
             StepId::Spawn => "spawn",
             StepId::Handshake => "handshake",
             StepId::Echo => "echo",
+            StepId::Initialize => "initialize",
+            StepId::Tools => "tools",
+            StepId::Call => "call",
         }
     }
 
@@ -69,6 +79,9 @@ impl StepId {
             StepId::Spawn => "server starts",
             StepId::Handshake => "WebSocket handshake",
             StepId::Echo => "command round trip",
+            StepId::Initialize => "MCP initialize",
+            StepId::Tools => "MCP tools/list",
+            StepId::Call => "MCP tools/call round trip",
         }
     }
 }
@@ -219,6 +232,7 @@ fn step_deadline(id: StepId, opts: &Options) -> Duration {
         StepId::Spawn => opts.spawn_timeout + STEP_SLACK,
         StepId::Handshake => opts.timeout + STEP_SLACK,
         StepId::Echo => opts.timeout * 2 + STEP_SLACK,
+        StepId::Initialize | StepId::Tools | StepId::Call => opts.timeout + STEP_SLACK,
     }
 }
 

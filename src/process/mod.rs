@@ -98,6 +98,21 @@ pub struct Running {
     stop: watch::Sender<Option<(StopReason, Duration)>>,
 }
 
+/// Makes this process the supervisor of the commands it will run, as the
+/// server, `ccx mcp` and `stress --direct` all need: a child subreaper (so
+/// descendants that leave their group are re-parented here and reaped),
+/// the orphan reaper task, and the tracking of escaped descendants (cgroup
+/// v2 or marker). Call once, inside a tokio runtime; returns the mode.
+pub fn supervise_children() -> tracking::Mode {
+    if let Err(e) = reaper::become_subreaper() {
+        tracing::warn!(
+            "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
+        );
+    }
+    tokio::spawn(reaper::run());
+    tracking::init()
+}
+
 impl Running {
     pub fn pgid(&self) -> u32 {
         self.group.0

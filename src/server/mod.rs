@@ -186,6 +186,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(probes::readyz))
         .route(WS_PATH, get(websocket))
         .route(WS_PATH_DOCKER, get(websocket))
+        .merge(crate::mcp::http::router(
+            Arc::new(state.config.clone()),
+            &state.shutdown,
+        ))
         .fallback(not_found)
         .with_state(state)
 }
@@ -233,7 +237,7 @@ async fn not_found(uri: Uri) -> Response {
     let body = json!({
         "error": "not found",
         "path": uri.path(),
-        "endpoints": ["/health", "/healthz", "/livez", "/readyz", WS_PATH, WS_PATH_DOCKER],
+        "endpoints": ["/health", "/healthz", "/livez", "/readyz", WS_PATH, WS_PATH_DOCKER, "/mcp"],
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
