@@ -145,12 +145,13 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
     let install = !args.no_install;
     let mut notes = Vec::new();
 
-    let peer = if ["P1", "P2", "P3", "P5", "P9"].iter().any(|id| wants(id)) {
+    let needs_peer = ["P1", "P2", "P3", "P5", "P9"].iter().any(|id| wants(id));
+    let peer = if needs_peer {
         blocking(move || Ok(setup::peer(install))).await?
     } else {
         Err("not needed for the selected rows".into())
     };
-    if let Err(e) = &peer {
+    if let (true, Err(e)) = (needs_peer, &peer) {
         eprintln!("bench: no FastAPI peer: {e}");
         notes.push(format!("FastAPI peer unavailable: {e}"));
     }
