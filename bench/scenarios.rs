@@ -87,6 +87,16 @@ fn mb(bytes: u64) -> String {
     }
 }
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn list_rates(rates: &[f64]) -> String {
+    let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    format!("{} MB/s", rates.join(", "))
+}
+
 fn p(hist: &Histogram<u64>, q: f64) -> Figure {
     Figure::ms(hist.value_at_quantile(q))
 }
@@ -600,19 +610,25 @@ async fn p6(ctx: &Context) -> Vec<Row> {
     let result = async {
         let ccx = servers::start_ccx(&ctx.bin, &ctx.logs, "p6")?;
         let command = format!("head -c {bytes} /dev/zero | tr '\\000' a; echo");
-        let got = load::stream(&ccx.target(), &command).await?;
-        if got.bytes != bytes + 1 {
-            return Err(BenchError::wire(
-                "ccx",
-                format!("the {bytes}-byte line arrived as {} bytes", got.bytes),
-            ));
+        let mut rates = Vec::new();
+        let mut messages = 0;
+        for _ in 0..ctx.plan.rounds {
+            let got = load::stream(&ccx.target(), &command).await?;
+            if got.bytes != bytes + 1 {
+                return Err(BenchError::wire(
+                    "ccx",
+                    format!("the {bytes}-byte line arrived as {} bytes", got.bytes),
+                ));
+            }
+            rates.push(got.bytes as f64 / got.elapsed.as_secs_f64() / 1e6);
+            messages = got.messages;
         }
         let peak = ccx.peak_rss()?;
-        let rate = got.bytes as f64 / got.elapsed.as_secs_f64() / 1e6;
+        let rate = median(&mut rates);
         let note = format!(
-            "{} process.output messages in {:.2} s",
-            got.messages,
-            got.elapsed.as_secs_f64()
+            "median of {} runs ({}); {messages} process.output messages a run",
+            rates.len(),
+            list_rates(&rates)
         );
         Ok(vec![
             Row::measured(&rate_spec, Figure::mb_per_second(rate), None, note),
@@ -647,10 +663,17 @@ async fn p9(ctx: &Context) -> Vec<Row> {
             }
         };
         let ccx = servers::start_ccx(&ctx.bin, &ctx.logs, "p9")?;
-        let got = load::stream(&ccx.target(), &command).await?;
+        let mut rates = Vec::new();
+        let mut got = None;
+        for _ in 0..ctx.plan.rounds {
+            let run = load::stream(&ccx.target(), &command).await?;
+            check("ccx", &run)?;
+            rates.push(bytes as f64 / run.elapsed.as_secs_f64() / 1e6);
+            got = Some(run);
+        }
         drop(ccx);
-        check("ccx", &got)?;
-        let rate = bytes as f64 / got.elapsed.as_secs_f64() / 1e6;
+        let got = got.ok_or_else(|| BenchError::wire("ccx", "no run"))?;
+        let rate = median(&mut rates);
         let framing = if got.messages == lines {
             "one per line".to_string()
         } else {
@@ -660,7 +683,9 @@ async fn p9(ctx: &Context) -> Vec<Row> {
             )
         };
         let mut note = format!(
-            "ccx sent {} process.output messages for {lines} lines ({framing})",
+            "median of {} runs ({}); ccx sent {} process.output messages for {lines} lines ({framing})",
+            rates.len(),
+            list_rates(&rates),
             got.messages
         );
         // The peer runs at a few MB/s: a fifth of the volume measures its
