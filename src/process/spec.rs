@@ -128,7 +128,11 @@ mod tests {
             execute_timeout(Some(0.5), default),
             Ok(Some(Duration::from_millis(500)))
         );
-        assert_eq!(execute_timeout(Some(0.0), default), Ok(default), "0: not given");
+        assert_eq!(
+            execute_timeout(Some(0.0), default),
+            Ok(default),
+            "0: not given"
+        );
         for bad in [-1.0, f64::NAN, f64::INFINITY, 2e9] {
             assert!(execute_timeout(Some(bad), default).is_err(), "{bad}");
         }

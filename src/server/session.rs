@@ -501,7 +501,11 @@ pub(crate) fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
 /// not `/tmp/x/ls`; list a full path to allow it by path), and, stricter
 /// than cc_executor, the command may not chain, substitute or redirect
 /// (which could start another program).
-pub(crate) fn check_allowed(command: &str, allowed: Option<&[String]>, var: &str) -> Result<(), RpcError> {
+pub(crate) fn check_allowed(
+    command: &str,
+    allowed: Option<&[String]>,
+    var: &str,
+) -> Result<(), RpcError> {
     let Some(allowed) = allowed else {
         return Ok(());
     };

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use super::{skipped_for_url, Outcome};
 use crate::doctor::Ctx;
-use crate::shell;
 use crate::process::resolve_program;
+use crate::shell;
 
 pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let opts = ctx.opts;
