@@ -9,8 +9,10 @@
 //! process group before the report is returned, also when interrupted.
 
 pub mod compare;
+pub mod differences;
 pub mod mcp;
 pub mod render;
+pub mod signatures;
 mod server;
 pub(crate) mod steps;
 
@@ -23,7 +25,7 @@ use crate::client::identity::ServerIdentity;
 use crate::client::{Client, ClientError};
 use crate::config::{Config, Env, Overrides};
 use crate::protocol::{ErrorCode, ServerInfo};
-pub use crate::signatures::{Finding, Severity};
+pub use crate::doctor::signatures::{Finding, Severity};
 use server::ServerProcess;
 
 /// Version of the JSON report's shape; bumped on any incompatible change.

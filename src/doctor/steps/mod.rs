@@ -11,7 +11,7 @@ mod port;
 mod spawn;
 
 use super::{Ctx, Status, StepId, StepResult};
-use crate::signatures::Finding;
+use crate::doctor::signatures::Finding;
 
 /// What a step found; the runner adds its id, title and duration.
 #[derive(Debug, Clone)]
