@@ -146,17 +146,18 @@ fn check_shell(config: &Config) -> Result<(), CliError> {
 /// The readiness line: one JSON object on stdout, printed once the socket
 /// listens. Launchers wait for it (see README, "Readiness line").
 fn announce_ready(config: &Config, url: &str) {
-    let line = serde_json::json!({
-        "event": "ready",
-        "url": url,
-        "health": format!("http://{}/health", url.trim_start_matches("ws://").trim_end_matches("/ws/mcp")),
-        "host": config.host.to_string(),
-        "port": config.port,
-        "pid": std::process::id(),
-        "version": crate::VERSION,
-    });
+    let authority = crate::config::authority(config.host, config.port);
+    let line = crate::protocol::ReadyLine {
+        event: crate::protocol::ReadyLine::EVENT.into(),
+        url: url.to_string(),
+        health: format!("http://{authority}/health"),
+        host: config.host.to_string(),
+        port: config.port,
+        pid: std::process::id(),
+        version: Some(crate::VERSION.into()),
+    };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
     let _ = out.flush();
 }
 

@@ -90,10 +90,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let mut ready = server.ready.clone();
     let url: String = loop {
         if let Some(line) = ready.borrow_and_update().clone() {
-            break line["url"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| config.ws_url());
+            break line.url;
         }
         tokio::select! {
             status = server.exited() => {
