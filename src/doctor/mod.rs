@@ -12,8 +12,8 @@ pub mod compare;
 pub mod differences;
 pub mod mcp;
 pub mod render;
-pub mod signatures;
 mod server;
+pub mod signatures;
 pub(crate) mod steps;
 
 use std::path::PathBuf;
@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::client::identity::ServerIdentity;
 use crate::client::{Client, ClientError};
 use crate::config::{Config, Env, Overrides};
-use crate::protocol::{ErrorCode, ServerInfo};
 pub use crate::doctor::signatures::{Finding, Severity};
+use crate::protocol::{ErrorCode, ServerInfo};
 use server::ServerProcess;
 
 /// Version of the JSON report's shape; bumped on any incompatible change.

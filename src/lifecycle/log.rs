@@ -6,7 +6,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-
 use super::LifecycleError;
 
 /// At most this much of a log is shown when a start fails.

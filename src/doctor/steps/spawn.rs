@@ -22,8 +22,8 @@ use super::binaries::server_program;
 use super::{skipped_for_url, Outcome};
 use crate::config::Config;
 use crate::doctor::server::ServerProcess;
-use crate::doctor::{human_duration, Ctx, Status};
 use crate::doctor::signatures::{self, Finding, Observed, Severity};
+use crate::doctor::{human_duration, Ctx, Status};
 
 /// A pipe buffer on Linux: a launcher that never reads stderr blocks the
 /// server once this much is unread.
