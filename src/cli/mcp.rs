@@ -3,13 +3,11 @@
 //! environment as for `ccx serve`; logs go to stderr, stdout carries only
 //! protocol messages.
 
-use std::io::IsTerminal;
-
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use super::{runtime, use_color, CliError, ColorChoice};
+use super::{init_logging, runtime, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::process::reaper;
@@ -40,17 +38,6 @@ async fn serve(config: Config) -> Result<Exit, CliError> {
     served.map_err(|e| CliError::Startup(e.to_string()))?;
     tracing::info!("stdin closed: stopped");
     Ok(Exit::Success)
-}
-
-fn init_logging(color: ColorChoice) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_ansi(use_color(color, std::io::stderr().is_terminal()))
-        .with_target(false)
-        .try_init();
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

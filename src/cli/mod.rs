@@ -133,6 +133,24 @@ fn state_dir(flag: Option<std::path::PathBuf>) -> Result<crate::lifecycle::State
     Ok(crate::lifecycle::StateDir::new(dir))
 }
 
+/// Logging of the long-running commands (`serve --foreground`, `mcp`): on
+/// stderr, `RUST_LOG` or `info`, colour as decided by `--color`.
+fn init_logging(color: ColorChoice) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_ansi(use_color(color, std::io::stderr().is_terminal()))
+        .with_target(false)
+        // A log nobody reads any more (the launcher's pipe closed) must not
+        // turn into a panic: tracing-subscriber reports write errors with
+        // `eprintln!`, which panics on a broken stderr.
+        .log_internal_errors(false)
+        .try_init();
+}
+
 /// A multi-threaded tokio runtime for one command.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_multi_thread()

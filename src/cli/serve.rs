@@ -7,7 +7,7 @@
 //! detached start to `lifecycle` and print where the server is.
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use super::{runtime, use_color, CliError, ColorChoice};
+use super::{init_logging, runtime, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::lifecycle::{self, StartOptions, StateDir};
@@ -208,21 +208,6 @@ fn stop_when_stdin_closes(shutdown: CancellationToken) {
             shutdown.cancel();
         }
     });
-}
-
-fn init_logging(color: ColorChoice) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_ansi(use_color(color, std::io::stderr().is_terminal()))
-        .with_target(false)
-        // A log nobody reads any more (the launcher's pipe closed) must not
-        // turn into a panic: tracing-subscriber reports write errors with
-        // `eprintln!`, which panics on a broken stderr.
-        .log_internal_errors(false)
-        .try_init();
 }
 
 /// Starts `ccx serve --foreground` (this binary, the same flags) detached,

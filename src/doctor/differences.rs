@@ -114,7 +114,7 @@ pub fn differences(a: &ServerInfo, b: &ServerInfo) -> Vec<Difference> {
         "limits.allowed_commands",
         format!("{:?}", l.0.allowed_commands),
         format!("{:?}", l.1.allowed_commands),
-        "one side refuses some commands (-32002)",
+        "one side refuses some commands (-32001, command not allowed)",
     );
     push(
         "limits.max_output",
@@ -144,7 +144,7 @@ pub fn differences(a: &ServerInfo, b: &ServerInfo) -> Vec<Difference> {
         "limits.max_sessions",
         l.0.max_sessions.to_string(),
         l.1.max_sessions.to_string(),
-        "one side accepts fewer concurrent clients (-32001)",
+        "one side accepts fewer concurrent clients (-32003, session limit)",
     );
     push(
         "limits.ws_ping_interval_ms",

@@ -143,7 +143,7 @@ fn failure(e: ClientError, url: &str, sent_token: bool, deadline: std::time::Dur
             .detail([text])
             .fix("point the URL at a ccx (or cc_executor) server"),
         ClientError::Rpc(rpc) => Outcome::fail(format!("the server refused the session: {} (code {})", rpc.message, rpc.code))
-            .fix(if rpc.code == -32001 { "the server has reached CCX_MAX_SESSIONS: close other sessions or raise the limit" } else { "see the server's message" }),
+            .fix(if rpc.code == crate::protocol::ErrorCode::SessionLimit.code() { "the server has reached CCX_MAX_SESSIONS: close other sessions or raise the limit" } else { "see the server's message" }),
         _ => Outcome::fail(format!("cannot open a session at {url}: {text}"))
             .fix("check the URL and that the server is running"),
     }
