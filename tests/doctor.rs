@@ -93,6 +93,13 @@ fn verbose_shows_details_of_every_step() {
     let text = stdout(&out);
     assert!(text.contains("      CCX_SHELL: /bin/sh"), "{text}");
     assert!(text.contains("      capabilities: execute"), "{text}");
+    // The mechanism that ends escaped descendants is named (cgroup-v2 where
+    // a writable cgroup v2 hierarchy exists, subreaper+marker elsewhere).
+    assert!(
+        text.contains("escaped descendants are tracked by: cgroup-v2")
+            || text.contains("escaped descendants are tracked by: subreaper+marker"),
+        "{text}"
+    );
 }
 
 #[test]

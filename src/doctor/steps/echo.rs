@@ -117,6 +117,16 @@ pub(super) async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         .detail(detail)
         .fix(slow_fix(server.as_ref()));
     }
+    if server.as_ref().map(ServerIdentity::kind) == Some(Kind::Ccx) {
+        // Which mechanism ends the processes that leave a command's group.
+        if let Ok(Ok(info)) = tokio::time::timeout(deadline, client.info(&[])).await {
+            if let Some(mode) = info.process_tracking {
+                detail.push(format!(
+                    "escaped descendants are tracked by: {mode} (see docs/processes.md)"
+                ));
+            }
+        }
+    }
     Outcome::pass(format!(
         "`echo` ran (pid {}) and its output came back in {}",
         c.pid,
