@@ -1,5 +1,10 @@
 //! Configuration: command-line overrides + environment → one validated
 //! [`Config`]. Flags override environment, environment overrides defaults.
+//! cc_executor's variable names ([`ALIASES`]) are read when the `CCX_` name
+//! is unset, so a deployment that switches keeps its settings; the `CCX_`
+//! name wins when both are set. [`Config::sources`] records which name
+//! supplied each value, and [`Config::warnings`] says what was set but not
+//! used (a cc_executor variable ccx does not support, a shadowed alias).
 //!
 //! Every malformed value is a [`ConfigError`] naming the variable, the value
 //! and what was expected. This module never touches the network or starts a
@@ -44,11 +49,140 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ("CCX_MAX_OUTPUT", "output bytes per process"),
     ("CCX_DEFAULT_TIMEOUT", "command timeout"),
     ("CCX_KILL_GRACE", "SIGTERM to SIGKILL grace period"),
+    (
+        "CCX_HEARTBEAT_INTERVAL",
+        "seconds between `ping` notifications (0: none)",
+    ),
     ("CCX_STATE_DIR", "pid file and log of the background server"),
     ("WS_PING_INTERVAL", "WebSocket keep-alive ping interval"),
     ("WS_PING_TIMEOUT", "WebSocket keep-alive timeout"),
     ("WS_MAX_SIZE", "largest WebSocket message accepted"),
 ];
+
+/// cc_executor's names for ccx's variables: `(ccx name, cc_executor name)`.
+/// The cc_executor name is read when the ccx name is unset.
+/// `CC_EXECUTOR_SHELL` takes cc_executor's values (`zsh`, `bash`, `default`),
+/// resolved to a shell path as cc_executor resolves them.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("CCX_PORT", "DEFAULT_PORT"),
+    ("CCX_ALLOWED_COMMANDS", "ALLOWED_COMMANDS"),
+    ("CCX_MAX_SESSIONS", "MAX_SESSIONS"),
+    ("CCX_SHELL", "CC_EXECUTOR_SHELL"),
+    ("CCX_DEFAULT_TIMEOUT", "DEFAULT_EXECUTION_TIMEOUT"),
+    ("CCX_HEARTBEAT_INTERVAL", "WEBSOCKET_HEARTBEAT_INTERVAL"),
+];
+
+/// Variables cc_executor's server reads that ccx does not support, each with
+/// what ccx does instead. Set, each is a warning — never silently ignored.
+pub const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "SESSION_TIMEOUT",
+        "ccx does not expire sessions by age; a dead client is detected by WebSocket ping \
+         (WS_PING_INTERVAL, WS_PING_TIMEOUT)",
+    ),
+    (
+        "MAX_BUFFER_SIZE",
+        "ccx has no line-length limit: a long line is streamed in 64 KiB chunks; output per \
+         process is capped by CCX_MAX_OUTPUT",
+    ),
+    (
+        "STREAM_TIMEOUT",
+        "ccx has no read timeout: bound a command with the execute `timeout` or \
+         CCX_DEFAULT_TIMEOUT",
+    ),
+    (
+        "ENABLE_STREAM_TIMEOUT",
+        "ccx has no read timeout: bound a command with the execute `timeout` or \
+         CCX_DEFAULT_TIMEOUT",
+    ),
+    (
+        "PROCESS_CLEANUP_TIMEOUT",
+        "ccx waits CCX_KILL_GRACE between SIGTERM and SIGKILL",
+    ),
+    (
+        "LOG_LEVEL",
+        "ccx logs to stderr at the level RUST_LOG sets (e.g. RUST_LOG=debug; default info)",
+    ),
+    ("DEBUG", "set RUST_LOG=debug for ccx's debug log"),
+    ("TEST_MODE", "ccx has no test mode; it is ignored"),
+    (
+        "HEALTH_CHECK_INTERVAL",
+        "ccx answers /health on demand; it is ignored (cc_executor does not use it either)",
+    ),
+    (
+        "DISABLE_VENV_WRAPPING",
+        "ccx never wraps commands in a virtualenv: commands run as given",
+    ),
+    (
+        "REDIS_URL",
+        "ccx uses no Redis (no hooks, no timeout estimation)",
+    ),
+    (
+        "REDIS_HOST",
+        "ccx uses no Redis (no hooks, no timeout estimation)",
+    ),
+    (
+        "REDIS_PORT",
+        "ccx uses no Redis (no hooks, no timeout estimation)",
+    ),
+    (
+        "REDIS_TIMEOUT",
+        "ccx uses no Redis (no hooks, no timeout estimation)",
+    ),
+];
+
+/// Where cc_executor looks for the shell `CC_EXECUTOR_SHELL` names.
+const CC_EXECUTOR_SHELLS: &[(&str, &[&str])] = &[
+    ("zsh", &["/bin/zsh", "/usr/bin/zsh", "/usr/local/bin/zsh"]),
+    (
+        "bash",
+        &["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"],
+    ),
+];
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    /// A command-line flag, e.g. `--port`.
+    Flag(&'static str),
+    /// An environment variable: ccx's name, or cc_executor's (see [`ALIASES`]).
+    Env(&'static str),
+}
+
+impl Source {
+    /// True when a cc_executor name supplied the value.
+    pub fn is_alias(&self) -> bool {
+        matches!(self, Source::Env(name) if ALIASES.iter().any(|(_, alias)| alias == name))
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Flag(flag) => f.write_str(flag),
+            Source::Env(name) => match ALIASES.iter().find(|(_, alias)| alias == name) {
+                Some((ccx, _)) => write!(f, "{name} (cc_executor's name for {ccx})"),
+                None => f.write_str(name),
+            },
+        }
+    }
+}
+
+/// Something set that ccx does not use as written; never silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The variable the warning is about.
+    pub variable: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// What went wrong building a [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -107,8 +241,15 @@ pub struct Config {
     pub ws_ping_interval: Duration,
     pub ws_ping_timeout: Duration,
     pub ws_max_size: usize,
+    /// Interval of cc_executor's `ping` notification; `None`: none sent.
+    pub heartbeat_interval: Option<Duration>,
     /// Serve a non-loopback address without a token (explicit opt-in).
     pub insecure_no_auth: bool,
+    /// Which name supplied each setting (by field name, e.g. `"port"`);
+    /// a setting not listed has its default.
+    pub sources: BTreeMap<&'static str, Source>,
+    /// Variables that are set but not used as written.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 pub const DEFAULT_PORT: u16 = 8003;
@@ -132,7 +273,10 @@ impl Default for Config {
             ws_ping_interval: Duration::from_secs(20),
             ws_ping_timeout: Duration::from_secs(30),
             ws_max_size: 10 * MIB as usize,
+            heartbeat_interval: Some(Duration::from_secs(30)),
             insecure_no_auth: false,
+            sources: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -141,57 +285,131 @@ impl Config {
     /// Builds the configuration from flags and an environment snapshot.
     pub fn load(overrides: &Overrides, env: &Env) -> Result<Config, ConfigError> {
         let d = Config::default();
-        let get = |name: &str| env.get(name).map(String::as_str);
+        let mut l = Loader {
+            env,
+            sources: BTreeMap::new(),
+            warnings: Vec::new(),
+        };
 
         let host = match &overrides.host {
-            Some(h) => parse_host(h).map_err(|e| invalid("--host", h, &e))?,
-            None => parsed(env, "CCX_HOST", parse_host)?.unwrap_or(d.host),
+            Some(h) => {
+                l.sources.insert("host", Source::Flag("--host"));
+                parse_host(h).map_err(|e| invalid("--host", h, &e))?
+            }
+            None => l.parsed("host", "CCX_HOST", parse_host)?.unwrap_or(d.host),
         };
         let port = match overrides.port {
-            Some(p) => p,
-            None => parsed(env, "CCX_PORT", parse_port)?.unwrap_or(d.port),
+            Some(p) => {
+                l.sources.insert("port", Source::Flag("--port"));
+                p
+            }
+            None => l.parsed("port", "CCX_PORT", parse_port)?.unwrap_or(d.port),
         };
-        let token = match get("CCX_TOKEN") {
-            Some("") | None => None,
-            Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+        let token = match l.raw("token", "CCX_TOKEN") {
+            Some((_, "")) | None => None,
+            Some((var, t)) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
                 return Err(invalid(
-                    "CCX_TOKEN",
+                    var,
                     "<hidden>",
                     "a token without spaces or control characters",
                 ))
             }
-            Some(t) => Some(t.to_string()),
+            Some((_, t)) => Some(t.to_string()),
         };
-        let shell = match get("CCX_SHELL") {
-            Some("") => return Err(invalid("CCX_SHELL", "", "a path to a shell, e.g. /bin/sh")),
-            Some(s) => PathBuf::from(s),
+        let shell = match l.raw("shell", "CCX_SHELL") {
+            Some(("CCX_SHELL", "")) => {
+                return Err(invalid("CCX_SHELL", "", "a path to a shell, e.g. /bin/sh"))
+            }
+            Some(("CCX_SHELL", s)) => PathBuf::from(s),
+            Some((alias, value)) => l.cc_executor_shell(alias, value, &d.shell),
             None => d.shell,
         };
-        let allowed_commands = parsed(env, "CCX_ALLOWED_COMMANDS", parse_list)?;
-        let allowed_origins = parsed(env, "CCX_ALLOWED_ORIGINS", parse_list)?.unwrap_or_default();
-        let max_sessions = parsed(env, "CCX_MAX_SESSIONS", parse_count)?.unwrap_or(d.max_sessions);
-        let max_output = parsed(env, "CCX_MAX_OUTPUT", parse_size)?.unwrap_or(d.max_output);
-        let default_timeout = parsed(env, "CCX_DEFAULT_TIMEOUT", parse_optional_duration)?
+        let allowed_commands = match l.raw("allowed_commands", "CCX_ALLOWED_COMMANDS") {
+            Some(("ALLOWED_COMMANDS", raw)) if raw.trim().is_empty() => {
+                // cc_executor reads an empty list as "no restriction"; so does ccx, loudly.
+                l.sources.remove("allowed_commands");
+                l.warn(
+                    "ALLOWED_COMMANDS",
+                    "ALLOWED_COMMANDS is set but empty: every command is allowed (as in \
+                     cc_executor); unset it, or list the programs to allow",
+                );
+                None
+            }
+            Some((var, raw)) => Some(parse_list(raw).map_err(|e| invalid(var, raw, &e))?),
+            None => None,
+        };
+        let allowed_origins = l
+            .parsed("allowed_origins", "CCX_ALLOWED_ORIGINS", parse_list)?
+            .unwrap_or_default();
+        let max_sessions = l
+            .parsed("max_sessions", "CCX_MAX_SESSIONS", parse_count)?
+            .unwrap_or(d.max_sessions);
+        let max_output = l
+            .parsed("max_output", "CCX_MAX_OUTPUT", parse_size)?
+            .unwrap_or(d.max_output);
+        let default_timeout = l
+            .parsed(
+                "default_timeout",
+                "CCX_DEFAULT_TIMEOUT",
+                parse_optional_duration,
+            )?
             .unwrap_or(d.default_timeout);
-        let kill_grace = parsed(env, "CCX_KILL_GRACE", parse_duration)?.unwrap_or(d.kill_grace);
-        let ws_ping_interval =
-            parsed(env, "WS_PING_INTERVAL", parse_positive_duration)?.unwrap_or(d.ws_ping_interval);
-        let ws_ping_timeout =
-            parsed(env, "WS_PING_TIMEOUT", parse_positive_duration)?.unwrap_or(d.ws_ping_timeout);
-        let ws_max_size = match get("WS_MAX_SIZE") {
-            Some(raw) => {
-                let n = parse_size(raw).map_err(|e| invalid("WS_MAX_SIZE", raw, &e))?;
+        let kill_grace = l
+            .parsed("kill_grace", "CCX_KILL_GRACE", parse_duration)?
+            .unwrap_or(d.kill_grace);
+        let heartbeat_interval = l
+            .parsed(
+                "heartbeat_interval",
+                "CCX_HEARTBEAT_INTERVAL",
+                parse_optional_duration,
+            )?
+            .unwrap_or(d.heartbeat_interval);
+        let ws_ping_interval = l
+            .parsed(
+                "ws_ping_interval",
+                "WS_PING_INTERVAL",
+                parse_positive_duration,
+            )?
+            .unwrap_or(d.ws_ping_interval);
+        let ws_ping_timeout = l
+            .parsed(
+                "ws_ping_timeout",
+                "WS_PING_TIMEOUT",
+                parse_positive_duration,
+            )?
+            .unwrap_or(d.ws_ping_timeout);
+        let ws_max_size = match l.raw("ws_max_size", "WS_MAX_SIZE") {
+            Some((var, raw)) => {
+                let n = parse_size(raw).map_err(|e| invalid(var, raw, &e))?;
                 if n < 1024 {
-                    return Err(invalid("WS_MAX_SIZE", raw, "at least 1KiB"));
+                    return Err(invalid(var, raw, "at least 1KiB"));
                 }
-                usize::try_from(n).map_err(|_| invalid("WS_MAX_SIZE", raw, "a smaller size"))?
+                usize::try_from(n).map_err(|_| invalid(var, raw, "a smaller size"))?
             }
             None => d.ws_max_size,
         };
         let state_dir = match &overrides.state_dir {
-            Some(p) => p.clone(),
-            None => state_dir_from(env)?,
+            Some(p) => {
+                l.sources.insert("state_dir", Source::Flag("--state-dir"));
+                p.clone()
+            }
+            None => {
+                if env.get("CCX_STATE_DIR").is_some_and(|v| !v.is_empty()) {
+                    l.sources.insert("state_dir", Source::Env("CCX_STATE_DIR"));
+                }
+                state_dir_from(env)?
+            }
         };
+        for (name, instead) in UNSUPPORTED {
+            if let Some(value) = env.get(*name) {
+                l.warn(
+                    name,
+                    &format!(
+                        "{name}={value} is a cc_executor setting ccx does not support: {instead}"
+                    ),
+                );
+            }
+        }
 
         let config = Config {
             host,
@@ -208,10 +426,27 @@ impl Config {
             ws_ping_interval,
             ws_ping_timeout,
             ws_max_size,
+            heartbeat_interval,
             insecure_no_auth: overrides.insecure_no_auth,
+            sources: l.sources,
+            warnings: l.warnings,
         };
         config.check_bind_is_safe()?;
         Ok(config)
+    }
+
+    /// Where setting `field` (e.g. `"allowed_commands"`) came from.
+    pub fn source_of(&self, field: &str) -> Source {
+        self.sources.get(field).cloned().unwrap_or(Source::Default)
+    }
+
+    /// The variable name to quote to a user about `field`: the one that set
+    /// it, or ccx's own name when it has its default.
+    pub fn variable_of(&self, field: &str, ccx_name: &'static str) -> &'static str {
+        match self.source_of(field) {
+            Source::Env(name) => name,
+            _ => ccx_name,
+        }
     }
 
     /// A non-loopback bind without a token is refused unless explicitly allowed.
@@ -264,15 +499,117 @@ pub fn unknown_vars(env: &Env) -> Vec<(String, Option<&'static str>)> {
         .collect()
 }
 
-/// Parses variable `name` when it is set.
-fn parsed<T>(
-    env: &Env,
-    name: &str,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<Option<T>, ConfigError> {
-    env.get(name)
-        .map(|raw| parse(raw).map_err(|expected| invalid(name, raw, &expected)))
-        .transpose()
+/// Reads settings from the environment, recording which name supplied each
+/// and what deserves a warning.
+struct Loader<'a> {
+    env: &'a Env,
+    sources: BTreeMap<&'static str, Source>,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl<'a> Loader<'a> {
+    fn warn(&mut self, variable: &str, message: &str) {
+        self.warnings.push(ConfigWarning {
+            variable: variable.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The value of `ccx_name`, or of its cc_executor alias when it is unset,
+    /// with the name that supplied it. Both set: ccx's wins, and when the
+    /// values differ that is a warning.
+    fn raw(
+        &mut self,
+        field: &'static str,
+        ccx_name: &'static str,
+    ) -> Option<(&'static str, &'a str)> {
+        let alias = ALIASES
+            .iter()
+            .find(|(ccx, _)| *ccx == ccx_name)
+            .map(|(_, alias)| *alias);
+        let env: &'a Env = self.env;
+        let own = env.get(ccx_name).map(String::as_str);
+        let aliased = alias.and_then(|a| env.get(a).map(|v| (a, v.as_str())));
+        let chosen = match (own, aliased) {
+            (Some(value), Some((alias, other))) => {
+                if value != other {
+                    let shown = |v: &str| {
+                        if ccx_name == "CCX_TOKEN" {
+                            "<hidden>".to_string()
+                        } else {
+                            v.to_string()
+                        }
+                    };
+                    self.warn(
+                        alias,
+                        &format!(
+                            "both {ccx_name}={} and cc_executor's {alias}={} are set: {ccx_name} wins",
+                            shown(value),
+                            shown(other)
+                        ),
+                    );
+                }
+                Some((ccx_name, value))
+            }
+            (Some(value), None) => Some((ccx_name, value)),
+            (None, Some((alias, value))) => Some((alias, value)),
+            (None, None) => None,
+        };
+        if let Some((name, _)) = chosen {
+            self.sources.insert(field, Source::Env(name));
+        }
+        chosen
+    }
+
+    /// Parses setting `field` when it (or its alias) is set.
+    fn parsed<T>(
+        &mut self,
+        field: &'static str,
+        ccx_name: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.raw(field, ccx_name)
+            .map(|(var, raw)| parse(raw).map_err(|expected| invalid(var, raw, &expected)))
+            .transpose()
+    }
+
+    /// `CC_EXECUTOR_SHELL`: `zsh` or `bash` is the first of cc_executor's
+    /// paths that exists, else (as cc_executor does) the system shell;
+    /// `default` is the system shell. Other values: the system shell, and a
+    /// warning.
+    fn cc_executor_shell(&mut self, var: &str, value: &str, system: &std::path::Path) -> PathBuf {
+        let wanted = value.trim();
+        if wanted == "default" {
+            return system.to_path_buf();
+        }
+        let Some((_, paths)) = CC_EXECUTOR_SHELLS.iter().find(|(name, _)| *name == wanted) else {
+            self.warn(
+                var,
+                &format!(
+                    "{var}={value} is not one of zsh, bash or default: commands run with {} \
+                     (cc_executor falls back to the system shell too); set CCX_SHELL to a path \
+                     to choose another",
+                    system.display()
+                ),
+            );
+            return system.to_path_buf();
+        };
+        match paths.iter().find(|p| std::path::Path::new(p).is_file()) {
+            Some(found) => PathBuf::from(found),
+            None => {
+                self.warn(
+                    var,
+                    &format!(
+                        "{var}={value} but {wanted} is not installed at {}: commands run with {} \
+                         (as cc_executor falls back)",
+                        paths.join(", "),
+                        system.display()
+                    ),
+                );
+                system.to_path_buf()
+            }
+        }
+    }
 }
 
 fn invalid(var: &str, value: &str, expected: &str) -> ConfigError {
@@ -480,5 +817,101 @@ mod tests {
         let u = unknown_vars(&env(&[("CCX_PROT", "9000"), ("CCX_WHATEVER_ELSE", "1")]));
         assert_eq!(u[0], ("CCX_PROT".to_string(), Some("CCX_PORT")));
         assert_eq!(u[1], ("CCX_WHATEVER_ELSE".to_string(), None));
+    }
+
+    #[test]
+    fn cc_executor_names_are_read_when_the_ccx_name_is_unset() {
+        let c = load(&[
+            ("DEFAULT_PORT", "9100"),
+            ("ALLOWED_COMMANDS", "echo, ls"),
+            ("MAX_SESSIONS", "7"),
+            ("DEFAULT_EXECUTION_TIMEOUT", "600"),
+            ("WEBSOCKET_HEARTBEAT_INTERVAL", "5"),
+            ("CC_EXECUTOR_SHELL", "default"),
+        ])
+        .unwrap();
+        assert_eq!(c.port, 9100);
+        assert_eq!(c.allowed_commands, Some(vec!["echo".into(), "ls".into()]));
+        assert_eq!(c.max_sessions, 7);
+        assert_eq!(c.default_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.heartbeat_interval, Some(Duration::from_secs(5)));
+        assert_eq!(c.shell, PathBuf::from("/bin/sh"));
+        assert_eq!(c.source_of("port"), Source::Env("DEFAULT_PORT"));
+        assert!(c.source_of("port").is_alias());
+        assert_eq!(c.source_of("max_output"), Source::Default);
+        assert_eq!(
+            c.source_of("allowed_commands").to_string(),
+            "ALLOWED_COMMANDS (cc_executor's name for CCX_ALLOWED_COMMANDS)"
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn the_ccx_name_wins_and_a_different_alias_is_a_warning() {
+        let c = load(&[("CCX_PORT", "9000"), ("DEFAULT_PORT", "9100")]).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.source_of("port"), Source::Env("CCX_PORT"));
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0].message.contains("CCX_PORT wins"),
+            "{:?}",
+            c.warnings
+        );
+        let c = load(&[("CCX_PORT", "9000"), ("DEFAULT_PORT", "9000")]).unwrap();
+        assert!(c.warnings.is_empty());
+        let c = Config::load(
+            &Overrides {
+                port: Some(1),
+                ..Default::default()
+            },
+            &env(&[("DEFAULT_PORT", "9100")]),
+        )
+        .unwrap();
+        assert_eq!((c.port, c.source_of("port")), (1, Source::Flag("--port")));
+    }
+
+    #[test]
+    fn a_malformed_alias_names_the_alias() {
+        let e = load(&[("DEFAULT_PORT", "http")]).unwrap_err().to_string();
+        assert!(e.contains("DEFAULT_PORT") && e.contains("http"), "{e}");
+        let e = load(&[("MAX_SESSIONS", "0")]).unwrap_err().to_string();
+        assert!(e.contains("MAX_SESSIONS"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_cc_executor_variables_are_warnings_that_name_them() {
+        let c = load(&[("SESSION_TIMEOUT", "3600"), ("LOG_LEVEL", "DEBUG")]).unwrap();
+        let named: Vec<&str> = c.warnings.iter().map(|w| w.variable.as_str()).collect();
+        assert_eq!(named, ["SESSION_TIMEOUT", "LOG_LEVEL"]);
+        assert!(
+            c.warnings[1].message.contains("RUST_LOG"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn cc_executor_shell_values_resolve_like_cc_executor() {
+        let c = load(&[("CC_EXECUTOR_SHELL", "fish")]).unwrap();
+        assert_eq!(c.shell, PathBuf::from("/bin/sh"));
+        assert_eq!(c.warnings[0].variable, "CC_EXECUTOR_SHELL");
+        let c = load(&[("CC_EXECUTOR_SHELL", "bash")]).unwrap();
+        let bash = ["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file());
+        match bash {
+            Some(path) => assert_eq!(c.shell, PathBuf::from(path)),
+            None => assert_eq!(c.warnings.len(), 1),
+        }
+        let c = load(&[("CC_EXECUTOR_SHELL", "bash"), ("CCX_SHELL", "/bin/dash")]).unwrap();
+        assert_eq!(c.shell, PathBuf::from("/bin/dash"));
+    }
+
+    #[test]
+    fn an_empty_allowed_commands_alias_allows_everything_loudly() {
+        let c = load(&[("ALLOWED_COMMANDS", "")]).unwrap();
+        assert_eq!(c.allowed_commands, None);
+        assert_eq!(c.warnings[0].variable, "ALLOWED_COMMANDS");
+        assert!(load(&[("CCX_ALLOWED_COMMANDS", "")]).is_err());
     }
 }

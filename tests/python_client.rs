@@ -69,8 +69,8 @@ fn python_websockets_client_executes_streams_and_controls() {
     assert_eq!(summary["status"], "failed");
     assert_eq!(
         summary["controls"],
-        serde_json::json!(["paused", "resumed", "cancelled"])
+        serde_json::json!(["paused", "resumed", "canceled"])
     );
-    assert_eq!(summary["cancelled"], "cancelled");
+    assert_eq!(summary["cancelled"], "canceled");
     assert_eq!(summary["parse_error"], -32700);
 }

@@ -152,11 +152,16 @@ async fn hundred_megabyte_line_arrives_whole_with_bounded_server_memory() {
         .unwrap();
     let mut bytes = 0usize;
     let mut all_a = true;
+    let mut chunks = 0u32;
+    let mut last_truncated = true;
     let completed = loop {
         match next(&mut client).await {
             Event::Output(o) => {
                 assert_eq!(o.stream, StreamKind::Stdout);
-                assert!(!o.truncated);
+                assert_eq!(o.chunk_index, Some(chunks), "chunks numbered in order");
+                assert!(o.data.len() <= 65536);
+                chunks += 1;
+                last_truncated = o.truncated;
                 all_a &= o.data.bytes().all(|b| b == b'a');
                 bytes += o.data.len();
             }
@@ -168,10 +173,85 @@ async fn hundred_megabyte_line_arrives_whole_with_bounded_server_memory() {
     assert_eq!(completed.exit_code, 0);
     assert_eq!(bytes, 100_000_000);
     assert!(all_a);
+    assert!(!last_truncated, "the line's last chunk ends it");
     let rss = peak_rss(server.pid()).expect("server VmHWM");
     eprintln!(
         "100 MB line: {:.1} MB/s end to end, server peak RSS {:.1} MB",
         100.0 / elapsed.as_secs_f64(),
+        rss as f64 / 1e6
+    );
+    assert!(rss < 64 * 1024 * 1024, "server peak RSS {rss} bytes");
+}
+
+/// A figure (run it with `--release -- --ignored --nocapture`): 100 MB of
+/// 100-byte lines, one `process.output` per line, through the server to a
+/// client that parses every message into the typed `Output` (serde derive
+/// straight from the text, as a streaming client would; `Client::next_event`
+/// goes through `serde_json::Value` and costs more than the server).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a figure: cargo test --release --test server hundred_megabyte_in_lines -- --ignored --nocapture"]
+async fn hundred_megabyte_in_lines_streams_one_message_per_line() {
+    use futures_util::{SinkExt, StreamExt};
+
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        method: Option<String>,
+        params: Option<ccx::protocol::Output>,
+    }
+
+    let server = TestServer::start_with(&[("CCX_MAX_OUTPUT", "256MiB")], &[]);
+    let mut socket = Client::open(&server.options()).await.unwrap();
+    let connected = timeout(LONG, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(connected.to_text().unwrap().contains("connected"));
+    let line = "l".repeat(99);
+    let start = Instant::now();
+    let request = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "execute",
+        "params": {"command": format!("yes {line} | head -n 1000000")}});
+    socket
+        .send(Message::text(request.to_string()))
+        .await
+        .unwrap();
+    let (mut bytes, mut messages, mut whole_lines) = (0usize, 0usize, true);
+    let completed = loop {
+        let message = timeout(LONG, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        match serde_json::from_str::<Typed>(&text) {
+            Ok(Typed {
+                method: Some(m),
+                params: Some(o),
+            }) if m == "process.output" => {
+                whole_lines &= o.data.len() == 100 && o.data.ends_with('\n');
+                bytes += o.data.len();
+                messages += 1;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["method"] == "process.completed" {
+                    break frame["params"].clone();
+                }
+            }
+        }
+    };
+    let elapsed = start.elapsed();
+    assert_eq!(completed["exit_code"], 0);
+    assert_eq!((messages, bytes), (1_000_000, 100_000_000));
+    assert!(whole_lines, "every message is one 100-byte line");
+    let rss = peak_rss(server.pid()).expect("server VmHWM");
+    eprintln!(
+        "100 MB in 100-byte lines: {:.1} MB/s end to end ({:.0} messages/s), server peak RSS {:.1} MB",
+        100.0 / elapsed.as_secs_f64(),
+        messages as f64 / elapsed.as_secs_f64(),
         rss as f64 / 1e6
     );
     assert!(rss < 64 * 1024 * 1024, "server peak RSS {rss} bytes");
@@ -250,7 +330,7 @@ async fn cancel_kills_the_whole_process_group() {
     let mut client = server.client().await;
     let started = start_two_sleeps(&mut client).await;
     let result = client.control(ControlType::Cancel).await.unwrap();
-    assert_eq!(result.status, "cancelled");
+    assert_eq!(result.status, "canceled");
     let c = completion(&mut client).await;
     assert_eq!(c.status, CompletionStatus::Canceled);
     assert!(
@@ -371,13 +451,20 @@ async fn one_process_per_session_and_control_needs_a_process() {
     let server = TestServer::start();
     let mut client = server.client().await;
     match client.control(ControlType::Pause).await {
-        Err(ClientError::Rpc(e)) => assert_eq!(e.code, -32003),
-        other => panic!("expected -32003, got {other:?}"),
+        Err(ClientError::Rpc(e)) => assert_eq!(e.code, -32002, "no process: {}", e.message),
+        other => panic!("expected -32002, got {other:?}"),
     }
     client.execute(&exec("sleep 300")).await.unwrap();
     match client.execute(&exec("echo second")).await {
-        Err(ClientError::Rpc(e)) => assert_eq!(e.code, -32005, "{}", e.message),
-        other => panic!("expected -32005, got {other:?}"),
+        Err(ClientError::Rpc(e)) => {
+            assert_eq!(e.code, -32602, "{}", e.message);
+            assert!(
+                e.message.starts_with("A process is already running"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected -32602, got {other:?}"),
     }
     client.control(ControlType::Cancel).await.unwrap();
     completion(&mut client).await;
@@ -576,6 +663,9 @@ async fn health_answers_json_and_unknown_paths_are_404() {
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["service"], "ccx");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    for field in ["active_sessions", "max_sessions", "uptime_seconds"] {
+        assert!(body[field].is_number(), "{field}: {body}");
+    }
     let missing = ccx::client::http::get(&authority, "/nope", LONG)
         .await
         .unwrap();
@@ -591,12 +681,12 @@ async fn health_answers_json_and_unknown_paths_are_404() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn session_limit_answers_32001() {
+async fn session_limit_answers_32003() {
     let server = TestServer::start_with(&[("CCX_MAX_SESSIONS", "1")], &[]);
     let _first = server.client().await;
     match Client::connect(&server.options()).await {
-        Err(ClientError::Rpc(e)) => assert_eq!(e.code, -32001, "{}", e.message),
-        Err(other) => panic!("expected -32001, got {other:?}"),
+        Err(ClientError::Rpc(e)) => assert_eq!(e.code, -32003, "{}", e.message),
+        Err(other) => panic!("expected -32003, got {other:?}"),
         Ok(_) => panic!("second session accepted over the limit"),
     }
 }
@@ -629,7 +719,7 @@ async fn token_is_required_when_set() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn allowlist_refuses_other_programs_with_32002() {
+async fn allowlist_refuses_other_programs_with_32001() {
     let server = TestServer::start_with(&[("CCX_ALLOWED_COMMANDS", "echo")], &[]);
     let mut client = server.client().await;
     assert_eq!(
@@ -638,8 +728,8 @@ async fn allowlist_refuses_other_programs_with_32002() {
     );
     for refused in ["ls /", "echo a; ls /", "echo $(ls)"] {
         match client.execute(&exec(refused)).await {
-            Err(ClientError::Rpc(e)) => assert_eq!(e.code, -32002, "{refused}: {}", e.message),
-            other => panic!("{refused}: expected -32002, got {other:?}"),
+            Err(ClientError::Rpc(e)) => assert_eq!(e.code, -32001, "{refused}: {}", e.message),
+            other => panic!("{refused}: expected -32001, got {other:?}"),
         }
     }
 }

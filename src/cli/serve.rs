@@ -83,6 +83,12 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
             None => tracing::warn!("unknown variable {name} ignored"),
         }
     }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    for (field, source) in config.sources.iter().filter(|(_, s)| s.is_alias()) {
+        tracing::info!("{field} from {source}");
+    }
     if config.insecure_no_auth && !config.host.is_loopback() && config.token.is_none() {
         tracing::warn!(
             "INSECURE: listening on {} without a token (--insecure-no-auth): anyone who can reach this address can run shell commands",
@@ -223,6 +229,9 @@ fn background(args: &ServeArgs, config: Config, env: &config::Env) -> Result<Exi
             ),
             None => writeln!(err, "warning: unknown variable {name} ignored"),
         };
+    }
+    for warning in &config.warnings {
+        let _ = writeln!(err, "warning: {warning}");
     }
     let state = StateDir::create(&config.state_dir)?;
     let exe = std::env::current_exe()?;

@@ -1,12 +1,14 @@
 //! Running one shell command: spawned by the configured shell in a new
 //! process group with stdin from /dev/null, stdout and stderr pumped
-//! concurrently through a bounded channel as UTF-8-safe chunks, paused,
-//! resumed or stopped as a whole group, and always reaped.
+//! concurrently through a bounded channel as line-framed, UTF-8-safe
+//! messages (`lines`), paused, resumed or stopped as a whole group, and
+//! always reaped.
 //!
 //! This module knows nothing of WebSocket or HTTP: it produces
 //! [`Event`]s (wire types from `protocol`) and takes stop requests.
 
 pub mod group;
+pub mod lines;
 pub mod reaper;
 pub mod utf8;
 
@@ -27,13 +29,17 @@ use tokio::time::{sleep_until, timeout, Instant};
 pub use group::Group;
 
 use crate::protocol::{Completed, CompletionStatus, Output, StreamKind};
-use utf8::Utf8Chunker;
+use lines::LineFramer;
 
 /// Bytes read from a pipe at a time (one pipe buffer).
 const READ_CHUNK: usize = 64 * 1024;
-/// Chunks in flight between the pipes and the consumer: with READ_CHUNK this
-/// bounds buffered output to about 1 MiB per process.
+/// Messages in flight between the pipes and the consumer: with messages of
+/// at most 64 KiB this bounds queued output to about 1 MiB per process (plus
+/// what `lines` holds of an unfinished line).
 const EVENT_QUEUE: usize = 16;
+/// Output that stops mid-line is sent after this long without new bytes,
+/// so that a prompt or a progress dot is not held until the newline.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(200);
 /// How long output may keep flowing after the whole group is gone (a
 /// descendant that left the group can hold the pipes open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
@@ -309,8 +315,9 @@ impl OutputBudget {
     }
 }
 
-/// Reads one pipe to EOF, sending UTF-8 chunks; past the output cap it keeps
-/// reading (so the process never blocks on a full pipe) and drops the bytes.
+/// Reads one pipe to EOF, sending its lines (`lines::LineFramer`); past the
+/// output cap it keeps reading (so the process never blocks on a full pipe)
+/// and drops the bytes.
 struct Pump {
     stream: StreamKind,
     events: mpsc::Sender<Event>,
@@ -324,33 +331,44 @@ struct Pump {
 impl Pump {
     async fn run(mut self, mut reader: impl AsyncRead + Unpin) {
         let mut buf = vec![0u8; READ_CHUNK];
-        let mut chunker = Utf8Chunker::default();
+        let mut framer = LineFramer::new(self.stream);
+        let mut ready = Vec::new();
         let mut capped = false;
         let mut consumer_gone = false;
         loop {
-            let Some(n) = self.read(&mut reader, &mut buf).await else {
+            let read = if framer.has_partial() && !capped && !consumer_gone {
+                match timeout(IDLE_FLUSH, self.read(&mut reader, &mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        framer.flush_partial(&mut ready);
+                        consumer_gone = !self.send_all(&mut ready).await;
+                        continue;
+                    }
+                }
+            } else {
+                self.read(&mut reader, &mut buf).await
+            };
+            let Some(n) = read else {
                 break;
             };
             if capped || consumer_gone {
                 continue;
             }
             let granted = self.budget.take(n as u64) as usize;
-            let decoded = chunker.push(&buf[..granted]);
-            let truncated = granted < n && self.budget.announce_truncation();
+            framer.push(&buf[..granted], &mut ready);
             if granted < n {
                 capped = true;
-                chunker.discard();
+                let sent = framer.truncate(&mut ready);
+                let first = self.budget.announce_truncation();
+                if !sent && first {
+                    ready.push(self.output(String::new(), true, false));
+                }
             }
-            if decoded.text.is_empty() && !truncated {
-                continue;
-            }
-            if !self.send(decoded.text, truncated, decoded.lossy).await {
-                consumer_gone = true;
-            }
+            consumer_gone = !self.send_all(&mut ready).await;
         }
-        let rest = chunker.finish();
-        if !rest.text.is_empty() && !consumer_gone {
-            self.send(rest.text, false, rest.lossy).await;
+        if !capped && !consumer_gone {
+            framer.finish(&mut ready);
+            self.send_all(&mut ready).await;
         }
     }
 
@@ -376,15 +394,25 @@ impl Pump {
         }
     }
 
-    async fn send(&self, data: String, truncated: bool, lossy: bool) -> bool {
-        let output = Output {
+    /// Sends the framed messages in order (emptying `ready`); false once
+    /// the consumer is gone.
+    async fn send_all(&self, ready: &mut Vec<Output>) -> bool {
+        for output in ready.drain(..) {
+            if self.events.send(Event::Output(output)).await.is_err() {
+                return false; // dropping the drain discards the rest
+            }
+        }
+        true
+    }
+
+    fn output(&self, data: String, truncated: bool, lossy: bool) -> Output {
+        Output {
             stream: self.stream,
             data,
             truncated,
             lossy,
             chunk_index: None,
             total_chunks: None,
-        };
-        self.events.send(Event::Output(output)).await.is_ok()
+        }
     }
 }

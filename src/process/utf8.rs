@@ -1,62 +1,18 @@
-//! UTF-8-safe chunking of a byte stream: output is cut into `String` chunks
-//! without ever splitting a multi-byte character, and invalid bytes are
-//! replaced by U+FFFD with the chunk flagged as lossy.
+//! UTF-8 helpers for framing output: where a chunk may be cut without
+//! splitting a character, and decoding with invalid bytes replaced by
+//! U+FFFD (reported, so that the message can say `lossy`).
 
-/// Turns arbitrary byte chunks into valid UTF-8 strings, carrying an
-/// incomplete trailing character over to the next chunk.
-#[derive(Debug, Default)]
-pub struct Utf8Chunker {
-    pending: Vec<u8>,
-}
-
-/// One decoded chunk; `lossy` is true when invalid bytes were replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded {
-    pub text: String,
-    pub lossy: bool,
-}
-
-impl Utf8Chunker {
-    /// Decodes `bytes` after whatever was carried over. A character cut at
-    /// the end is kept back for the next call.
-    pub fn push(&mut self, bytes: &[u8]) -> Decoded {
-        self.pending.extend_from_slice(bytes);
-        let cut = complete_prefix_len(&self.pending);
-        let rest = self.pending.split_off(cut);
-        let decoded = decode(&self.pending);
-        self.pending = rest;
-        decoded
-    }
-
-    /// Decodes what is left at end of stream; an incomplete character is invalid here.
-    pub fn finish(&mut self) -> Decoded {
-        let decoded = decode(&self.pending);
-        self.pending.clear();
-        decoded
-    }
-
-    /// Drops a carried-over partial character (used when output is truncated).
-    pub fn discard(&mut self) {
-        self.pending.clear();
-    }
-}
-
-fn decode(bytes: &[u8]) -> Decoded {
-    match String::from_utf8_lossy(bytes) {
-        std::borrow::Cow::Borrowed(s) => Decoded {
-            text: s.to_owned(),
-            lossy: false,
-        },
-        std::borrow::Cow::Owned(s) => Decoded {
-            text: s,
-            lossy: true,
-        },
+/// Decodes `bytes`; the flag is true when invalid bytes were replaced.
+pub fn decode(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), false),
+        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), true),
     }
 }
 
 /// Length of the longest prefix that does not end inside a character that
 /// more bytes could still complete.
-fn complete_prefix_len(buf: &[u8]) -> usize {
+pub fn complete_prefix_len(buf: &[u8]) -> usize {
     let len = buf.len();
     for back in 1..=len.min(3) {
         let byte = buf[len - back];
@@ -74,36 +30,47 @@ fn complete_prefix_len(buf: &[u8]) -> usize {
     len
 }
 
+/// Where to cut `bytes` (longer than `max`) into a first piece of at most
+/// `max` bytes without splitting a character: `max`, or up to three bytes
+/// less when a character straddles it. Invalid input is cut at `max`.
+pub fn char_boundary_at_or_before(bytes: &[u8], max: usize) -> usize {
+    debug_assert!(bytes.len() > max && max > 3);
+    (max - 3..=max)
+        .rev()
+        .find(|&i| bytes[i] & 0b1100_0000 != 0b1000_0000)
+        .unwrap_or(max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn never_splits_a_character_at_any_boundary() {
+    fn cuts_fall_on_character_boundaries() {
         let text = "aé€😀z".repeat(7);
         let bytes = text.as_bytes();
-        for size in 1..=bytes.len() {
-            let mut c = Utf8Chunker::default();
-            let mut out = String::new();
-            for chunk in bytes.chunks(size) {
-                let d = c.push(chunk);
-                assert!(!d.lossy, "chunk size {size}");
-                out.push_str(&d.text);
-            }
-            out.push_str(&c.finish().text);
-            assert_eq!(out, text, "chunk size {size}");
+        for max in 4..bytes.len() {
+            let cut = char_boundary_at_or_before(bytes, max);
+            assert!(cut <= max && max - cut <= 3, "max {max}");
+            assert!(text.is_char_boundary(cut), "max {max}");
         }
     }
 
     #[test]
+    fn an_unfinished_character_is_held_back() {
+        let text = "a€".as_bytes();
+        assert_eq!(complete_prefix_len(text), 4);
+        assert_eq!(complete_prefix_len(&text[..3]), 1);
+        assert_eq!(complete_prefix_len(&text[..2]), 1);
+        assert_eq!(complete_prefix_len(b"ab\xff"), 3);
+    }
+
+    #[test]
     fn invalid_bytes_are_replaced_and_flagged() {
-        let mut c = Utf8Chunker::default();
-        let d = c.push(b"ok\xff\xfeok");
-        assert_eq!(d.text, "ok\u{fffd}\u{fffd}ok");
-        assert!(d.lossy);
-        let d = c.push(b"\xe2\x82");
-        assert_eq!(d.text, "");
-        let d = c.finish();
-        assert!(d.lossy);
+        assert_eq!(decode(b"ok"), ("ok".to_string(), false));
+        assert_eq!(
+            decode(b"ok\xff\xfeok"),
+            ("ok\u{fffd}\u{fffd}ok".to_string(), true)
+        );
     }
 }

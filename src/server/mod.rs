@@ -1,4 +1,6 @@
-//! The ccx server: axum routes (`GET /health`, `GET /ws/mcp`), one session
+//! The ccx server: axum routes (`GET /health`, `GET /healthz`, the
+//! WebSocket at `GET /ws/mcp` and, as in cc_executor's Docker image, `GET
+//! /ws` — the same endpoint under both paths), one session
 //! task per WebSocket connection, the upgrade guards and the session limit,
 //! and graceful shutdown (stop accepting, end every process group, close
 //! sessions with 1001).
@@ -118,16 +120,26 @@ pub async fn serve(
     Ok(())
 }
 
+/// The WebSocket path of cc_executor's local server, and ccx's.
+pub const WS_PATH: &str = "/ws/mcp";
+/// The path cc_executor's Docker image serves (and some of its clients use):
+/// the same endpoint, the same guards.
+pub const WS_PATH_DOCKER: &str = "/ws";
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/ws/mcp", get(websocket))
+        .route("/healthz", get(healthz))
+        .route(WS_PATH, get(websocket))
+        .route(WS_PATH_DOCKER, get(websocket))
         .fallback(not_found)
         .with_state(state)
 }
 
-/// `GET /health`; with `?verbose=1` it adds the environment fingerprint
-/// (`info`), which needs the token when one is set.
+/// `GET /health`: cc_executor's fields (`status`, `service`, `version`,
+/// `active_sessions`, `max_sessions`, `uptime_seconds`) plus ccx's `pid`;
+/// with `?verbose=1` it adds the environment fingerprint (`info`), which
+/// needs the token when one is set.
 async fn health(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -140,10 +152,10 @@ async fn health(
         "status": "healthy",
         "service": "ccx",
         "version": crate::VERSION,
-        "pid": std::process::id(),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "sessions": state.active_sessions(),
+        "active_sessions": state.active_sessions(),
         "max_sessions": state.config.max_sessions,
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "pid": std::process::id(),
     });
     if verbose {
         if let Err(refusal) = guards::check_token(
@@ -158,11 +170,16 @@ async fn health(
     Json(body).into_response()
 }
 
+/// `GET /healthz`: the minimal liveness answer, as cc_executor gives it.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
 async fn not_found(uri: Uri) -> Response {
     let body = json!({
         "error": "not found",
         "path": uri.path(),
-        "endpoints": ["/health", "/ws/mcp"],
+        "endpoints": ["/health", "/healthz", WS_PATH, WS_PATH_DOCKER],
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
@@ -180,6 +197,7 @@ fn http_error(status: StatusCode, message: String) -> Response {
 
 async fn websocket(
     State(state): State<Arc<AppState>>,
+    uri: Uri,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -201,7 +219,10 @@ async fn websocket(
         Err(rejection) => {
             return http_error(
                 StatusCode::UPGRADE_REQUIRED,
-                format!("/ws/mcp speaks WebSocket (JSON-RPC 2.0): {rejection}"),
+                format!(
+                    "{} speaks WebSocket (JSON-RPC 2.0): {rejection}",
+                    uri.path()
+                ),
             )
         }
     };
@@ -213,7 +234,7 @@ async fn websocket(
         tracker.track_future(async move {
             match permit {
                 Some(_permit) => session::run(socket, state).await,
-                None => session::refuse_over_limit(socket, state.config.max_sessions).await,
+                None => session::refuse_over_limit(socket, &state).await,
             }
         })
     })

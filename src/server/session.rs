@@ -1,6 +1,9 @@
-//! One WebSocket session: a reader loop that dispatches JSON-RPC requests, a
-//! writer task that owns the socket's sending half, and at most one running
-//! process whose events are forwarded through a bounded queue.
+//! One WebSocket session: a reader loop that dispatches JSON-RPC requests
+//! (cc_executor's methods `execute`, `control`, `hook_status`, `pong`, and
+//! ccx's `server.info`) and sends cc_executor's `ping` heartbeat, a writer
+//! task that owns the socket's sending half (it writes every frame that is
+//! ready, then flushes once), and at most one running process whose events
+//! are forwarded through a bounded queue.
 //!
 //! The session ends its process group when the client leaves, when keep-alive
 //! fails, and when the server shuts down (then it closes with 1001).
@@ -27,6 +30,10 @@ use crate::protocol::{
 /// Frames queued for the writer; with output chunks of up to 64 KiB this
 /// bounds what a slow client can make the server hold.
 const OUTGOING_QUEUE: usize = 16;
+/// Most frames the writer hands to the socket before one flush.
+const WRITE_BATCH: usize = 64;
+/// Most process events the forwarder takes from the process at once.
+const FORWARD_BATCH: usize = 64;
 
 /// WebSocket close codes used by the server.
 pub mod close_code {
@@ -58,11 +65,14 @@ struct Session {
     active: Option<Active>,
 }
 
-/// Refuses a session over the limit: a JSON-RPC error, then close 1013.
-pub async fn refuse_over_limit(mut socket: WebSocket, max: usize) {
+/// Refuses a session over the limit: a JSON-RPC error -32003 (as
+/// cc_executor), then close 1013.
+pub async fn refuse_over_limit(mut socket: WebSocket, state: &AppState) {
+    let max = state.config.max_sessions;
+    let var = state.config.variable_of("max_sessions", "CCX_MAX_SESSIONS");
     let error = RpcError::new(
         ErrorCode::SessionLimit,
-        format!("session limit reached: {max} sessions are open (CCX_MAX_SESSIONS)"),
+        format!("Session limit exceeded: {max} sessions are open ({var})"),
     );
     let _ = socket
         .send(Message::Text(Frame::error(None, error).to_json().into()))
@@ -98,6 +108,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     let config = &state.config;
     let mut next_ping = Instant::now() + config.ws_ping_interval;
     let mut pong_due: Option<Instant> = None;
+    let mut next_heartbeat = config
+        .heartbeat_interval
+        .map(|every| Instant::now() + every);
     let shutdown = state.shutdown.clone();
     let end = loop {
         tokio::select! {
@@ -126,6 +139,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     pong_due = Some(Instant::now() + config.ws_ping_timeout);
                     session.send(Message::Ping(Default::default())).await;
                 }
+            }
+            _ = sleep_until(next_heartbeat.unwrap_or_else(Instant::now)), if next_heartbeat.is_some() => {
+                next_heartbeat = config.heartbeat_interval.map(|every| Instant::now() + every);
+                session.heartbeat();
             }
             _ = sleep_until(pong_due.unwrap_or_else(Instant::now)), if pong_due.is_some() => {
                 tracing::info!(%session_id, "closing: no pong within WS_PING_TIMEOUT");
@@ -191,17 +208,27 @@ fn is_too_big(error: &axum::Error) -> bool {
         || text.contains("Space limit exceeded")
 }
 
-/// Sends every queued frame. A failed send, or one frame the client has not
-/// taken within `stall_limit` (WS_PING_TIMEOUT: the client is dead or stuck),
-/// ends the writer, and with it the session.
+/// Sends every queued frame: all frames that are ready go to the socket
+/// together and are flushed once (many small lines must not cost one write
+/// each). A failed send, or frames the client has not taken within
+/// `stall_limit` (WS_PING_TIMEOUT: the client is dead or stuck), ends the
+/// writer, and with it the session.
 async fn write_all(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Message>,
     stall_limit: Duration,
 ) {
-    while let Some(message) = rx.recv().await {
-        let closing = matches!(message, Message::Close(_));
-        match timeout(stall_limit, sink.send(message)).await {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let closing = batch.iter().any(|m| matches!(m, Message::Close(_)));
+        let sent = timeout(stall_limit, async {
+            for message in batch.drain(..) {
+                sink.feed(message).await?;
+            }
+            sink.flush().await
+        })
+        .await;
+        match sent {
             Ok(Ok(())) if !closing => {}
             Ok(Ok(())) => break,
             Ok(Err(e)) => {
@@ -223,6 +250,17 @@ async fn write_all(
 impl Session {
     async fn send(&self, message: Message) {
         let _ = self.out.send(message).await;
+    }
+
+    /// cc_executor's heartbeat: a `ping` notification with the time. Skipped
+    /// when the writer's queue is full (the client is busy receiving anyway).
+    fn heartbeat(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let frame = notification_json(method::PING, &serde_json::json!({ "timestamp": now }));
+        let _ = self.out.try_send(Message::Text(frame.into()));
     }
 
     async fn send_frame(&self, frame: Frame) {
@@ -256,9 +294,24 @@ impl Session {
             method::EXECUTE => self.execute(request).await,
             method::CONTROL => self.control(request).await,
             method::SERVER_INFO => self.info(request).await,
+            method::HOOK_STATUS => {
+                self.reply(request.id, hook_status()).await;
+                Ok(())
+            }
+            method::PONG => {
+                // The answer to our `ping`: nothing to do. cc_executor sends
+                // no response; ccx answers only a pong that carries an id
+                // (JSON-RPC says a request with an id gets a response).
+                self.reply(request.id, serde_json::json!({ "status": "ok" }))
+                    .await;
+                Ok(())
+            }
             other => Err(RpcError::new(
                 ErrorCode::MethodNotFound,
-                format!("method not found: {other:?} (this server knows execute, control and server.info)"),
+                format!(
+                    "Unknown method: {other} (this server knows execute, control, hook_status, \
+                     pong and server.info)"
+                ),
             )),
         };
         if let Err(error) = outcome {
@@ -289,19 +342,24 @@ impl Session {
             params_of(request.params, "execute", "{\"command\": \"echo hi\"}")?;
         let config = &self.state.config;
         let timeout = match params.timeout {
-            None => config.default_timeout,
+            // cc_executor reads 0 as "no timeout given".
+            None | Some(0.0) => config.default_timeout,
             Some(t) if t.is_finite() && t > 0.0 && t <= 1e9 => Some(Duration::from_secs_f64(t)),
             Some(t) => {
                 return Err(RpcError::new(
                     ErrorCode::InvalidParams,
                     format!(
-                        "invalid params: timeout must be a positive number of seconds, got {t}"
+                        "invalid params: timeout must be a number of seconds (e.g. 10 or \"10\") greater than zero, got {t}"
                     ),
                 ))
             }
         };
         check_strings(&params)?;
-        check_allowed(&params.command, config.allowed_commands.as_deref())?;
+        check_allowed(
+            &params.command,
+            config.allowed_commands.as_deref(),
+            config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS"),
+        )?;
         let spec = process::Spec {
             shell: config.shell.clone(),
             command: params.command,
@@ -341,17 +399,21 @@ impl Session {
         let Some(active) = &self.active else {
             return Err(RpcError::new(
                 ErrorCode::NoProcess,
-                "no process is running in this session",
+                "No process is running in this session",
             ));
         };
         let running = &active.running;
+        let status = ProcessStatus {
+            status: params.kind.status().into(),
+            pid: running.pid,
+            pgid: Some(running.pgid()),
+        };
         let signalled = match params.kind {
             crate::protocol::ControlType::Pause => running.pause(),
             crate::protocol::ControlType::Resume => running.resume(),
-            crate::protocol::ControlType::Cancel => {
-                running.stop(StopReason::Cancel, self.state.config.kill_grace);
-                Ok(())
-            }
+            // Answered before the group is signalled, so that the result and
+            // `process.canceled` always come before `process.completed`.
+            crate::protocol::ControlType::Cancel => Ok(()),
         };
         signalled.map_err(|e| {
             RpcError::new(
@@ -359,11 +421,6 @@ impl Session {
                 format!("cannot signal process group {}: {e}", running.pgid()),
             )
         })?;
-        let status = ProcessStatus {
-            status: params.kind.status().into(),
-            pid: running.pid,
-            pgid: Some(running.pgid()),
-        };
         self.reply(
             request.id,
             ControlResult {
@@ -373,6 +430,13 @@ impl Session {
         .await;
         self.notify(params.kind.notification_method(), &status)
             .await;
+        if params.kind == crate::protocol::ControlType::Cancel {
+            if let Some(active) = &self.active {
+                active
+                    .running
+                    .stop(StopReason::Cancel, self.state.config.kill_grace);
+            }
+        }
         Ok(())
     }
 }
@@ -433,17 +497,22 @@ fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
     Ok(())
 }
 
-/// With CCX_ALLOWED_COMMANDS set, a command must be one allowed program with
-/// arguments: no chaining, substitution or redirection that could start another.
-fn check_allowed(command: &str, allowed: Option<&[String]>) -> Result<(), RpcError> {
+/// With an allowlist (CCX_ALLOWED_COMMANDS, or cc_executor's
+/// ALLOWED_COMMANDS, named by `var`), a command's first word must be one of
+/// the allowed names exactly, as cc_executor matches it (`ls` allows `ls -l`,
+/// not `/tmp/x/ls`; list a full path to allow it by path), and, stricter
+/// than cc_executor, the command may not chain, substitute or redirect
+/// (which could start another program).
+fn check_allowed(command: &str, allowed: Option<&[String]>, var: &str) -> Result<(), RpcError> {
     let Some(allowed) = allowed else {
         return Ok(());
     };
+    let program = command.split_whitespace().next().unwrap_or("");
     let not_allowed = |why: String| {
         RpcError::new(
             ErrorCode::CommandNotAllowed,
             format!(
-                "command not allowed: {why}; allowed programs (CCX_ALLOWED_COMMANDS): {}",
+                "Command '{program}' is not allowed: {why}; allowed programs ({var}): {}",
                 allowed.join(", ")
             ),
         )
@@ -453,15 +522,20 @@ fn check_allowed(command: &str, allowed: Option<&[String]>) -> Result<(), RpcErr
             "it contains {c:?}, which could start another program"
         )));
     }
-    let program = command.split_whitespace().next().unwrap_or("");
-    let name = program.rsplit('/').next().unwrap_or(program);
-    if allowed.iter().any(|a| a == name || a == program) {
+    if allowed.iter().any(|a| a == program) {
         Ok(())
     } else {
-        Err(not_allowed(format!(
-            "{program:?} is not an allowed program"
-        )))
+        Err(not_allowed("it is not in the list".into()))
     }
+}
+
+/// `hook_status`: cc_executor reports its hook integration; ccx runs no
+/// hooks, and says so in cc_executor's shape for that case.
+fn hook_status() -> Value {
+    serde_json::json!({
+        "enabled": false,
+        "message": "ccx runs no hooks",
+    })
 }
 
 /// The first character that would make the shell run something else: a
@@ -486,33 +560,48 @@ fn unquoted_metacharacter(command: &str) -> Option<char> {
     None
 }
 
+/// A notification serialized straight from its parameters (no intermediate
+/// `serde_json::Value`): the hot path of streaming output.
+fn notification_json(method: &str, params: &impl serde::Serialize) -> String {
+    #[derive(serde::Serialize)]
+    struct Notification<'a, P> {
+        jsonrpc: &'static str,
+        method: &'a str,
+        params: &'a P,
+    }
+    serde_json::to_string(&Notification {
+        jsonrpc: crate::protocol::JSONRPC_VERSION,
+        method,
+        params,
+    })
+    .unwrap_or_default()
+}
+
 /// Forwards a process's events to the writer, in order, until completion.
 async fn forward(
     mut events: mpsc::Receiver<Event>,
     out: mpsc::Sender<Message>,
     completed: Arc<AtomicBool>,
 ) {
-    while let Some(event) = events.recv().await {
-        let (frame, last) = match event {
-            Event::Output(o) => (Frame::notification(method::PROCESS_OUTPUT, o), false),
-            Event::Completed(c) => {
-                completed.store(true, Ordering::Release);
-                tracing::info!(
-                    pid = c.pid,
-                    status = c.status.as_str(),
-                    exit_code = c.exit_code,
-                    "completed"
-                );
-                (Frame::notification(method::PROCESS_COMPLETED, c), true)
+    let mut batch = Vec::with_capacity(FORWARD_BATCH);
+    while events.recv_many(&mut batch, FORWARD_BATCH).await > 0 {
+        for event in batch.drain(..) {
+            let (text, last) = match event {
+                Event::Output(o) => (notification_json(method::PROCESS_OUTPUT, &o), false),
+                Event::Completed(c) => {
+                    completed.store(true, Ordering::Release);
+                    tracing::info!(
+                        pid = c.pid,
+                        status = c.status.as_str(),
+                        exit_code = c.exit_code,
+                        "completed"
+                    );
+                    (notification_json(method::PROCESS_COMPLETED, &c), true)
+                }
+            };
+            if out.send(Message::Text(text.into())).await.is_err() || last {
+                return;
             }
-        };
-        if out
-            .send(Message::Text(frame.to_json().into()))
-            .await
-            .is_err()
-            || last
-        {
-            return;
         }
     }
 }
@@ -524,13 +613,16 @@ mod tests {
     #[test]
     fn allowlist_takes_one_program_without_chaining() {
         let allowed = vec!["ls".to_string(), "claude".to_string()];
-        assert!(check_allowed("ls -la /tmp", Some(&allowed)).is_ok());
-        assert!(check_allowed("/usr/bin/ls", Some(&allowed)).is_ok());
-        assert!(check_allowed("claude -p 'hi there'", Some(&allowed)).is_ok());
-        assert!(check_allowed("claude -p 'what is f(x); a|b'", Some(&allowed)).is_ok());
-        assert!(check_allowed("claude -p \"f(x) > 1\"", Some(&allowed)).is_ok());
+        let check = |c: &str| check_allowed(c, Some(&allowed), "ALLOWED_COMMANDS");
+        assert!(check("ls -la /tmp").is_ok());
+        assert!(check("claude -p 'hi there'").is_ok());
+        assert!(check("claude -p 'what is f(x); a|b'").is_ok());
+        assert!(check("claude -p \"f(x) > 1\"").is_ok());
         for bad in [
             "echo hi",
+            "/usr/bin/ls",
+            "/tmp/evil/ls",
+            "FOO=1 ls",
             "ls; rm -rf /",
             "ls && echo",
             "ls $(id)",
@@ -538,9 +630,28 @@ mod tests {
             "ls \"`id`\"",
             "ls \"$(id)\"",
         ] {
-            let e = check_allowed(bad, Some(&allowed)).unwrap_err();
-            assert_eq!(e.code, -32002, "{bad}");
+            let e = check(bad).unwrap_err();
+            assert_eq!(e.code, -32001, "{bad}");
+            assert!(e.message.contains("ALLOWED_COMMANDS"), "{}", e.message);
         }
-        assert!(check_allowed("anything at all; really", None).is_ok());
+        let by_path = vec!["/usr/bin/ls".to_string()];
+        assert!(check_allowed("/usr/bin/ls -l", Some(&by_path), "X").is_ok());
+        assert!(check_allowed("anything at all; really", None, "X").is_ok());
+    }
+
+    #[test]
+    fn output_notifications_serialize_like_frames() {
+        let output = crate::protocol::Output {
+            stream: crate::protocol::StreamKind::Stdout,
+            data: "a \"q\"\n".into(),
+            truncated: false,
+            lossy: false,
+            chunk_index: Some(1),
+            total_chunks: Some(2),
+        };
+        let fast = notification_json(method::PROCESS_OUTPUT, &output);
+        let slow = Frame::notification(method::PROCESS_OUTPUT, &output).to_json();
+        let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(parse(&fast), parse(&slow));
     }
 }

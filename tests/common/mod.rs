@@ -15,14 +15,17 @@ pub mod python;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ccx");
 
-/// A `ccx` command with CCX_*/WS_* variables removed, so the developer's own
-/// settings never leak into a test.
+/// A `ccx` command with CCX_*/WS_* variables and cc_executor's names
+/// removed, so the developer's own settings never leak into a test.
 pub fn ccx_command() -> Command {
     let mut cmd = Command::new(BIN);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
+        let cc_executor = ccx::config::ALIASES.iter().any(|(_, alias)| *alias == name)
+            || ccx::config::UNSUPPORTED.iter().any(|(n, _)| *n == name);
         if name.starts_with("CCX_")
             || name.starts_with("WS_")
+            || cc_executor
             || name.ends_with("_PROXY")
             || name.ends_with("_proxy")
         {

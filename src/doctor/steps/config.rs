@@ -1,5 +1,8 @@
-//! Step `config`: every recognised variable parses, unknown `CCX_*`/`WS_*`
-//! names are warned about with the nearest known name, and unsafe
+//! Step `config`: every recognised variable parses (ccx's names and
+//! cc_executor's aliases), the detail says which name supplied each value,
+//! unknown `CCX_*`/`WS_*` names are warned about with the nearest known
+//! name, a set but unsupported cc_executor variable (or an alias shadowed by
+//! a different `CCX_` value) is a warning that names it, and unsafe
 //! combinations (a non-loopback bind without a token) fail.
 
 use super::{skipped_for_url, Outcome};
@@ -14,7 +17,12 @@ pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
     }
     let set: Vec<String> = env
         .iter()
-        .filter(|(k, _)| k.starts_with("CCX_") || k.starts_with("WS_"))
+        .filter(|(k, _)| {
+            k.starts_with("CCX_")
+                || k.starts_with("WS_")
+                || config::ALIASES.iter().any(|(_, alias)| alias == k)
+                || config::UNSUPPORTED.iter().any(|(name, _)| name == k)
+        })
         .map(|(k, v)| match k.as_str() {
             "CCX_TOKEN" => format!("{k}=<hidden, {} characters>", v.chars().count()),
             _ => format!("{k}={v}"),
@@ -30,36 +38,61 @@ pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
         config.ws_url()
     )];
     if set.is_empty() {
-        detail.push("no CCX_* or WS_* variable set: defaults apply".into());
+        detail.push("no CCX_*, WS_* or cc_executor variable set: defaults apply".into());
     } else {
         detail.extend(set.iter().map(|s| format!("set: {s}")));
     }
+    detail.extend(
+        config
+            .sources
+            .iter()
+            .map(|(field, source)| format!("{field} from {source}")),
+    );
+    let aliases_used: Vec<String> = config
+        .sources
+        .values()
+        .filter(|s| s.is_alias())
+        .map(|s| match s {
+            config::Source::Env(name) => name.to_string(),
+            other => other.to_string(),
+        })
+        .collect();
     let unknown = config::unknown_vars(env);
+    let aliases_note = if aliases_used.is_empty() {
+        String::new()
+    } else {
+        format!(" (cc_executor's {} honoured)", aliases_used.join(", "))
+    };
     let summary_ok = format!(
-        "valid: {} variable{} set, server on {}",
+        "valid: {} variable{} set, server on {}{aliases_note}",
         set.len(),
         if set.len() == 1 { "" } else { "s" },
         config.authority()
     );
+    let warnings = config.warnings.clone();
     ctx.token = config.token.clone();
     if config.port != 0 {
         ctx.target = Some(config.ws_url());
     }
     ctx.config = Some(config);
-    if unknown.is_empty() {
+    if unknown.is_empty() && warnings.is_empty() {
         return Outcome::pass(summary_ok).detail(detail);
     }
-    let hints: Vec<String> = unknown
-        .iter()
-        .map(|(name, nearest)| match nearest {
-            Some(known) => format!("{name} is not a ccx variable: did you mean {known}?"),
-            None => format!("{name} is not a ccx variable (ignored)"),
-        })
-        .collect();
-    let fix = match unknown.first() {
-        Some((name, Some(known))) => format!("rename {name} to {known} (or unset it)"),
-        Some((name, None)) => format!("unset {name}; known variables are listed in README"),
-        None => String::new(),
+    let mut hints: Vec<String> = warnings.iter().map(|w| w.message.clone()).collect();
+    hints.extend(unknown.iter().map(|(name, nearest)| match nearest {
+        Some(known) => format!("{name} is not a ccx variable: did you mean {known}?"),
+        None => format!("{name} is not a ccx variable (ignored)"),
+    }));
+    let fix = match (warnings.first(), unknown.first()) {
+        (Some(w), _) => format!(
+            "unset {} (or use the ccx setting the warning names); see docs/configuration.md",
+            w.variable
+        ),
+        (None, Some((name, Some(known)))) => format!("rename {name} to {known} (or unset it)"),
+        (None, Some((name, None))) => {
+            format!("unset {name}; known variables are listed in docs/configuration.md")
+        }
+        (None, None) => String::new(),
     };
     Outcome::warn(hints.join("; ")).detail(detail).fix(fix)
 }
