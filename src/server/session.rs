@@ -472,7 +472,12 @@ impl Session {
             Value::Null => InfoParams::default(),
             p => params_of(p, "server.info", "{\"require\": [\"claude\"]}")?,
         };
-        let info = super::info::collect(&self.state.config, &params.require);
+        super::info::check_require(&params.require).map_err(|why| {
+            RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {why}"))
+        })?;
+        let info = super::info::collect_off_runtime(self.state.clone(), params.require)
+            .await
+            .map_err(|e| RpcError::new(ErrorCode::Internal, e))?;
         self.reply(request.id, info).await;
         Ok(())
     }
