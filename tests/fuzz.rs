@@ -441,7 +441,7 @@ fn random_messages_get_valid_answers_and_the_session_lives() {
     let cases = std::env::var("FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+        .unwrap_or(3000);
     let mut runner = TestRunner::new(Config {
         cases,
         max_shrink_iters: 200,
