@@ -64,7 +64,8 @@ pub async fn run() {
                 tick.tick().await;
             }
         }
-        reap_orphans();
+        // A /proc scan: on the blocking pool, not on an async worker.
+        let _ = tokio::task::spawn_blocking(reap_orphans).await;
     }
 }
 
