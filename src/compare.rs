@@ -1,12 +1,16 @@
-//! Differences between two servers' environment fingerprints
-//! ([`ServerInfo`]) that could explain "works there, fails here", most
-//! likely culprits first. Pure data in, data out: the doctor fetches the
-//! fingerprints and renders the result.
+//! Differences between two servers that could explain "works there, fails
+//! here", most likely culprits first: what each says it is
+//! ([`ServerIdentity`]: `/health`, `connected`), how fast it runs a
+//! command, and (where both have one, i.e. both are ccx) their environment
+//! fingerprints ([`ServerInfo`]). Pure data in, data out: the doctor
+//! fetches all of it and renders the result.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::identity::ServerIdentity;
 use crate::protocol::{Limit, ServerInfo};
 
 /// One difference, with what it could break.
@@ -208,6 +212,82 @@ pub fn differences(a: &ServerInfo, b: &ServerInfo) -> Vec<Difference> {
         "one side runs in a container: its filesystem, users and PATH are the image's",
     );
     out
+}
+
+/// Differences in what the two servers say they are: program and version,
+/// capabilities, the fields of `/health` and their limits.
+pub fn identity_differences(a: &ServerIdentity, b: &ServerIdentity) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut push = |field: &str, va: String, vb: String, why: &str| {
+        if va != vb {
+            out.push(Difference {
+                field: field.into(),
+                a: va,
+                b: vb,
+                why: why.into(),
+            });
+        }
+    };
+    push(
+        "server",
+        a.name(),
+        b.name(),
+        if a.service == b.service {
+            "another version of the same server: behaviour may differ"
+        } else {
+            "different server programs: extras (server.info, duration_ms), speed and details of the protocol differ; a client written against one may misread the other"
+        },
+    );
+    push(
+        "capabilities",
+        a.capabilities.join(", "),
+        b.capabilities.join(", "),
+        "the servers announce different capabilities in `connected`",
+    );
+    if let (Some(ha), Some(hb)) = (&a.health, &b.health) {
+        let only = |x: &serde_json::Map<String, serde_json::Value>,
+                    y: &serde_json::Map<String, serde_json::Value>| {
+            x.keys()
+                .filter(|k| !y.contains_key(*k))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (only_a, only_b) = (only(ha, hb), only(hb, ha));
+        if !only_a.is_empty() || !only_b.is_empty() {
+            push(
+                "health.fields",
+                format!("only here: {}", list(&only_a)),
+                format!("only here: {}", list(&only_b)),
+                "status tools and probes that read /health find different fields",
+            );
+        }
+        if let (Some(ma), Some(mb)) = (ha.get("max_sessions"), hb.get("max_sessions")) {
+            push(
+                "health.max_sessions",
+                ma.to_string(),
+                mb.to_string(),
+                "one side accepts fewer concurrent clients",
+            );
+        }
+    }
+    out
+}
+
+/// A difference in how long `echo` took, when one side is slow (over
+/// `slow`) and at least ten times slower than the other.
+pub fn speed_difference(a: Duration, b: Duration, slow: Duration) -> Option<Difference> {
+    let (fast, slowest) = if a <= b { (a, b) } else { (b, a) };
+    if slowest <= slow || slowest < fast * 10 {
+        return None;
+    }
+    let shown = |d: Duration| format!("{} ms", d.as_millis());
+    Some(Difference {
+        field: "echo_round_trip".into(),
+        a: shown(a),
+        b: shown(b),
+        why: "commands start much slower on one side: clients with short timeouts give up there"
+            .into(),
+    })
 }
 
 fn list(names: &[String]) -> String {

@@ -53,6 +53,10 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
         "CCX_HEARTBEAT_INTERVAL",
         "seconds between `ping` notifications (0: none)",
     ),
+    (
+        "CCX_DRAIN_PERIOD",
+        "on SIGTERM, how long running commands may take to finish",
+    ),
     ("CCX_STATE_DIR", "pid file and log of the background server"),
     ("WS_PING_INTERVAL", "WebSocket keep-alive ping interval"),
     ("WS_PING_TIMEOUT", "WebSocket keep-alive timeout"),
@@ -245,6 +249,9 @@ pub struct Config {
     pub max_output: u64,
     pub default_timeout: Option<Duration>,
     pub kill_grace: Duration,
+    /// On SIGTERM: how long running commands may take to finish before
+    /// their groups are ended (0: end them at once, as SIGINT does).
+    pub drain_period: Duration,
     pub state_dir: PathBuf,
     pub ws_ping_interval: Duration,
     pub ws_ping_timeout: Duration,
@@ -283,6 +290,7 @@ impl Default for Config {
             max_output: 64 * MIB,
             default_timeout: None,
             kill_grace: Duration::from_secs(5),
+            drain_period: Duration::ZERO,
             state_dir: std::env::temp_dir().join("ccx"),
             ws_ping_interval: Duration::from_secs(20),
             ws_ping_timeout: Duration::from_secs(30),
@@ -373,6 +381,9 @@ impl Config {
         let kill_grace = l
             .parsed("kill_grace", "CCX_KILL_GRACE", parse_duration)?
             .unwrap_or(d.kill_grace);
+        let drain_period = l
+            .parsed("drain_period", "CCX_DRAIN_PERIOD", parse_duration)?
+            .unwrap_or(d.drain_period);
         let heartbeat_interval = l
             .parsed(
                 "heartbeat_interval",
@@ -448,6 +459,7 @@ impl Config {
             max_output,
             default_timeout,
             kill_grace,
+            drain_period,
             state_dir,
             ws_ping_interval,
             ws_ping_timeout,
@@ -783,6 +795,7 @@ mod tests {
         assert_eq!(c.authority(), "127.0.0.1:8003");
         assert_eq!(c.max_output, 64 * MIB);
         assert_eq!(c.kill_grace, Duration::from_secs(5));
+        assert_eq!(c.drain_period, Duration::ZERO);
         assert_eq!(c.state_dir, PathBuf::from("/home/u/.local/state/ccx"));
         assert_eq!(c.ws_max_size, 10 * 1024 * 1024);
     }
@@ -801,6 +814,10 @@ mod tests {
         );
         let e = load(&[("CCX_KILL_GRACE", "soon")]).unwrap_err().to_string();
         assert!(e.contains("CCX_KILL_GRACE") && e.contains("ms"), "{e}");
+        let e = load(&[("CCX_DRAIN_PERIOD", "1m")]).unwrap_err().to_string();
+        assert!(e.contains("CCX_DRAIN_PERIOD") && e.contains("1m"), "{e}");
+        let c = load(&[("CCX_DRAIN_PERIOD", "25s")]).unwrap();
+        assert_eq!(c.drain_period, Duration::from_secs(25));
     }
 
     #[test]

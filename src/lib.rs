@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod process;
 pub mod protocol;
 pub mod server;
+pub mod shell;
 pub mod signatures;
 pub mod stress;
 

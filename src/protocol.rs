@@ -182,10 +182,13 @@ pub struct ExecuteParams {
     pub command: String,
     /// Seconds; fractions allowed. A numeric string (`"10"`) is accepted, as
     /// cc_executor accepts it.
+    /// Sent as an integer when whole: cc_executor reads `timeout` as an
+    /// `int` and refuses `2.5` (but takes `30` and `30.0`).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "seconds_number_or_string"
+        deserialize_with = "seconds_number_or_string",
+        serialize_with = "seconds_whole_as_integer"
     )]
     pub timeout: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +203,19 @@ impl ExecuteParams {
             command: command.into(),
             ..Default::default()
         }
+    }
+}
+
+fn seconds_whole_as_integer<S>(seconds: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+{
+    match seconds {
+        Some(s) if s.fract() == 0.0 && *s >= 0.0 && *s < u64::MAX as f64 => {
+            serializer.serialize_some(&(*s as u64))
+        }
+        Some(s) => serializer.serialize_some(s),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -726,6 +742,15 @@ mod tests {
         );
         assert_eq!(read(r#"{"command":"x","timeout":null}"#).unwrap(), None);
         assert_eq!(read(r#"{"command":"x"}"#).unwrap(), None);
+        let sent = |t: f64| {
+            serde_json::to_string(&ExecuteParams {
+                timeout: Some(t),
+                ..ExecuteParams::command("x")
+            })
+            .unwrap()
+        };
+        assert_eq!(sent(30.0), r#"{"command":"x","timeout":30}"#);
+        assert_eq!(sent(2.5), r#"{"command":"x","timeout":2.5}"#);
         let err = read(r#"{"command":"x","timeout":"soon"}"#).unwrap_err();
         assert!(err.to_string().contains("\"soon\""), "{err}");
     }

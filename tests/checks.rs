@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use ccx::doctor::{Report, Status, StepId};
 use serde::Deserialize;
 
+use common::cc_executor::{cc_executor_venv, copy_tree};
+use common::python::cc_executor_or_skip;
 use common::{marked_processes, MARKER_VAR};
 
 #[derive(Debug, Deserialize)]
@@ -82,10 +84,43 @@ fn checks_dir() -> PathBuf {
 }
 
 fn fill(text: &str, port: u16, tmp: &Path) -> String {
-    text.replace("{port}", &port.to_string())
+    let mut text = text
+        .replace("{port}", &port.to_string())
         .replace("{ccx}", common::BIN)
         .replace("{tmp}", &tmp.to_string_lossy())
-        .replace("{checks}", &checks_dir().to_string_lossy())
+        .replace("{checks}", &checks_dir().to_string_lossy());
+    if let Some(peer) = PEER.get().and_then(Option::as_ref) {
+        text = text
+            .replace("{cc_executor_python}", &peer.python.to_string_lossy())
+            .replace("{bare_venv_python}", &peer.bare_python.to_string_lossy())
+            .replace(
+                "{cc_executor_src}",
+                &tmp.join("cc_executor/src").to_string_lossy(),
+            );
+    }
+    text
+}
+
+/// What the scenarios built on the real cc_executor need: its snapshot,
+/// the venv that runs it, and a venv without its dependencies.
+struct Peer {
+    snapshot: PathBuf,
+    python: PathBuf,
+    bare_python: PathBuf,
+}
+
+/// Set once, before the scenarios run (`None`: no snapshot here).
+static PEER: std::sync::OnceLock<Option<Peer>> = std::sync::OnceLock::new();
+
+/// Placeholders that need the real cc_executor.
+const PEER_PLACEHOLDERS: [&str; 3] = [
+    "{cc_executor_python}",
+    "{cc_executor_src}",
+    "{bare_venv_python}",
+];
+
+fn needs_peer(raw: &str) -> bool {
+    PEER_PLACEHOLDERS.iter().any(|p| raw.contains(p))
 }
 
 /// A helper process in its own group, killed (group) and waited for on drop.
@@ -125,7 +160,7 @@ fn start_helper(setup: &Setup, port: u16, tmp: &Path, marker: &str) -> Helper {
     let child = cmd.spawn().expect("start helper");
     let helper = Helper { child };
     if setup.ready == Ready::Port {
-        let up = common::eventually(Duration::from_secs(10), || {
+        let up = common::eventually(Duration::from_secs(60), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         assert!(
@@ -159,11 +194,27 @@ fn step_text(report: &Report, id: StepId) -> String {
 /// Runs one scenario; returns the problems found (empty when it passed).
 fn run_scenario(path: &Path, port: u16, marker: &str) -> (u16, Vec<String>) {
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let scenario: Scenario = match toml::from_str(&std::fs::read_to_string(path).unwrap()) {
+    let raw = std::fs::read_to_string(path).unwrap();
+    let scenario: Scenario = match toml::from_str(&raw) {
         Ok(s) => s,
         Err(e) => return (0, vec![format!("{name}: not a valid scenario: {e}")]),
     };
     let tmp = tempfile::tempdir().unwrap();
+    if needs_peer(&raw) {
+        match PEER.get().and_then(Option::as_ref) {
+            // It writes logs into its own tree: each scenario gets a copy.
+            Some(peer) => copy_tree(
+                &peer.snapshot.join("src"),
+                &tmp.path().join("cc_executor/src"),
+            ),
+            None => {
+                eprintln!(
+                    "skipped {name}: it runs the real cc_executor, which needs the snapshot at ../shared/peers/cc_executor (or CCX_CC_EXECUTOR_DIR)"
+                );
+                return (0, Vec::new());
+            }
+        }
+    }
     let helpers: Vec<Helper> = scenario
         .setup
         .iter()
@@ -281,6 +332,23 @@ fn every_checks_scenario_gets_its_verdict_and_leaves_nothing_behind() {
         files.len()
     );
     let marker = uuid::Uuid::new_v4().simple().to_string();
+    let any_peer = files
+        .iter()
+        .any(|f| needs_peer(&std::fs::read_to_string(f).unwrap()));
+    PEER.get_or_init(|| {
+        if !any_peer {
+            return None;
+        }
+        let snapshot = cc_executor_or_skip("checks scenarios built on cc_executor")?;
+        let python = cc_executor_venv(&snapshot).python();
+        // A venv that has nothing but pip: cc_executor's dependencies missing.
+        let bare_python = common::python::require_venv("bare", &["pip"]).python();
+        Some(Peer {
+            snapshot,
+            python,
+            bare_python,
+        })
+    });
 
     // Distinct ports: all listeners are held open while they are chosen.
     let listeners: Vec<TcpListener> = files
@@ -293,17 +361,29 @@ fn every_checks_scenario_gets_its_verdict_and_leaves_nothing_behind() {
         .collect();
     drop(listeners);
 
-    let results: Vec<(u16, Vec<String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .iter()
-            .zip(ports)
-            .map(|(f, port)| {
-                let marker = marker.clone();
-                s.spawn(move || run_scenario(f, port, &marker))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    // Two batches: the scenarios that run the real cc_executor load the
+    // machine for seconds (Python imports), which must not eat into the
+    // short deadlines of the others.
+    let (peer, plain): (Vec<_>, Vec<_>) = files
+        .iter()
+        .zip(ports)
+        .partition(|(f, _)| needs_peer(&std::fs::read_to_string(f).unwrap()));
+    let mut results: Vec<(u16, Vec<String>)> = Vec::new();
+    for batch in [plain, peer] {
+        results.extend(std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .into_iter()
+                .map(|(f, port)| {
+                    let marker = marker.clone();
+                    s.spawn(move || run_scenario(f, port, &marker))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        }));
+    }
 
     let failures: Vec<String> = results
         .iter()

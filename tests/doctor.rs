@@ -353,3 +353,55 @@ fn server_cmd_gets_stdin_from_dev_null() {
     let report: Report = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report.exit_code, 0, "{}", stdout(&out));
 }
+
+#[test]
+fn a_refused_url_names_the_address_tried_and_what_answers_on_the_other_loopback_family() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback (::1) to try");
+        return;
+    }
+    // ccx listens on 127.0.0.1 only; the URL names ::1.
+    let server = common::TestServer::start();
+    let url = format!("ws://[::1]:{}/ws/mcp", server.port);
+    let out = doctor(&["--json", "--url", &url], &[]);
+    let r: Report = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let handshake = r.steps.iter().find(|s| s.id == StepId::Handshake).unwrap();
+    assert_eq!(handshake.status, Status::Fail);
+    assert_eq!(
+        handshake.summary,
+        format!(
+            "connection refused at [::1]:{port}, but something accepts connections at 127.0.0.1:{port}",
+            port = server.port
+        )
+    );
+    assert!(handshake
+        .fix
+        .as_deref()
+        .unwrap()
+        .contains(&format!("use 127.0.0.1:{} in the URL", server.port)));
+}
+
+#[test]
+fn the_handshake_names_the_server_by_what_its_health_says() {
+    let server = common::TestServer::start();
+    let out = doctor(&["--json", "--url", &server.url], &[]);
+    let r: Report = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{r:#?}");
+    let identity = r.server.expect("the report names the server");
+    assert_eq!(identity.service.as_deref(), Some("ccx"));
+    let handshake = r.steps.iter().find(|s| s.id == StepId::Handshake).unwrap();
+    assert!(
+        handshake
+            .summary
+            .ends_with(&format!("(ccx {})", identity.version)),
+        "{handshake:#?}"
+    );
+    let echo = r.steps.iter().find(|s| s.id == StepId::Echo).unwrap();
+    assert!(
+        echo.detail
+            .iter()
+            .any(|l| l.starts_with("round trip measured by ccx: ")),
+        "{echo:#?}"
+    );
+}

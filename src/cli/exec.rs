@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use super::{runtime, CliError};
-use crate::client::{Client, ClientError, ConnectOptions, Event};
+use crate::client::{continues, Client, ClientError, ConnectOptions, Event};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::protocol::{
@@ -63,8 +63,10 @@ pub enum ExecError {
     BadUrl(ClientError),
     #[error("the server at {url} refused: {source}{}", hint(.source))]
     Rejected { url: String, source: ClientError },
-    #[error("lost the connection to {url} before the command finished: {source}")]
+    #[error("{}", lost_message(.url, .source))]
     Lost { url: String, source: ClientError },
+    #[error("cannot read what the server at {url} sent (the connection is open): {source}")]
+    Unreadable { url: String, source: ClientError },
     #[error("no result from {url} within {after:?} (the command's timeout plus a margin)")]
     NoResult { url: String, after: Duration },
     #[error("cannot install the Ctrl-C handler: {0}")]
@@ -78,8 +80,19 @@ impl ExecError {
             ExecError::BadUrl(_) => Exit::Usage,
             ExecError::Rejected { .. } => Exit::Rejected,
             ExecError::Lost { .. } | ExecError::NoResult { .. } => Exit::ConnectionLost,
-            ExecError::Signal(_) => Exit::Internal,
+            ExecError::Unreadable { .. } | ExecError::Signal(_) => Exit::Internal,
         }
+    }
+}
+
+/// Says what happened to the connection, as the client saw it.
+fn lost_message(url: &str, source: &ClientError) -> String {
+    match source {
+        ClientError::Closed { .. } => {
+            format!("{source} (at {url}) before the command finished")
+        }
+        ClientError::Timeout { .. } => format!("{source} before the command finished"),
+        _ => format!("lost the connection to {url} before the command finished: {source}"),
     }
 }
 
@@ -100,6 +113,9 @@ const BROKEN_PIPE: u8 = 141;
 /// How long after the command's own timeout we still wait for its result
 /// (the server's SIGTERM→SIGKILL grace and the network).
 const RESULT_MARGIN: Duration = Duration::from_secs(15);
+/// How long a `process.completed` is awaited after `process.canceled`
+/// (ccx sends one after the group ended; cc_executor sends none).
+const CANCELED_GRACE: Duration = Duration::from_secs(10);
 
 /// The shell command line for CMD… words: one word as it is, several quoted
 /// for /bin/sh and joined with spaces.
@@ -152,9 +168,17 @@ async fn exec(
     tokio::pin!(no_result);
     let mut sink = Sink::new(json);
     let mut cancelled = false;
+    // cc_executor sends no `process.completed` after `process.canceled`:
+    // once that came, the result is not waited for long.
+    let mut canceled_at: Option<Instant> = None;
     loop {
+        let after_cancel = canceled_at.map(|at| at + CANCELED_GRACE);
         let event = tokio::select! {
             event = client.next_event() => event,
+            _ = tokio::time::sleep_until(after_cancel.unwrap_or_else(Instant::now)), if after_cancel.is_some() => {
+                client.close().await;
+                return Ok(Exit::Remote(INTERRUPTED));
+            }
             _ = sigint.recv() => {
                 if cancelled {
                     sink.note("interrupted again: exiting without waiting for the remote command");
@@ -167,9 +191,9 @@ async fn exec(
                     _ = sigint.recv() => return Ok(Exit::Remote(INTERRUPTED)),
                 };
                 match answer {
-                    // -32003: it ended on its own meanwhile; its result is on the way.
+                    // -32002: it ended on its own meanwhile; its result is on the way.
                     Ok(_) | Err(ClientError::Rpc(_)) => continue,
-                    Err(e) => return Err(ExecError::Lost { url, source: e }),
+                    Err(e) => return Err(request_error(&url, e)),
                 }
             }
             _ = &mut no_result => {
@@ -177,10 +201,12 @@ async fn exec(
                 return Err(ExecError::NoResult { url, after });
             }
         };
-        let event = event.map_err(|e| ExecError::Lost {
-            url: url.clone(),
-            source: e,
-        })?;
+        let event = event.map_err(|e| request_error(&url, e))?;
+        if let Event::Control(status) = &event {
+            if cancelled && status.status == ControlType::Cancel.status() {
+                canceled_at.get_or_insert_with(Instant::now);
+            }
+        }
         if let Event::Completed(completed) = &event {
             if sink.event(&event).is_err() {
                 return Ok(Exit::Remote(BROKEN_PIPE));
@@ -233,6 +259,7 @@ fn request_error(url: &str, source: ClientError) -> ExecError {
     let url = url.to_string();
     match source {
         ClientError::Rpc(_) => ExecError::Rejected { url, source },
+        ClientError::Protocol(_) => ExecError::Unreadable { url, source },
         _ => ExecError::Lost { url, source },
     }
 }
@@ -286,10 +313,12 @@ impl Sink {
                 Ok(())
             }
         };
-        if output.truncated && !self.truncated_noted {
+        // A chunk of a long line says `truncated` when the next message
+        // continues it: nothing is lost there.
+        if output.truncated && !continues(output) && !self.truncated_noted {
             self.truncated_noted = true;
             self.note(
-                "the server's output cap (CCX_MAX_OUTPUT) was reached: later output is dropped",
+                "the server marked output as truncated: its output cap was reached (CCX_MAX_OUTPUT on ccx) and later output is dropped, or it cut a long line",
             );
         }
         match written {

@@ -1,5 +1,7 @@
 //! `ccx serve --foreground`: validate the configuration, bind, announce
 //! readiness, serve until SIGTERM/SIGINT, end every process group, exit 0.
+//! SIGTERM drains first (CCX_DRAIN_PERIOD); SIGINT, or a second signal,
+//! stops at once.
 //!
 //! `ccx serve` (background): validate the configuration here, then hand the
 //! detached start to `lifecycle` and print where the server is.
@@ -118,12 +120,12 @@ async fn foreground(mut config: Config, detached: bool, lifeline: bool) -> Resul
     tracing::info!("listening on {url}");
     announce_ready(&config, &url);
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let (drain, shutdown) = (CancellationToken::new(), CancellationToken::new());
+    tokio::spawn(stop_on_signal(drain.clone(), shutdown.clone()));
     if lifeline {
         stop_when_stdin_closes(shutdown.clone());
     }
-    let served = server::serve(listener, config, shutdown).await;
+    let served = server::serve(listener, config, drain, shutdown).await;
     reaper::kill_leftovers();
     served?;
     tracing::info!("stopped");
@@ -169,7 +171,10 @@ fn announce_ready(config: &Config, url: &str) {
     let _ = out.flush();
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// SIGTERM (what `docker stop`, Kubernetes and `ccx stop` send) drains:
+/// the server finishes what runs, up to CCX_DRAIN_PERIOD. SIGINT (Ctrl-C in
+/// a terminal) and any second signal stop at once.
+async fn stop_on_signal(drain: CancellationToken, shutdown: CancellationToken) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -181,7 +186,20 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!("{name} received: shutting down");
+    if name == "SIGTERM" {
+        tracing::info!("{name} received: shutting down");
+        drain.cancel();
+    } else {
+        tracing::info!("{name} received: shutting down now");
+        shutdown.cancel();
+        return;
+    }
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = shutdown.cancelled() => return,
+    };
+    tracing::info!("second signal ({name}) received: ending the drain now");
     shutdown.cancel();
 }
 
@@ -256,6 +274,7 @@ fn background(args: &ServeArgs, config: Config, env: &config::Env) -> Result<Exi
         args: child_args,
         ready_timeout: args.ready_timeout,
         kill_grace: config.kill_grace,
+        drain_period: config.drain_period,
     }))?;
     if let Some(stale) = &started.removed_stale {
         let _ = writeln!(err, "warning: removed a stale pid file: {}", stale.reason);

@@ -24,7 +24,8 @@ const DEFAULT_REQUESTS: u64 = 50;
 #[derive(Debug, Args)]
 pub struct StressArgs {
     /// Server to load (repeatable; the targets run one after another and are
-    /// reported side by side) [default: the local server, from CCX_HOST and CCX_PORT].
+    /// reported side by side, from three on a row each and a total) [default:
+    /// the local server, from CCX_HOST and CCX_PORT].
     #[arg(long = "url", value_name = "URL")]
     pub urls: Vec<String>,
     /// Also run the same workload with no server: ccx spawns each command

@@ -2,10 +2,18 @@
 //! deadline and a token, wait for `connected`, send requests, stream events,
 //! control the running process. `doctor`, `exec`, `stress` and the tests all
 //! use it; it knows the wire protocol, not the server's internals.
+//!
+//! It speaks both dialects it meets: ccx's and the Python cc_executor's
+//! (`pgid: null`, no `duration_ms`, `process.canceled`, long lines in
+//! chunks, a `ping` notification it must answer with `pong` or be
+//! disconnected). Which server it talks to is learnt from what the server
+//! says (`identity`), never assumed.
 
 pub mod http;
+pub mod identity;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -58,8 +66,14 @@ impl ConnectOptions {
 pub enum ClientError {
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("connection refused by {addr}: nothing is listening there")]
-    Refused { addr: String },
+    #[error("{}", refused_message(.tried, .other_family.as_deref()))]
+    Refused {
+        /// Every address tried, in order (`127.0.0.1:8003`, `[::1]:8003`).
+        tried: Vec<String>,
+        /// The other loopback family's address on the same port, when
+        /// something accepts connections there.
+        other_family: Option<String>,
+    },
     #[error("no answer from {url} within {after:?} ({stage})")]
     Timeout {
         url: String,
@@ -76,10 +90,24 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("server error: {0}")]
     Rpc(RpcError),
-    #[error("connection closed{}", close_suffix(*.code, .reason))]
+    #[error("the server closed the connection{}", close_suffix(*.code, .reason))]
     Closed { code: Option<u16>, reason: String },
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+fn refused_message(tried: &[String], other: Option<&str>) -> String {
+    let tried = match tried {
+        [] => "the server".to_string(),
+        [one] => one.clone(),
+        many => many.join(" and "),
+    };
+    match other {
+        Some(other) => format!(
+            "connection refused at {tried}: nothing listens there, but something accepts connections at {other} (the other loopback family): use that address in the URL"
+        ),
+        None => format!("connection refused at {tried}: nothing is listening there"),
+    }
 }
 
 fn body_suffix(body: &str) -> String {
@@ -95,7 +123,8 @@ fn close_suffix(code: Option<u16>, reason: &str) -> String {
     match (code, reason.is_empty()) {
         (Some(c), true) => format!(" with code {c}"),
         (Some(c), false) => format!(" with code {c}: {reason}"),
-        (None, _) => String::new(),
+        (None, true) => String::new(),
+        (None, false) => format!(": {reason}"),
     }
 }
 
@@ -135,7 +164,10 @@ pub struct OutputCollector {
 impl OutputCollector {
     pub fn add(&mut self, output: Output) {
         self.lossy |= output.lossy;
-        self.truncated |= output.truncated;
+        // Every chunk of a long line but its last says `truncated`: the line
+        // continues in the next message (concatenation rebuilds it), nothing
+        // was dropped.
+        self.truncated |= output.truncated && !continues(&output);
         match output.stream {
             StreamKind::Stdout => self.stdout.push_str(&output.data),
             StreamKind::Stderr => self.stderr.push_str(&output.data),
@@ -152,6 +184,12 @@ impl OutputCollector {
             completed,
         }
     }
+}
+
+/// Whether this output message is a chunk of a long line that the next
+/// message continues (cc_executor marks such chunks `truncated`).
+pub fn continues(output: &Output) -> bool {
+    matches!((output.chunk_index, output.total_chunks), (Some(i), Some(n)) if i + 1 < n)
 }
 
 /// Checks that `url` is one the client can connect to (`ws://HOST[:PORT]/…`),
@@ -188,15 +226,25 @@ pub struct Client {
     next_id: u64,
     queued: VecDeque<Frame>,
     request_timeout: Duration,
+    url: String,
+    /// The address the connection went to, and the ones refused before it.
+    pub route: Route,
     /// The server's `connected` notification.
     pub connected: Connected,
+}
+
+/// Which of a host name's addresses the client reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Route {
+    pub connected: String,
+    pub refused: Vec<String>,
 }
 
 impl Client {
     /// Connects, upgrades, and waits for `connected`, all within
     /// `connect_timeout`.
     pub async fn connect(options: &ConnectOptions) -> Result<Client, ClientError> {
-        let mut socket = Self::open(options).await?;
+        let (mut socket, route) = Self::open_routed(options).await?;
         let first = timeout(options.connect_timeout, socket.next()).await;
         let connected = match first {
             Err(_) => {
@@ -222,12 +270,23 @@ impl Client {
             next_id: 1,
             queued: VecDeque::new(),
             request_timeout: options.request_timeout,
+            url: options.url.clone(),
+            route,
             connected,
         })
     }
 
+    /// The URL this session was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// TCP connect and WebSocket upgrade only (no `connected` wait).
     pub async fn open(options: &ConnectOptions) -> Result<Socket, ClientError> {
+        Ok(Self::open_routed(options).await?.0)
+    }
+
+    async fn open_routed(options: &ConnectOptions) -> Result<(Socket, Route), ClientError> {
         let invalid = |reason: String| ClientError::InvalidUrl {
             url: options.url.clone(),
             reason,
@@ -253,25 +312,15 @@ impl Client {
             Some("wss") => 443,
             _ => 80,
         });
-        let addr = match host.parse() {
-            Ok(ip) => crate::config::authority(ip, port),
-            Err(_) => format!("{host}:{port}"),
-        };
         let deadline = options.connect_timeout;
-        let stream = match timeout(deadline, TcpStream::connect((host, port))).await {
-            Err(_) => {
-                return Err(ClientError::Timeout {
+        let (stream, route) =
+            timeout(deadline, connect_tcp(host, port))
+                .await
+                .map_err(|_| ClientError::Timeout {
                     url: options.url.clone(),
                     stage: "TCP connect",
                     after: deadline,
-                })
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(ClientError::Refused { addr })
-            }
-            Ok(Err(e)) => return Err(ClientError::Io(e)),
-            Ok(Ok(s)) => s,
-        };
+                })??;
         let _ = stream.set_nodelay(true);
         let config = WebSocketConfig::default()
             .max_message_size(Some(256 << 20))
@@ -288,7 +337,7 @@ impl Client {
                     "WebSocket handshake: the port accepted the connection but sent no HTTP answer",
                 after: deadline,
             }),
-            Ok(Ok((socket, _response))) => Ok(socket),
+            Ok(Ok((socket, _response))) => Ok((socket, route)),
             Ok(Err(e)) => Err(handshake_error(e)),
         }
     }
@@ -308,7 +357,7 @@ impl Client {
         let response = timeout(deadline, self.wait_response(id))
             .await
             .map_err(|_| ClientError::Timeout {
-                url: String::new(),
+                url: self.url.clone(),
                 stage: "waiting for the response",
                 after: deadline,
             })??;
@@ -410,9 +459,24 @@ impl Client {
         self.socket.send(message).await.map_err(ws_error)
     }
 
-    /// The next JSON-RPC frame from the socket (pings are answered by the
-    /// library and skipped here).
+    /// The next JSON-RPC frame from the socket. WebSocket pings are answered
+    /// by the library; cc_executor's `ping` notifications (its heartbeat: no
+    /// `pong` within two intervals and it drops the session) are answered
+    /// with a `pong` notification here, and skipped.
     pub async fn next_frame(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            let frame = self.next_raw_frame().await?;
+            if frame.id.is_none() && frame.method.as_deref() == Some(method::PING) {
+                let params = frame.params.unwrap_or(Value::Null);
+                self.send_text(&Frame::notification(method::PONG, params).to_json())
+                    .await?;
+                continue;
+            }
+            return Ok(frame);
+        }
+    }
+
+    async fn next_raw_frame(&mut self) -> Result<Frame, ClientError> {
         loop {
             let message = match self.socket.next().await {
                 None => {
@@ -452,6 +516,65 @@ impl Client {
     pub async fn close(mut self) {
         let _ = timeout(Duration::from_secs(1), self.socket.close(None)).await;
     }
+}
+
+/// Connects to the first of `host`'s addresses that accepts, in the order
+/// the resolver gives them (as most clients do), remembering the refusals.
+/// When every address refuses and they are all loopback, probes the other
+/// loopback family on the same port: `localhost` resolves to ::1 first for
+/// some clients and to 127.0.0.1 for others, and a server bound to one
+/// family is unreachable through the other.
+async fn connect_tcp(host: &str, port: u16) -> Result<(TcpStream, Route), ClientError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| {
+            ClientError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot resolve {host}: {e}"),
+            ))
+        })?
+        .collect();
+    let mut refused = Vec::new();
+    let mut last_error = None;
+    for addr in &addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let route = Route {
+                    connected: addr.to_string(),
+                    refused,
+                };
+                return Ok((stream, route));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused.push(addr.to_string());
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if let Some(e) = last_error {
+        return Err(ClientError::Io(e));
+    }
+    let mut other_family = None;
+    if addrs.iter().all(|a| a.ip().is_loopback()) {
+        let families: Vec<bool> = addrs.iter().map(SocketAddr::is_ipv4).collect();
+        let other: Option<SocketAddr> = if families.iter().all(|v4| *v4) {
+            Some(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)))
+        } else if families.iter().all(|v4| !*v4) {
+            Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)))
+        } else {
+            None
+        };
+        if let Some(other) = other {
+            let probe = timeout(Duration::from_secs(1), TcpStream::connect(other)).await;
+            if matches!(probe, Ok(Ok(_))) {
+                other_family = Some(other.to_string());
+            }
+        }
+    }
+    Err(ClientError::Refused {
+        tried: refused,
+        other_family,
+    })
 }
 
 fn parse_connected(message: Message) -> Result<Connected, ClientError> {
@@ -502,7 +625,8 @@ fn handshake_error(e: tungstenite::Error) -> ClientError {
         }
         tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             ClientError::Refused {
-                addr: String::new(),
+                tried: Vec::new(),
+                other_family: None,
             }
         }
         tungstenite::Error::Io(io) => ClientError::Io(io),
@@ -516,6 +640,12 @@ fn handshake_error(e: tungstenite::Error) -> ClientError {
 
 fn ws_error(e: tungstenite::Error) -> ClientError {
     match e {
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => ClientError::Closed {
+            code: None,
+            reason: "the server dropped the TCP connection without a WebSocket close".into(),
+        },
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             ClientError::Closed {
                 code: None,

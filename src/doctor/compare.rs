@@ -5,9 +5,14 @@
 //! differences most likely culprits first (`crate::compare`). Plain data
 //! ([`CompareReport`]); the renderers live in `render`.
 //!
+//! A server that has no `server.info` (the Python cc_executor, an older
+//! ccx) is still compared on what it says about itself (`/health`,
+//! `connected`) and on its measured round trip; what could not be compared
+//! is listed, never left out silently.
+//!
 //! Differences are information, not failures: two machines always differ
 //! somewhere (a uid, a cwd). The exit status says whether both sides pass
-//! their checks and answered with a fingerprint.
+//! their checks.
 
 use std::future::Future;
 use std::time::Instant;
@@ -15,7 +20,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{millis, run_steps, Options, Report};
-use crate::compare::{differences, Difference};
+use crate::compare::{differences, identity_differences, speed_difference, Difference};
+use crate::doctor::steps::echo::SLOW_ECHO;
+use crate::doctor::{Status, StepId};
 use crate::protocol::ServerInfo;
 
 /// Version of the `--compare --json` document's shape; bumped on any
@@ -67,11 +74,15 @@ pub struct CompareReport {
     pub exit_code: u8,
     /// Both sides, A then B (only A when the run was interrupted during A).
     pub sides: Vec<Side>,
-    /// True when both fingerprints were fetched, so `differences` is
-    /// meaningful (an empty list then means they match).
+    /// True when both sides were reached, so `differences` is meaningful
+    /// (an empty list then means they match in everything compared).
     pub compared: bool,
     /// `b` is side B's value; most likely culprits first.
     pub differences: Vec<Difference>,
+    /// What could not be compared, and why (e.g. one side has no
+    /// `server.info` fingerprint). Added in schema version 1 without a bump.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_compared: Vec<String>,
     pub duration_ms: u64,
     /// Set when the comparison was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,10 +141,44 @@ pub async fn run(
             break;
         }
     }
+    let mut not_compared = Vec::new();
     let (diffs, compared) = match sides.as_slice() {
-        [a, b] => match (&a.info, &b.info) {
-            (Some(ia), Some(ib)) => (differences(ia, ib), true),
-            _ => (Vec::new(), false),
+        [a, b] => match (&a.report.server, &b.report.server) {
+            (Some(ida), Some(idb)) => {
+                let mut diffs = identity_differences(ida, idb);
+                if let (Some(ta), Some(tb)) = (echo_time(&a.report), echo_time(&b.report)) {
+                    diffs.extend(speed_difference(ta, tb, SLOW_ECHO));
+                }
+                match (&a.info, &b.info) {
+                    (Some(ia), Some(ib)) => diffs.extend(differences(ia, ib)),
+                    _ => {
+                        for side in [a, b].into_iter().filter(|s| s.info.is_none()) {
+                            not_compared.push(format!(
+                                "the environment fingerprint (PATH, shell, programs, limits, user, variable names): side {} ({}) gave none: {}",
+                                side.name,
+                                side.report.server.as_ref().map(|s| s.name()).unwrap_or_default(),
+                                side.info_error.as_deref().unwrap_or("no reason given")
+                            ));
+                        }
+                    }
+                }
+                for side in [a, b] {
+                    if let Some(e) = side
+                        .report
+                        .server
+                        .as_ref()
+                        .and_then(|s| s.health_error.as_ref())
+                    {
+                        not_compared.push(format!("/health of side {}: {e}", side.name));
+                    }
+                }
+                (diffs, true)
+            }
+            _ => {
+                not_compared
+                    .push("everything: a side could not be reached (see its checks)".into());
+                (Vec::new(), false)
+            }
         },
         _ => (Vec::new(), false),
     };
@@ -150,7 +195,17 @@ pub async fn run(
         sides,
         compared,
         differences: diffs,
+        not_compared,
         duration_ms: millis(started.elapsed()),
         error: interruption,
     }
+}
+
+/// How long the side's `echo` step took, when it ran a command.
+fn echo_time(report: &Report) -> Option<std::time::Duration> {
+    report
+        .steps
+        .iter()
+        .find(|s| s.id == StepId::Echo && matches!(s.status, Status::Pass | Status::Warn))
+        .map(|s| std::time::Duration::from_millis(s.duration_ms))
 }

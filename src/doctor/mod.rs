@@ -11,13 +11,14 @@
 pub mod compare;
 pub mod render;
 mod server;
-mod steps;
+pub(crate) mod steps;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::identity::ServerIdentity;
 use crate::client::{Client, ClientError};
 use crate::config::{Config, Env, Overrides};
 use crate::protocol::{ErrorCode, ServerInfo};
@@ -128,6 +129,11 @@ pub struct Report {
     /// Set when the doctor itself could not run (exit 3) or was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the server said it is (`/health`, `connected`), once the
+    /// handshake reached it. Added in schema version 1 without a bump (a
+    /// new optional field breaks no reader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerIdentity>,
 }
 
 impl Report {
@@ -153,6 +159,7 @@ impl Report {
             steps: Vec::new(),
             duration_ms: 0,
             error: Some(error),
+            server: None,
         }
     }
 }
@@ -189,6 +196,8 @@ struct Ctx<'a> {
     target: Option<String>,
     token: Option<String>,
     client: Option<Client>,
+    /// What the server said it is (the handshake step asks).
+    server_identity: Option<ServerIdentity>,
 }
 
 impl Ctx<'_> {
@@ -240,6 +249,7 @@ pub(crate) async fn run_steps(
         target: opts.url.clone(),
         token: None,
         client: None,
+        server_identity: None,
     };
     tokio::pin!(interrupted);
     let mut steps: Vec<StepResult> = Vec::new();
@@ -309,6 +319,7 @@ pub(crate) async fn run_steps(
         steps,
         duration_ms: millis(started.elapsed()),
         error: interruption.map(|n| format!("interrupted by {}", signal_name(n))),
+        server: ctx.server_identity.take(),
     };
     (report, info)
 }

@@ -212,7 +212,7 @@ pub fn compare_human(report: &CompareReport, style: Style) -> String {
     if report.compared {
         if report.differences.is_empty() {
             out.push_str(&format!(
-                "no difference that could matter between {}: the fingerprints match (pid, hostname and CCX_*/WS_* variable names aside)\n",
+                "no difference that could matter between {}: they match in everything compared (pid, hostname and CCX_*/WS_* variable names aside)\n",
                 names.join(" and ")
             ));
         } else {
@@ -228,8 +228,9 @@ pub fn compare_human(report: &CompareReport, style: Style) -> String {
                 out.push_str(&format!("      why: {}\n", d.why));
             }
         }
-    } else {
-        out.push_str("not compared: a side has no fingerprint (see above)\n");
+    }
+    for what in &report.not_compared {
+        out.push_str(&format!("not compared: {what}\n"));
     }
     let count = match report.differences.len() {
         _ if !report.compared => "not compared".to_string(),
@@ -323,6 +324,7 @@ mod tests {
             steps,
             duration_ms: 42,
             error: None,
+            server: None,
         }
     }
 

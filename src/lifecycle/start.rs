@@ -43,6 +43,8 @@ pub struct StartOptions {
     pub ready_timeout: Duration,
     /// SIGTERM→SIGKILL grace when a server that never got ready is stopped.
     pub kill_grace: Duration,
+    /// The server's CCX_DRAIN_PERIOD, recorded for `stop`.
+    pub drain_period: Duration,
 }
 
 /// A server that is ready.
@@ -110,6 +112,7 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
     let mut record = PidRecord::new(pid);
     record.log = Some(log_path.clone());
     record.kill_grace_ms = Some(options.kill_grace.as_millis() as u64);
+    record.drain_period_ms = Some(options.drain_period.as_millis() as u64);
     if let Err(e) = state.write_record(&record) {
         stop_child(&mut child, pid, options.kill_grace).await;
         return Err(e);
@@ -331,6 +334,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             ready_timeout,
             kill_grace: Duration::from_millis(200),
+            drain_period: Duration::ZERO,
         }
     }
 

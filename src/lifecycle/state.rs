@@ -209,10 +209,13 @@ pub struct PidRecord {
     pub started_at_ms: Option<u64>,
     #[serde(default)]
     pub version: Option<String>,
-    /// The server's CCX_KILL_GRACE, so that `stop` waits as long as this
-    /// server needs, whatever the environment of the `stop` command says.
+    /// The server's CCX_KILL_GRACE and CCX_DRAIN_PERIOD, so that `stop`
+    /// waits as long as this server needs between SIGTERM and SIGKILL,
+    /// whatever the environment of the `stop` command says.
     #[serde(default)]
     pub kill_grace_ms: Option<u64>,
+    #[serde(default)]
+    pub drain_period_ms: Option<u64>,
 }
 
 impl PidRecord {
@@ -229,6 +232,7 @@ impl PidRecord {
             started_at_ms: Some(now_ms()),
             version: Some(crate::VERSION.to_string()),
             kill_grace_ms: None,
+            drain_period_ms: None,
         }
     }
 

@@ -59,8 +59,9 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// How long `stop` waits for a `serve` or another `stop` holding the lock.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// Stops our server, if one runs, giving it the grace period it recorded
-/// (its own CCX_KILL_GRACE) between SIGTERM and SIGKILL.
+/// Stops our server, if one runs, giving it the time it recorded (its own
+/// CCX_KILL_GRACE plus CCX_DRAIN_PERIOD: a draining server lets running
+/// commands finish) between SIGTERM and SIGKILL.
 pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
     let _lock = state.lock(LOCK_WAIT).await?;
     let mut report = StopReport {
@@ -89,7 +90,8 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
     let grace = record
         .kill_grace_ms
         .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_GRACE);
+        .unwrap_or(DEFAULT_GRACE)
+        + Duration::from_millis(record.drain_period_ms.unwrap_or(0));
 
     let began = Instant::now();
     let pid = Pid::from_raw(record.pid as i32);

@@ -1,16 +1,18 @@
-//! The ccx server: axum routes (`GET /health`, `GET /healthz`, the
-//! WebSocket at `GET /ws/mcp` and, as in cc_executor's Docker image, `GET
-//! /ws` — the same endpoint under both paths), one session
-//! task per WebSocket connection, the upgrade guards and the session limit,
-//! and graceful shutdown (stop accepting, end every process group, close
-//! sessions with 1001).
+//! The ccx server: axum routes (`GET /health`, `GET /healthz`, `/livez`,
+//! `/readyz`, the WebSocket at `GET /ws/mcp` and, as in cc_executor's Docker
+//! image, `GET /ws` — the same endpoint under both paths), one session task
+//! per WebSocket connection, the upgrade guards and the session limit, the
+//! drain (refuse new sessions, let running commands finish for up to
+//! CCX_DRAIN_PERIOD) and graceful shutdown (stop accepting, end every process
+//! group, close sessions with 1001).
 //!
 //! It knows nothing of the doctor or the CLI: it is given a validated
-//! `Config`, a bound listener and a shutdown token.
+//! `Config`, a bound listener, a drain token and a shutdown token.
 
 pub mod connections;
 pub mod guards;
 pub mod info;
+pub mod probes;
 pub mod session;
 
 use std::collections::HashMap;
@@ -52,9 +54,13 @@ pub enum ServerError {
 pub struct AppState {
     pub config: Config,
     pub shutdown: CancellationToken,
+    /// Cancelled when the drain begins (SIGTERM); `shutdown` follows once
+    /// every session has ended or CCX_DRAIN_PERIOD has passed.
+    pub drain: CancellationToken,
     sessions: Arc<Semaphore>,
     tracker: TaskTracker,
     started: Instant,
+    shell_check: probes::ShellCheck,
 }
 
 impl AppState {
@@ -66,6 +72,11 @@ impl AppState {
 
     fn active_sessions(&self) -> usize {
         self.config.max_sessions - self.sessions.available_permits()
+    }
+
+    /// The drain has begun: no new session, no new command.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_cancelled() || self.shutdown.is_cancelled()
     }
 }
 
@@ -83,19 +94,25 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
 }
 
 /// Serves until `shutdown` is cancelled, then ends every session (and its
-/// process group) and returns.
+/// process group) and returns. Cancelling `drain` first makes readiness
+/// fail and refuses new sessions; `shutdown` follows by itself once every
+/// session has ended, or after CCX_DRAIN_PERIOD.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
+    drain: CancellationToken,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let state = Arc::new(AppState {
         sessions: Arc::new(Semaphore::new(config.max_sessions)),
         config,
         shutdown: shutdown.clone(),
+        drain,
         tracker: TaskTracker::new(),
         started: Instant::now(),
+        shell_check: probes::ShellCheck::default(),
     });
+    tokio::spawn(drain_then_shut_down(state.clone()));
     let app = router(state.clone());
     let fd_limit = connections::raise_fd_limit();
     let caps = connections::Caps::new(
@@ -123,10 +140,44 @@ pub const WS_PATH: &str = "/ws/mcp";
 /// the same endpoint, the same guards.
 pub const WS_PATH_DOCKER: &str = "/ws";
 
+/// Waits for the drain, then for every session to end (a session with a
+/// running command ends after its `process.completed`, an idle one at once)
+/// or for CCX_DRAIN_PERIOD, whichever comes first; then shuts down.
+async fn drain_then_shut_down(state: Arc<AppState>) {
+    tokio::select! {
+        _ = state.drain.cancelled() => {}
+        _ = state.shutdown.cancelled() => return,
+    }
+    let period = state.config.drain_period;
+    let begun = Instant::now();
+    tracing::info!(
+        sessions = state.active_sessions(),
+        "draining: readiness fails, new sessions are refused, running commands have up to {period:?} (CCX_DRAIN_PERIOD)"
+    );
+    state.tracker.close();
+    tokio::select! {
+        _ = state.tracker.wait() => {
+            tracing::info!("drained in {} ms: every session has ended", begun.elapsed().as_millis());
+        }
+        _ = tokio::time::sleep(period) => {
+            if !period.is_zero() {
+                tracing::warn!(
+                    sessions = state.active_sessions(),
+                    "drain period over: ending the commands still running"
+                );
+            }
+        }
+        _ = state.shutdown.cancelled() => {}
+    }
+    state.shutdown.cancel();
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/healthz", get(healthz))
+        .route("/livez", get(probes::livez))
+        .route("/readyz", get(probes::readyz))
         .route(WS_PATH, get(websocket))
         .route(WS_PATH_DOCKER, get(websocket))
         .fallback(not_found)
@@ -180,7 +231,7 @@ async fn not_found(uri: Uri) -> Response {
     let body = json!({
         "error": "not found",
         "path": uri.path(),
-        "endpoints": ["/health", "/healthz", WS_PATH, WS_PATH_DOCKER],
+        "endpoints": ["/health", "/healthz", "/livez", "/readyz", WS_PATH, WS_PATH_DOCKER],
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
@@ -214,6 +265,19 @@ async fn websocket(
             refusal.message
         );
         return http_error(refusal.status, refusal.message);
+    }
+    if state.is_draining() {
+        tracing::info!(status = 503, "refused upgrade: draining");
+        let mut response = http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is draining (SIGTERM received): it takes no new sessions; connect to another \
+             replica"
+                .into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
     }
     let upgrade = match upgrade {
         Ok(u) => u,

@@ -6,7 +6,9 @@
 //! are forwarded through a bounded queue.
 //!
 //! The session ends its process group when the client leaves, when keep-alive
-//! fails, and when the server shuts down (then it closes with 1001).
+//! fails, and when the server shuts down (then it closes with 1001). When
+//! the server drains, an idle session closes with 1001 at once and a busy
+//! one right after its command's `process.completed`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -115,6 +117,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         .heartbeat_interval
         .map(|every| Instant::now() + every);
     let shutdown = state.shutdown.clone();
+    let drain = state.drain.clone();
     let end = loop {
         tokio::select! {
             message = incoming.next() => match message {
@@ -134,7 +137,15 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 Some(Ok(Message::Pong(_))) => pong_due = None,
                 Some(Ok(Message::Ping(_))) => {}
             },
-            _ = finished(&mut session.active) => session.active = None,
+            _ = finished(&mut session.active) => {
+                session.active = None;
+                if drain.is_cancelled() {
+                    break StopReason::Shutdown;
+                }
+            }
+            _ = drain.cancelled(), if session.active.as_ref().is_none_or(Active::is_completed) => {
+                break StopReason::Shutdown;
+            }
             _ = sleep_until(next_ping) => {
                 next_ping += config.ws_ping_interval;
                 if pong_due.is_none() {
@@ -357,6 +368,13 @@ impl Session {
     }
 
     async fn execute(&mut self, request: Request) -> Result<(), RpcError> {
+        if self.state.is_draining() {
+            return Err(RpcError::new(
+                ErrorCode::Internal,
+                "server is draining (SIGTERM received): it starts no new command; reconnect to \
+                 another replica",
+            ));
+        }
         self.reap_completed();
         if let Some(active) = &self.active {
             return Err(RpcError::new(

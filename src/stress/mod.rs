@@ -225,7 +225,7 @@ impl Failure {
             _ => Cause::Handshake,
         };
         let message = match e {
-            ClientError::Refused { addr } if addr.is_empty() => {
+            ClientError::Refused { tried, .. } if tried.is_empty() => {
                 format!("connection refused by {url}")
             }
             e => e.to_string(),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ccx::client::{Client, ConnectOptions};
 
+pub mod cc_executor;
 pub mod python;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ccx");

@@ -1,59 +1,101 @@
 //! Step `echo`: one `execute` of `echo NONCE` on the session the handshake
-//! opened; the nonce must come back on stdout with exit code 0.
+//! opened; the nonce must come back on stdout with exit code 0. The round
+//! trip is timed here (cc_executor sends no `duration_ms`), bounded by
+//! `--timeout`: a round trip that works but takes seconds is a warning with
+//! the measured time and the likely cause, and one that does not finish in
+//! time says how far it got (`execute` not yet acknowledged, or started
+//! and not completed).
 
 use std::time::Duration;
 
-use tokio::time::timeout;
+use tokio::time::{timeout_at, Instant};
 
 use super::Outcome;
-use crate::client::ClientError;
+use crate::client::identity::{Kind, ServerIdentity};
+use crate::client::{Client, ClientError, Event, OutputCollector, RunOutcome};
 use crate::doctor::{human_duration, Ctx, Status};
 use crate::protocol::{ErrorCode, ExecuteParams};
 
-pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
+/// An echo slower than this is reported as slow. ccx answers in
+/// milliseconds, but took over 2 s on a 2-core machine under a load
+/// average of 20 and more; cc_executor without Redis never answers in less
+/// than 7 s (its hooks wait 2 s + 5 s before giving up on Redis).
+pub const SLOW_ECHO: Duration = Duration::from_secs(5);
+
+/// Why a cc_executor is slow to start commands, as measured on a machine
+/// without Redis.
+const CC_EXECUTOR_SLOW: &str = "cc_executor runs its hooks before every command, and they retry a Redis connection first (about 8 s per command when no Redis runs on localhost:6379)";
+
+/// How far the round trip got.
+enum Progress {
+    Sent,
+    Started(u32),
+}
+
+pub(super) async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let deadline: Duration = ctx.opts.timeout;
+    let server = ctx.server_identity.clone();
+    let name = server
+        .as_ref()
+        .map(ServerIdentity::name)
+        .unwrap_or_else(|| "the server".into());
     let Some(client) = ctx.client.as_mut() else {
         return Outcome::skip("no session to run a command in");
     };
     let nonce = format!("ccx-doctor-{}", uuid::Uuid::new_v4().simple());
     let command = format!("echo {nonce}");
-    let outcome = match timeout(deadline, client.run(&ExecuteParams::command(&command))).await {
-        Err(_) => {
-            return Outcome::new(
-                Status::Timeout,
-                format!("`{command}` did not complete within {}", human_duration(deadline)),
-            )
-            .fix("the server accepted the session but does not run commands: check its log (stderr)")
-        }
-        Ok(Err(ClientError::Rpc(rpc))) if rpc.code == ErrorCode::CommandNotAllowed.code() => {
+    let started = Instant::now();
+    let mut progress = Progress::Sent;
+    let result = round_trip(client, &command, started + deadline, &mut progress).await;
+    let elapsed = started.elapsed();
+    let outcome = match result {
+        Err(None) => return timed_out(&command, deadline, &progress, &name, server.as_ref()),
+        Err(Some(ClientError::Rpc(rpc))) if rpc.code == ErrorCode::CommandNotAllowed.code() => {
             return Outcome::fail(format!(
-                "the server refused `echo` (code -32001, command not allowed): {}",
-                rpc.message
+                "{name} refused `echo` (code {}): {}",
+                rpc.code, rpc.message
             ))
-            .fix("CCX_ALLOWED_COMMANDS restricts what may run: add echo to it (e.g. CCX_ALLOWED_COMMANDS=ls,echo), or unset it to allow every command")
+            .fix("its command allowlist (CCX_ALLOWED_COMMANDS, or ALLOWED_COMMANDS for cc_executor) restricts what may run: add echo to it (e.g. CCX_ALLOWED_COMMANDS=ls,echo), or unset it to allow every command")
         }
-        Ok(Err(e)) => {
-            return Outcome::fail(format!("`{command}` failed: {e}"))
-                .fix("see the server's log (stderr) for why it could not run a command")
+        Err(Some(ClientError::Rpc(rpc))) => {
+            return Outcome::fail(format!(
+                "{name} answered `execute` with an error: {} (code {})",
+                rpc.message, rpc.code
+            ))
+            .fix("see the server's log (stderr) for why it could not run a command")
         }
-        Ok(Ok(outcome)) => outcome,
+        Err(Some(e @ (ClientError::Closed { .. } | ClientError::Io(_)))) => {
+            return Outcome::fail(format!(
+                "{name} closed the session while `echo` ran ({}): {e}",
+                human_duration(elapsed)
+            ))
+            .fix("see the server's log (stderr): it dropped the connection instead of answering")
+        }
+        Err(Some(e)) => {
+            return Outcome::fail(format!("cannot read {name}'s answer to `echo`: {e}"))
+                .fix("the connection is up but the server's messages are not the protocol ccx knows: report it with this output")
+        }
+        Ok(outcome) => outcome,
     };
     let c = &outcome.completed;
-    let detail = vec![
+    let mut detail = vec![
         format!("command: {command}"),
         format!(
-            "pid {}{}, exit code {}{}",
+            "pid {}{}, exit code {}",
             c.pid,
             c.pgid.map(|g| format!(" in group {g}")).unwrap_or_default(),
             c.exit_code,
+        ),
+        format!(
+            "round trip measured by ccx: {}{}",
+            human_duration(elapsed),
             c.duration_ms
-                .map(|ms| format!(", {ms} ms"))
-                .unwrap_or_default()
+                .map(|ms| format!(" (the server says the process ran {ms} ms)"))
+                .unwrap_or_else(|| " (the server sends no duration of its own)".into())
         ),
         format!("stdout: {}", outcome.stdout.trim_end()),
     ];
     if c.exit_code != 0 {
-        let mut detail = detail;
         detail.push(format!("stderr: {}", outcome.stderr.trim_end()));
         return Outcome::fail(format!("`echo` exited with code {}", c.exit_code))
             .detail(detail)
@@ -64,9 +106,101 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             .detail(detail)
             .fix("the server loses process output: report it with this output");
     }
+    if elapsed > SLOW_ECHO {
+        let cause = slow_cause(server.as_ref());
+        detail.push(format!("likely cause: {cause}"));
+        return Outcome::warn(format!(
+            "`echo` works but is slow: {} for the round trip on {name} (pid {})",
+            human_duration(elapsed),
+            c.pid
+        ))
+        .detail(detail)
+        .fix(slow_fix(server.as_ref()));
+    }
     Outcome::pass(format!(
-        "`echo` ran (pid {}) and its output came back",
-        c.pid
+        "`echo` ran (pid {}) and its output came back in {}",
+        c.pid,
+        human_duration(elapsed)
     ))
     .detail(detail)
+}
+
+/// `execute`, then events until `process.completed`, all before `at`.
+/// `Err(None)` is the deadline.
+async fn round_trip(
+    client: &mut Client,
+    command: &str,
+    at: Instant,
+    progress: &mut Progress,
+) -> Result<RunOutcome, Option<ClientError>> {
+    // The client's own request deadline is the same `--timeout`.
+    let deadline = |e: ClientError| match e {
+        ClientError::Timeout { .. } => None,
+        e => Some(e),
+    };
+    let started = timeout_at(at, client.execute(&ExecuteParams::command(command)))
+        .await
+        .map_err(|_| None)?
+        .map_err(deadline)?;
+    *progress = Progress::Started(started.pid);
+    let mut collected = OutputCollector::default();
+    loop {
+        match timeout_at(at, client.next_event())
+            .await
+            .map_err(|_| None)?
+        {
+            Ok(Event::Output(o)) => collected.add(o),
+            Ok(Event::Completed(completed)) => return Ok(collected.finish(started, completed)),
+            Ok(_) => {}
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+fn timed_out(
+    command: &str,
+    deadline: Duration,
+    progress: &Progress,
+    name: &str,
+    server: Option<&ServerIdentity>,
+) -> Outcome {
+    let within = human_duration(deadline);
+    let (summary, detail) = match progress {
+        Progress::Sent => (
+            format!("{name} had not acknowledged `execute` after {within}: slow or stuck"),
+            "the request was sent; no result (`started`) came back".to_string(),
+        ),
+        Progress::Started(pid) => (
+            format!("{name} started `echo` (pid {pid}) but did not report its end within {within}: slow or stuck"),
+            "`started` came back; no `process.completed`".to_string(),
+        ),
+    };
+    let mut lines = vec![format!("command: {command}"), detail];
+    if server.map(ServerIdentity::kind) == Some(Kind::CcExecutor) {
+        lines.push(format!("likely cause: {CC_EXECUTOR_SLOW}"));
+    }
+    let fix = match server.map(ServerIdentity::kind) {
+        Some(Kind::CcExecutor) => format!(
+            "give it more time (`--timeout 30s`): a slow server is not a broken one; {}",
+            slow_fix(server)
+        ),
+        _ => "give it more time (`--timeout 30s`) if it is only slow; otherwise the server accepted the session but does not run commands: check its log (stderr)".to_string(),
+    };
+    Outcome::new(Status::Timeout, summary)
+        .detail(lines)
+        .fix(fix)
+}
+
+fn slow_cause(server: Option<&ServerIdentity>) -> String {
+    match server.map(ServerIdentity::kind) {
+        Some(Kind::CcExecutor) => CC_EXECUTOR_SLOW.to_string(),
+        _ => "the server is slow to start a process (load, a slow shell startup file, or work it does before each command)".to_string(),
+    }
+}
+
+fn slow_fix(server: Option<&ServerIdentity>) -> String {
+    match server.map(ServerIdentity::kind) {
+        Some(Kind::CcExecutor) => "run Redis on localhost:6379 for its hooks, or disable its hooks; clients with short timeouts will give up on this server".to_string(),
+        _ => "check the server's load and log; clients with short timeouts will give up on this server".to_string(),
+    }
 }

@@ -5,6 +5,7 @@
 //! honour it.
 
 use super::Outcome;
+use crate::client::identity::{self, Kind};
 use crate::client::{Client, ClientError, ConnectOptions};
 use crate::config::Env;
 use crate::doctor::{human_duration, Ctx, Status};
@@ -21,15 +22,37 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     match Client::connect(&options).await {
         Ok(client) => {
             let c = &client.connected;
+            let server = identity::identify(&url, c, ctx.opts.timeout).await;
             let mut detail = vec![
-                format!("session {} on ccx {}", c.session_id, c.version),
+                format!("session {} on {}", c.session_id, server.name()),
                 format!("capabilities: {}", c.capabilities.join(", ")),
                 format!(
                     "token sent: {}",
                     if sent_token { "yes (CCX_TOKEN)" } else { "no" }
                 ),
             ];
-            let summary = format!("connected to {url} (server {})", c.version);
+            match (&server.health, &server.health_error) {
+                (Some(health), _) => detail.push(format!(
+                    "GET /health: {}",
+                    serde_json::Value::Object(health.clone())
+                )),
+                (None, Some(e)) => detail.push(format!("not identified by /health: {e}")),
+                (None, None) => {}
+            }
+            if server.kind() == Kind::CcExecutor {
+                detail.push(
+                    "the Python cc_executor: it runs hooks before each command, so commands start slower than on ccx".into(),
+                );
+            }
+            if !client.route.refused.is_empty() {
+                detail.push(format!(
+                    "connected to {} after {} refused (clients that try only the first address of the name would fail)",
+                    client.route.connected,
+                    client.route.refused.join(", ")
+                ));
+            }
+            let summary = format!("connected to {url} ({})", server.name());
+            ctx.server_identity = Some(server);
             ctx.client = Some(client);
             match proxy {
                 None => Outcome::pass(summary).detail(detail),
@@ -76,8 +99,21 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
 fn failure(e: ClientError, url: &str, sent_token: bool, deadline: std::time::Duration) -> Outcome {
     let text = e.to_string();
     match e {
-        ClientError::Refused { .. } => Outcome::fail(format!("connection refused at {url}: nothing is listening there"))
-            .fix("start the server (`ccx serve`), or check the host and port of the URL"),
+        ClientError::Refused { tried, other_family } => {
+            let tried_text = if tried.is_empty() { url.to_string() } else { tried.join(", ") };
+            match other_family {
+                Some(other) => Outcome::fail(format!(
+                    "connection refused at {tried_text}, but something accepts connections at {other}"
+                ))
+                .detail([format!("addresses tried: {tried_text}"), format!("answers on the other loopback family: {other}")])
+                .fix(format!(
+                    "the server listens on the other loopback family: use {other} in the URL (a name such as `localhost` may resolve to ::1 first for some clients and to 127.0.0.1 for others), or make the server listen on both"
+                )),
+                None => Outcome::fail(format!("connection refused at {tried_text}: nothing is listening there"))
+                    .detail([format!("addresses tried: {tried_text}"), "nothing answers on the other loopback family either".to_string()])
+                    .fix("start the server (`ccx serve`), or check the host and port of the URL"),
+            }
+        }
         ClientError::Timeout { stage, .. } => Outcome::new(
             Status::Timeout,
             format!("no answer within {} ({stage})", human_duration(deadline)),
@@ -103,7 +139,7 @@ fn failure(e: ClientError, url: &str, sent_token: bool, deadline: std::time::Dur
         ClientError::NotWebSocket(_) => Outcome::fail("not a WebSocket endpoint: the upgrade did not complete")
             .detail([text])
             .fix("check that the URL points at a ccx server's /ws/mcp"),
-        ClientError::NotCcx(_) => Outcome::fail("a WebSocket server, but not ccx: no `connected` message")
+        ClientError::NotCcx(_) => Outcome::fail("a WebSocket server, but neither ccx nor cc_executor: no `connected` message")
             .detail([text])
             .fix("point the URL at a ccx (or cc_executor) server"),
         ClientError::Rpc(rpc) => Outcome::fail(format!("the server refused the session: {} (code {})", rpc.message, rpc.code))

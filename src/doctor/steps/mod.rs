@@ -5,7 +5,7 @@
 
 mod binaries;
 mod config;
-mod echo;
+pub(crate) mod echo;
 mod handshake;
 mod port;
 mod spawn;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
-use super::binaries::{first_program, resolve};
+use super::binaries::server_program;
 use super::{skipped_for_url, Outcome};
 use crate::config::Config;
 use crate::doctor::server::ServerProcess;
@@ -151,14 +151,11 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
 /// sees (not canonicalized: a venv's `python` is a symlink to the system
 /// one, and which of the two runs is the point).
 fn resolved_program(ctx: &Ctx<'_>, program: &std::path::Path) -> Option<String> {
-    let name = match &ctx.opts.server_cmd {
-        Some(cmd) => first_program(cmd)?,
-        None => return Some(program.display().to_string()),
+    let Some(cmd) = &ctx.opts.server_cmd else {
+        return Some(program.display().to_string());
     };
     let path_var = ctx.opts.env.get("PATH").cloned().unwrap_or_default();
-    resolve(&name, &path_var)
-        .ok()
-        .map(|p| p.display().to_string())
+    server_program(cmd, &path_var)
 }
 
 /// Known signatures in what the server printed (stderr, then stdout) and
