@@ -58,6 +58,14 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
         "on SIGTERM, how long running commands may take to finish",
     ),
     ("CCX_STATE_DIR", "pid file and log of the background server"),
+    (
+        "CCX_COMMAND_ID",
+        "set by a ccx server on each command it runs (marks its processes)",
+    ),
+    (
+        "CCX_PASS_ENV",
+        "comma list of CCX_* variables commands may see (all are hidden by default)",
+    ),
     ("WS_PING_INTERVAL", "WebSocket keep-alive ping interval"),
     ("WS_PING_TIMEOUT", "WebSocket keep-alive timeout"),
     ("WS_MAX_SIZE", "largest WebSocket message accepted"),
@@ -271,6 +279,8 @@ pub struct Config {
     pub sources: BTreeMap<&'static str, Source>,
     /// Variables that are set but not used as written.
     pub warnings: Vec<ConfigWarning>,
+    /// `CCX_*` variables passed through to commands (all others are hidden).
+    pub pass_env: Vec<String>,
 }
 
 pub const DEFAULT_PORT: u16 = 8003;
@@ -301,6 +311,7 @@ impl Default for Config {
             insecure_no_auth: false,
             sources: BTreeMap::new(),
             warnings: Vec::new(),
+            pass_env: Vec::new(),
         }
     }
 }
@@ -425,6 +436,9 @@ impl Config {
             }
             None => d.ws_max_size,
         };
+        let pass_env = l
+            .parsed("pass_env", "CCX_PASS_ENV", parse_list)?
+            .unwrap_or_default();
         let state_dir = match &overrides.state_dir {
             Some(p) => {
                 l.sources.insert("state_dir", Source::Flag("--state-dir"));
@@ -470,6 +484,7 @@ impl Config {
             insecure_no_auth: overrides.insecure_no_auth,
             sources: l.sources,
             warnings: l.warnings,
+            pass_env,
         };
         config.check_bind_is_safe()?;
         Ok(config)

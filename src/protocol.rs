@@ -409,6 +409,10 @@ pub struct ServerInfo {
     pub limits: CcxLimits,
     /// Each requested program → its resolved path (`None`: not found).
     pub binaries: BTreeMap<String, Option<String>>,
+    /// How the server ties escaped descendants to their command:
+    /// `cgroup-v2` or `subreaper+marker` (absent from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_tracking: Option<String>,
 }
 
 /// Soft and hard values of one resource limit; `None` means unlimited.

@@ -23,7 +23,7 @@ async fn send(client: &mut Client, value: Value) {
 }
 
 async fn frame(client: &mut Client) -> Frame {
-    timeout(LONG, client.next_frame())
+    timeout(LONG, client.next_raw_frame())
         .await
         .expect("a frame within the deadline")
         .expect("a frame")
@@ -272,12 +272,14 @@ async fn error_codes_are_cc_executors() {
     send(&mut client, execute(4, "echo again")).await;
     let busy = response(&mut client, 4).await;
     assert_eq!(error_code(&busy), -32602);
+    let busy = busy.error.unwrap();
+    assert_eq!(
+        busy.message, "A process is already running",
+        "cc_executor's exact words"
+    );
     assert!(
-        busy.error
-            .unwrap()
-            .message
-            .starts_with("A process is already running"),
-        "cc_executor's words"
+        busy.data.unwrap()["pid"].is_u64(),
+        "ccx's details ride in data"
     );
     // Unknown method: -32601.
     send(

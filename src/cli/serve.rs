@@ -19,7 +19,7 @@ use super::{runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::lifecycle::{self, StartOptions, StateDir};
-use crate::process::reaper;
+use crate::process::{reaper, tracking, ResolveError};
 use crate::server;
 
 #[derive(Debug, Args)]
@@ -107,6 +107,7 @@ async fn foreground(mut config: Config, detached: bool, lifeline: bool) -> Resul
         );
     }
     tokio::spawn(reaper::run());
+    tracking::init();
     if detached {
         // Started by `ccx serve`: stdout and stderr are the state
         // directory's log, which this process keeps rotated.
@@ -136,19 +137,13 @@ async fn foreground(mut config: Config, detached: bool, lifeline: bool) -> Resul
 /// only fail later, on every request. Checked after binding, so a launcher
 /// sees a server that starts and then dies with this message.
 fn check_shell(config: &Config) -> Result<(), CliError> {
-    use std::os::unix::fs::PermissionsExt;
     let shell = &config.shell;
-    let resolved = if shell.components().count() > 1 {
-        Some(shell.clone())
-    } else {
-        which::which(shell).ok()
-    };
-    match resolved.as_ref().and_then(|p| std::fs::metadata(p).ok()) {
-        Some(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(()),
-        Some(_) => Err(CliError::Startup(format!(
+    match crate::process::resolve_program(&shell.to_string_lossy(), None) {
+        Ok(_) => Ok(()),
+        Err(ResolveError::NotExecutable) => Err(CliError::Startup(format!(
             "CCX_SHELL {shell:?} is not an executable file"
         ))),
-        None => Err(CliError::Startup(format!(
+        Err(_) => Err(CliError::Startup(format!(
             "CCX_SHELL {shell:?} does not exist (or is not on PATH)"
         ))),
     }

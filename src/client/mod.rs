@@ -476,7 +476,9 @@ impl Client {
         }
     }
 
-    async fn next_raw_frame(&mut self) -> Result<Frame, ClientError> {
+    /// The next JSON-RPC frame exactly as it came, heartbeat `ping`s
+    /// included and unanswered (for tests of the heartbeat itself).
+    pub async fn next_raw_frame(&mut self) -> Result<Frame, ClientError> {
         loop {
             let message = match self.socket.next().await {
                 None => {

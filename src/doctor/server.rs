@@ -168,12 +168,7 @@ impl ServerProcess {
     /// SIGTERM to the whole group, SIGKILL after a grace period, wait for
     /// the leader and for every member, stop the readers.
     pub async fn stop(mut self) {
-        self.group.request_termination();
-        if timeout(STOP_GRACE, self.child.wait()).await.is_err() {
-            let _ = self.group.signal(Signal::SIGKILL);
-            let _ = timeout(STOP_GRACE, self.child.wait()).await;
-        }
-        self.group.terminate(Duration::from_millis(500)).await;
+        crate::process::stop_child(&mut self.child, self.group, STOP_GRACE).await;
         self.drain().await;
         for reader in &self.readers {
             reader.abort();

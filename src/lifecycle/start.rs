@@ -14,11 +14,10 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 
 use super::log::{self, ReadyLine, ReadyScanner};
 use super::state::{PidRecord, Probe, Stale, StateDir};
@@ -281,20 +280,7 @@ fn close_inherited_fds_on_exec() {
 /// own session and group once it has called setsid), SIGTERM, grace,
 /// SIGKILL, and always waits for it.
 async fn stop_child(child: &mut Child, pid: u32, grace: Duration) {
-    let target = Pid::from_raw(pid as i32);
-    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-        let _ = killpg(target, signal);
-        let _ = kill(target, signal);
-        let wait = if signal == Signal::SIGTERM {
-            grace
-        } else {
-            Duration::from_secs(5)
-        };
-        if timeout(wait, child.wait()).await.is_ok() {
-            let _ = killpg(target, Signal::SIGKILL);
-            return;
-        }
-    }
+    crate::process::stop_child(child, crate::process::Group(pid), grace).await;
 }
 
 fn exited(
@@ -384,7 +370,7 @@ mod tests {
             began.elapsed()
         );
         assert!(
-            !super::super::state::is_alive(*pid),
+            !crate::process::procfs::is_alive(*pid),
             "the unready child was killed"
         );
         assert!(!dir.path().join("ccx.pid").exists());

@@ -16,6 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::LifecycleError;
+use crate::process::procfs;
 
 /// Version of the pid file's JSON layout.
 pub const PID_FILE_VERSION: u32 = 1;
@@ -287,9 +288,8 @@ fn identify(record: &PidRecord, dir: &Path) -> Identity {
     if pid == 0 || pid > i32::MAX as u32 {
         return Identity::Gone;
     }
-    match proc_state(pid) {
-        None | Some('Z') | Some('X') => return Identity::Gone,
-        Some(_) => {}
+    if !procfs::is_alive(pid) {
+        return Identity::Gone;
     }
     let argv = cmdline(pid);
     if !is_ccx_server(&argv) {
@@ -343,55 +343,16 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The argument vector of a process (empty when unreadable).
-pub fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use crate::process::procfs::{all_pids, cmdline, is_alive};
 
-/// Fields of /proc/PID/stat after the command name (which may contain
-/// spaces and parentheses): index 0 is the state (field 3).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    Some(after_name.split_whitespace().map(String::from).collect())
-}
-
-/// The one-letter state of a process (R, S, T, Z, …), `None` when gone.
-pub fn proc_state(pid: u32) -> Option<char> {
-    stat_fields(pid)?.first()?.chars().next()
-}
-
-/// Whether a process exists and is not a zombie.
-pub fn is_alive(pid: u32) -> bool {
-    !matches!(proc_state(pid), None | Some('Z') | Some('X'))
-}
-
-/// The session id of a process (field 6).
+/// The session id of a process.
 pub fn session_of(pid: u32) -> Option<u32> {
-    stat_fields(pid)?.get(3)?.parse().ok()
+    procfs::stat(pid).map(|s| s.session)
 }
 
-/// Start time in clock ticks after boot (field 22).
+/// Start time in clock ticks after boot.
 pub fn start_ticks(pid: u32) -> Option<u64> {
-    stat_fields(pid)?.get(19)?.parse().ok()
-}
-
-/// Every pid in /proc.
-pub fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    procfs::stat(pid).map(|s| s.start_ticks)
 }
 
 pub fn now_ms() -> u64 {

@@ -16,6 +16,7 @@ use tokio::time::{sleep, Instant};
 
 use super::state::{all_pids, is_alive, session_of, PidRecord, Probe, Stale, StateDir};
 use super::{LifecycleError, SCHEMA_VERSION};
+use crate::process::{stop_pid, Stopped};
 
 /// How long to wait for the port to be free once the server is gone.
 const PORT_DEADLINE: Duration = Duration::from_secs(5);
@@ -98,15 +99,12 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
     // Only a server that leads its own session (as the launcher starts it)
     // has its session swept: never the session of a user's terminal.
     let own_session = session_of(record.pid) == Some(record.pid);
-    let mut signal = Signal::SIGTERM;
-    send(pid, signal)?;
-    if !gone_within(record.pid, grace).await {
-        signal = Signal::SIGKILL;
-        send(pid, signal)?;
-        if !gone_within(record.pid, KILL_DEADLINE).await {
-            return Err(LifecycleError::Unkillable { pid: record.pid });
-        }
-    }
+    // Fails early, with the reason, when we may not signal it at all.
+    send(pid, None)?;
+    let signal = match stop_pid(record.pid, grace).await {
+        Stopped::Unkillable => return Err(LifecycleError::Unkillable { pid: record.pid }),
+        stopped => stopped.signal().unwrap_or(Signal::SIGTERM),
+    };
     report.signal = Some(signal.as_str().to_string());
     report.duration_ms = Some(began.elapsed().as_millis() as u64);
     if own_session {
@@ -118,7 +116,7 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
     Ok(report)
 }
 
-fn send(pid: Pid, signal: Signal) -> Result<(), LifecycleError> {
+fn send(pid: Pid, signal: Option<Signal>) -> Result<(), LifecycleError> {
     match kill(pid, signal) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(source) => Err(LifecycleError::Signal {

@@ -1,12 +1,51 @@
-//! Signals to a whole process group, and the group's termination sequence
-//! (SIGTERM + SIGCONT, a grace period, then SIGKILL).
+//! Ending processes, written once: signals to a whole process group, and
+//! the termination sequence every path uses — SIGTERM + SIGCONT (so a
+//! paused process can act on it), a grace period, SIGKILL, and a bounded
+//! wait until the target is gone.
+//!
+//! [`Group::stop`] ends a process group; [`stop_pid`] ends one process
+//! that is not our child (the background server, for `ccx stop`);
+//! [`stop_child`] ends a child we spawned in its own group and reaps it.
 
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use tokio::time::{sleep, Instant};
+use tokio::time::{sleep, timeout, Instant};
+
+use super::procfs;
+
+/// How often a stop checks whether its target is gone.
+const POLL: Duration = Duration::from_millis(10);
+/// How long a stop waits after SIGKILL for its target to disappear.
+const AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Nothing was left to stop.
+    AlreadyGone,
+    /// Gone within the grace period, after SIGTERM.
+    Terminated,
+    /// Needed SIGKILL, and is gone.
+    Killed,
+    /// Still there after SIGKILL (a process in uninterruptible sleep, or
+    /// one we may not signal).
+    Unkillable,
+}
+
+impl Stopped {
+    /// The last signal sent, when one was.
+    pub fn signal(self) -> Option<Signal> {
+        match self {
+            Stopped::AlreadyGone => None,
+            Stopped::Terminated => Some(Signal::SIGTERM),
+            Stopped::Killed | Stopped::Unkillable => Some(Signal::SIGKILL),
+        }
+    }
+}
 
 /// A process group, named by its leader's pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,17 +77,108 @@ impl Group {
         let _ = self.signal(Signal::SIGCONT);
     }
 
-    /// SIGTERM, wait up to `grace` for the group to empty, then SIGKILL.
-    /// Used for members left behind after the leader was reaped.
-    pub async fn terminate(self, grace: Duration) {
-        if !self.is_alive() {
-            return;
-        }
-        self.request_termination();
-        let deadline = Instant::now() + grace;
-        while self.is_alive() && Instant::now() < deadline {
-            sleep(Duration::from_millis(10)).await;
-        }
-        let _ = self.signal(Signal::SIGKILL);
+    /// SIGTERM + SIGCONT, up to `grace` for the group to empty, SIGKILL,
+    /// then up to 2 s for it to disappear. A group whose leader is our
+    /// child empties only once the leader is reaped: await this beside the
+    /// child's `wait()`, or use [`stop_child`].
+    pub async fn stop(self, grace: Duration) -> Stopped {
+        stop_with(
+            grace,
+            || self.is_alive(),
+            || self.request_termination(),
+            || {
+                let _ = self.signal(Signal::SIGKILL);
+            },
+        )
+        .await
     }
+}
+
+/// The one termination sequence, over any target: `alive` says whether it
+/// is still there, `term` asks it to stop, `kill` forces it.
+pub async fn stop_with(
+    grace: Duration,
+    alive: impl Fn() -> bool,
+    term: impl FnOnce(),
+    kill: impl Fn(),
+) -> Stopped {
+    if !alive() {
+        return Stopped::AlreadyGone;
+    }
+    term();
+    if gone_within(grace, &alive).await {
+        return Stopped::Terminated;
+    }
+    // SIGKILL again on every look: processes re-parented meanwhile (the
+    // children of a killed escapee) are part of the target too.
+    let until = Instant::now() + AFTER_KILL;
+    loop {
+        kill();
+        sleep(POLL).await;
+        if !alive() {
+            return Stopped::Killed;
+        }
+        if Instant::now() >= until {
+            return Stopped::Unkillable;
+        }
+    }
+}
+
+async fn gone_within(limit: Duration, alive: &impl Fn() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if !alive() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        sleep(POLL).await;
+    }
+}
+
+/// Ends one process that is not our child (we cannot reap it, so "gone"
+/// means gone or a zombie): SIGTERM, grace, SIGKILL. No SIGCONT: a
+/// stopped (hung) process stays stopped and gets SIGKILL after the grace.
+pub async fn stop_pid(pid: u32, grace: Duration) -> Stopped {
+    let target = Pid::from_raw(pid as i32);
+    stop_with(
+        grace,
+        || procfs::is_alive(pid),
+        || {
+            let _ = kill(target, Signal::SIGTERM);
+        },
+        || {
+            let _ = kill(target, Signal::SIGKILL);
+        },
+    )
+    .await
+}
+
+/// Ends a child we spawned, that leads (or is about to lead) its own
+/// group, and reaps it: the child and its group get SIGTERM + SIGCONT,
+/// `grace` for the child to exit, then SIGKILL; members left behind are
+/// stopped the same way. Returns the child's exit status when it could be
+/// reaped.
+pub async fn stop_child(
+    child: &mut tokio::process::Child,
+    group: Group,
+    grace: Duration,
+) -> Option<ExitStatus> {
+    let leader = Pid::from_raw(group.0 as i32);
+    let both = |signal| {
+        let _ = group.signal(signal);
+        let _ = kill(leader, signal);
+    };
+    both(Signal::SIGTERM);
+    both(Signal::SIGCONT);
+    let status = match timeout(grace, child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            both(Signal::SIGKILL);
+            timeout(AFTER_KILL, child.wait()).await.ok()?.ok()
+        }
+    };
+    group.stop(grace.min(Duration::from_millis(500))).await;
+    status
 }

@@ -6,15 +6,27 @@
 //!
 //! This module knows nothing of WebSocket or HTTP: it produces
 //! [`Event`]s (wire types from `protocol`) and takes stop requests.
+//!
+//! The process toolkit lives in its submodules, each written once:
+//! `spec` (execute → Spec, timeout rule, environment scrubbing), `group`
+//! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
+//! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
+//! reaping without stealing statuses), `procfs` (every /proc read) and
+//! `resolve` (PATH lookups).
 
 pub mod group;
 pub mod lines;
+pub mod procfs;
 pub mod reaper;
+pub mod resolve;
+pub mod spec;
+pub mod tracking;
 pub mod utf8;
 
-use std::collections::BTreeMap;
+use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,10 +38,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
-pub use group::Group;
+pub use group::{stop_child, stop_pid, Group, Stopped};
+pub use resolve::{resolve_program, ResolveError};
+pub use spec::{Rules, Spec, SpecError};
 
 use crate::protocol::{Completed, CompletionStatus, Output, StreamKind};
 use lines::LineFramer;
+use tracking::Scope;
 
 /// Bytes read from a pipe at a time (one pipe buffer).
 const READ_CHUNK: usize = 64 * 1024;
@@ -43,18 +58,8 @@ pub const IDLE_FLUSH: Duration = Duration::from_millis(200);
 /// How long output may keep flowing after the whole group is gone (a
 /// descendant that left the group can hold the pipes open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-
-/// What to run and under which limits.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    pub shell: PathBuf,
-    pub command: String,
-    pub cwd: Option<PathBuf>,
-    pub env: BTreeMap<String, String>,
-    pub timeout: Option<Duration>,
-    pub kill_grace: Duration,
-    pub max_output: u64,
-}
+/// Grace for what a command leaves behind once its shell is gone.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 
 /// What a running process reports, in order: output chunks, then exactly
 /// one `Completed` as the last event.
@@ -89,6 +94,7 @@ pub enum StopReason {
 pub struct Running {
     pub pid: u32,
     pub group: Group,
+    scope: Arc<Scope>,
     stop: watch::Sender<Option<(StopReason, Duration)>>,
 }
 
@@ -97,13 +103,22 @@ impl Running {
         self.group.0
     }
 
-    /// SIGSTOP to the whole group.
+    /// SIGSTOP to the whole group, and its cgroup frozen (escaped
+    /// members included) where there is one.
     pub fn pause(&self) -> Result<(), nix::errno::Errno> {
-        self.group.signal(Signal::SIGSTOP)
+        // SIGSTOP first: a frozen process would not act on it until thawed.
+        self.group.signal(Signal::SIGSTOP)?;
+        if let Err(e) = self.scope.freeze(true) {
+            tracing::warn!(pid = self.pid, "cannot freeze the command's cgroup: {e}");
+        }
+        Ok(())
     }
 
-    /// SIGCONT to the whole group.
+    /// SIGCONT to the whole group, and its cgroup thawed.
     pub fn resume(&self) -> Result<(), nix::errno::Errno> {
+        if let Err(e) = self.scope.freeze(false) {
+            tracing::warn!(pid = self.pid, "cannot thaw the command's cgroup: {e}");
+        }
         self.group.signal(Signal::SIGCONT)
     }
 
@@ -135,10 +150,22 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
             return Err(SpawnError::BadCwd(dir.clone()));
         }
     }
+    let scope = Arc::new(Scope::new());
+    // With a cgroup, a POSIX shell moves itself into it before it runs
+    // anything of the command (see `tracking` for why, and for other shells).
+    let self_moving = tracking::is_posix_shell(&spec.shell);
+    let command = match scope.prepare() {
+        Some(dir) if self_moving => format!("{}{}", tracking::shell_prefix(&dir), spec.command),
+        _ => spec.command.clone(),
+    };
     let mut cmd = tokio::process::Command::new(&spec.shell);
-    cmd.arg("-c")
-        .arg(&spec.command)
-        .envs(&spec.env)
+    cmd.arg("-c").arg(&command);
+    for name in spec.hidden_env.iter() {
+        cmd.env_remove(name);
+    }
+    let (marker, id) = scope.marker();
+    cmd.envs(&spec.env)
+        .env(marker, id)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -151,13 +178,19 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         let pid = child.id().unwrap_or_default();
         Ok((child, pid))
     })
-    .map_err(|source| SpawnError::Shell {
-        shell: spec.shell.clone(),
-        source,
+    .map_err(|source| {
+        scope.release();
+        SpawnError::Shell {
+            shell: spec.shell.clone(),
+            source,
+        }
     })?;
     let started = Instant::now();
     let pid = child.id().unwrap_or_default();
     let group = Group(pid);
+    if !self_moving {
+        scope.enter(pid);
+    }
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (group_gone_tx, group_gone) = watch::channel(false);
@@ -180,17 +213,28 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
     ];
 
     let (stop_tx, stop_rx) = watch::channel(None);
+    let command_scope = scope.clone();
     tokio::spawn(async move {
-        let (status, ending) = supervise(&mut child, group, &spec, started, stop_rx).await;
+        let scope = command_scope;
+        let (status, ending, stopping) =
+            supervise(&mut child, group, &spec, started, stop_rx).await;
         reaper::unregister(pid);
-        // The leader is gone; members it left behind are ended too.
-        group
-            .terminate(spec.kill_grace.min(Duration::from_secs(1)))
-            .await;
+        // The shell is gone; what it left behind ends too: members of its
+        // group, and processes that escaped it (cgroup, or adopted orphans
+        // carrying its marker).
+        let group_stop = async {
+            match stopping {
+                Some(stop) => stop.await,
+                None => group.stop(spec.kill_grace.min(LEFTOVER_GRACE)).await,
+            }
+        };
+        let escaped_stop = scope.stop(spec.kill_grace.min(LEFTOVER_GRACE));
+        tokio::join!(group_stop, escaped_stop);
         let _ = group_gone_tx.send(true);
         for pump in pumps.into_iter().flatten() {
             let _ = pump.await;
         }
+        let _ = tokio::task::spawn_blocking(move || scope.release()).await;
         let completed = completion(status, ending, pid, started.elapsed());
         let _ = events_tx.send(Event::Completed(completed)).await;
     });
@@ -199,6 +243,7 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         Running {
             pid,
             group,
+            scope,
             stop: stop_tx,
         },
         events_rx,
@@ -213,26 +258,28 @@ enum Ending {
     Stopped,
 }
 
-/// Waits for the leader, enforcing the timeout and stop requests with the
-/// SIGTERM → grace → SIGKILL sequence on the whole group.
+type Stopping = Pin<Box<dyn Future<Output = Stopped> + Send>>;
+
+/// Waits for the leader, enforcing the timeout and stop requests with
+/// [`Group::stop`] on the whole group. Returns a stop still in progress
+/// (members that outlive the leader are in its grace period).
 async fn supervise(
     child: &mut tokio::process::Child,
     group: Group,
     spec: &Spec,
     started: Instant,
     mut stop_rx: watch::Receiver<Option<(StopReason, Duration)>>,
-) -> (Option<ExitStatus>, Ending) {
+) -> (Option<ExitStatus>, Ending, Option<Stopping>) {
     let timeout_at = spec.timeout.map(|t| started + t);
     let mut ending = Ending::Natural;
-    let mut kill_at: Option<Instant> = None;
+    let mut stopping: Option<Stopping> = None;
     let mut stop_open = true;
     loop {
         tokio::select! {
-            status = child.wait() => return (status.ok(), ending),
+            status = child.wait() => return (status.ok(), ending, stopping),
             _ = sleep_until(timeout_at.unwrap_or(started)), if timeout_at.is_some() && ending == Ending::Natural => {
                 ending = Ending::TimedOut;
-                group.request_termination();
-                kill_at = Some(Instant::now() + spec.kill_grace);
+                stopping = Some(Box::pin(group.stop(spec.kill_grace)));
             }
             changed = stop_rx.changed(), if stop_open => {
                 if changed.is_err() {
@@ -242,15 +289,21 @@ async fn supervise(
                 let request = *stop_rx.borrow_and_update();
                 if let (Some((_, grace)), Ending::Natural) = (request, ending) {
                     ending = Ending::Stopped;
-                    group.request_termination();
-                    kill_at = Some(Instant::now() + grace);
+                    stopping = Some(Box::pin(group.stop(grace)));
                 }
             }
-            _ = sleep_until(kill_at.unwrap_or(started)), if kill_at.is_some() => {
-                let _ = group.signal(Signal::SIGKILL);
-                kill_at = None;
+            _ = finished(&mut stopping), if stopping.is_some() => {
+                // The group is gone or unkillable; only the leader's status is awaited now.
+                stopping = Some(Box::pin(std::future::ready(Stopped::AlreadyGone)));
             }
         }
+    }
+}
+
+async fn finished(stopping: &mut Option<Stopping>) -> Stopped {
+    match stopping {
+        Some(stop) => stop.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,6 +8,8 @@ use std::path::Path;
 use nix::sys::resource::{getrlimit, Resource};
 
 use crate::config::Config;
+use crate::process::resolve::resolve_canonical;
+use crate::process::tracking;
 use crate::protocol::{CcxLimits, Limit, ResourceLimits, ServerInfo};
 
 /// Most names one `server.info` may ask to resolve: each is a PATH search
@@ -74,7 +76,7 @@ pub fn collect(config: &Config, require: &[String]) -> ServerInfo {
             .unwrap_or_default(),
         in_container: std::process::id() == 1 || Path::new("/.dockerenv").exists(),
         shell: config.shell.display().to_string(),
-        shell_resolved: resolve(&config.shell.to_string_lossy()),
+        shell_resolved: resolve_canonical(&config.shell.to_string_lossy()),
         path: std::env::split_paths(&path_var)
             .map(|p| p.display().to_string())
             .collect(),
@@ -96,20 +98,10 @@ pub fn collect(config: &Config, require: &[String]) -> ServerInfo {
         },
         binaries: require
             .iter()
-            .map(|name| (name.clone(), resolve(name)))
+            .map(|name| (name.clone(), resolve_canonical(name)))
             .collect::<BTreeMap<_, _>>(),
+        process_tracking: Some(tracking::mode().as_str().into()),
     }
-}
-
-/// A program's resolved path: as given when it contains a slash, else
-/// searched on PATH; canonicalized so that symlinked shells compare equal.
-fn resolve(program: &str) -> Option<String> {
-    let found = if program.contains('/') {
-        Some(Path::new(program).to_path_buf()).filter(|p| p.is_file())
-    } else {
-        which::which(program).ok()
-    }?;
-    Some(found.canonicalize().unwrap_or(found).display().to_string())
 }
 
 fn limit(resource: Resource) -> Limit {

@@ -80,15 +80,19 @@ impl ShellCheck {
 async fn spawn_shell(state: &AppState) -> Result<(), String> {
     let config = &state.config;
     let shell = config.shell.display().to_string();
-    let spec = process::Spec {
-        shell: config.shell.clone(),
-        command: ":".into(),
-        cwd: None,
-        env: Default::default(),
-        timeout: Some(SHELL_CHECK_DEADLINE),
+    // The same rules as a client's command (shell, hidden variables, the
+    // command's own tracking), with a short deadline.
+    let rules = process::Rules {
         kill_grace: Duration::from_millis(100),
         max_output: 4096,
+        ..process::Rules::from_config(config)
     };
+    let params = crate::protocol::ExecuteParams {
+        timeout: Some(SHELL_CHECK_DEADLINE.as_secs_f64()),
+        ..crate::protocol::ExecuteParams::command(":")
+    };
+    let spec = process::Spec::from_execute(&params, &rules)
+        .map_err(|e| format!("cannot build the shell check: {e}"))?;
     let (running, mut events) =
         process::spawn(spec).map_err(|e| format!("cannot spawn the shell: {e}"))?;
     let completed = timeout(SHELL_CHECK_DEADLINE + Duration::from_secs(1), async {

@@ -377,46 +377,26 @@ impl Session {
         }
         self.reap_completed();
         if let Some(active) = &self.active {
-            return Err(RpcError::new(
-                ErrorCode::InvalidParams,
-                format!(
-                    "A process is already running in this session (pid {}); wait for \
-                     process.completed or CANCEL it",
-                    active.running.pid
-                ),
-            ));
+            // cc_executor's exact message (clients match it); the details
+            // go in `data`.
+            let mut error = RpcError::new(ErrorCode::InvalidParams, "A process is already running");
+            error.data = Some(serde_json::json!({
+                "pid": active.running.pid,
+                "hint": "wait for process.completed or CANCEL it: one process per session",
+            }));
+            return Err(error);
         }
         let params: ExecuteParams =
             params_of(request.params, "execute", "{\"command\": \"echo hi\"}")?;
         let config = &self.state.config;
-        let timeout = match params.timeout {
-            // cc_executor reads 0 as "no timeout given".
-            None | Some(0.0) => config.default_timeout,
-            Some(t) if t.is_finite() && t > 0.0 && t <= 1e9 => Some(Duration::from_secs_f64(t)),
-            Some(t) => {
-                return Err(RpcError::new(
-                    ErrorCode::InvalidParams,
-                    format!(
-                        "invalid params: timeout must be a number of seconds (e.g. 10 or \"10\") greater than zero, got {t}"
-                    ),
-                ))
-            }
-        };
+        let spec = process::Spec::from_execute(&params, &process::Rules::from_config(config))
+            .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))?;
         check_strings(&params)?;
         check_allowed(
             &params.command,
             config.allowed_commands.as_deref(),
             config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS"),
         )?;
-        let spec = process::Spec {
-            shell: config.shell.clone(),
-            command: params.command,
-            cwd: params.cwd.map(Into::into),
-            env: params.env.unwrap_or_default(),
-            timeout,
-            kill_grace: config.kill_grace,
-            max_output: config.max_output,
-        };
         let (running, events) = process::spawn(spec).map_err(spawn_error)?;
         let status = ProcessStatus {
             status: "started".into(),

@@ -6,7 +6,6 @@
 //!
 //! Owns only that translation; it must not know sockets, sessions or the CLI.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::timeout;
@@ -14,7 +13,7 @@ use tokio::time::timeout;
 use super::report::Cause;
 use super::Failure;
 use crate::client::{OutputCollector, RunOutcome};
-use crate::config::Config;
+pub use crate::process::Rules;
 use crate::process::{self, Event};
 use crate::protocol::{ExecuteParams, ProcessStatus};
 
@@ -26,27 +25,6 @@ pub const LABEL: &str = "direct (no server)";
 /// up to 2 s after the group is gone, and leftover members get up to 1 s.
 const DRAIN_MARGIN: Duration = Duration::from_secs(4);
 
-/// The process rules a server would apply, taken from the local `Config`
-/// (CCX_SHELL, CCX_MAX_OUTPUT, CCX_KILL_GRACE, CCX_DEFAULT_TIMEOUT).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rules {
-    pub shell: PathBuf,
-    pub max_output: u64,
-    pub kill_grace: Duration,
-    pub default_timeout: Option<Duration>,
-}
-
-impl Rules {
-    pub fn from_config(config: &Config) -> Rules {
-        Rules {
-            shell: config.shell.clone(),
-            max_output: config.max_output,
-            kill_grace: config.kill_grace,
-            default_timeout: config.default_timeout,
-        }
-    }
-}
-
 /// Runs one command to completion, within `deadline` or the process's own
 /// timeout and kill grace, whichever is longer.
 pub(super) async fn run(
@@ -54,25 +32,9 @@ pub(super) async fn run(
     params: &ExecuteParams,
     deadline: Duration,
 ) -> Result<RunOutcome, Failure> {
-    let command_timeout = match params.timeout {
-        Some(t) if t.is_finite() && t > 0.0 && t <= 1e9 => Some(Duration::from_secs_f64(t)),
-        Some(t) => {
-            return Err(Failure::new(
-                Cause::SpawnFailed,
-                format!("timeout must be a positive number of seconds, got {t}"),
-            ))
-        }
-        None => rules.default_timeout,
-    };
-    let spec = process::Spec {
-        shell: rules.shell.clone(),
-        command: params.command.clone(),
-        cwd: params.cwd.clone().map(Into::into),
-        env: params.env.clone().unwrap_or_default(),
-        timeout: command_timeout,
-        kill_grace: rules.kill_grace,
-        max_output: rules.max_output,
-    };
+    let spec = process::Spec::from_execute(params, rules)
+        .map_err(|e| Failure::new(Cause::SpawnFailed, e.to_string()))?;
+    let command_timeout = spec.timeout;
     let (running, mut events) =
         process::spawn(spec).map_err(|e| Failure::new(Cause::SpawnFailed, e.to_string()))?;
     let started = ProcessStatus {

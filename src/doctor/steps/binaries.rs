@@ -7,11 +7,12 @@
 //! directory and with which PATH; each is resolved there, and each literal
 //! `cd` target must exist.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::PathBuf;
 
 use super::{skipped_for_url, Outcome};
 use crate::doctor::Ctx;
+use crate::process::resolve_program;
 use crate::shell;
 
 pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
@@ -148,16 +149,7 @@ fn check(
 
 /// Resolves a program name (PATH lookup) or a path (must be an executable file).
 pub(super) fn resolve(name: &str, path_var: &str) -> Result<PathBuf, String> {
-    if name.contains('/') {
-        let path = Path::new(name);
-        return match std::fs::metadata(path) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(path.to_path_buf()),
-            Ok(_) => Err("is not an executable file".into()),
-            Err(e) => Err(format!("does not exist ({e})")),
-        };
-    }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    which::which_in(name, Some(path_var), cwd).map_err(|_| "is not on PATH".into())
+    resolve_program(name, Some(OsStr::new(path_var))).map_err(|e| e.to_string())
 }
 
 /// `dir` relative to `base` (both as the shell sees them; `None` is the

@@ -10,6 +10,7 @@ use super::{skipped_for_url, Outcome};
 use crate::client::http;
 use crate::config::authority;
 use crate::doctor::Ctx;
+use crate::process::procfs;
 
 /// Deadline of the `/health` probe of whoever holds the port.
 const HEALTH_DEADLINE: Duration = Duration::from_millis(300);
@@ -103,70 +104,17 @@ pub struct Holder {
 
 /// Processes with a socket listening on `port` (any address).
 pub fn holders(port: u16) -> Vec<Holder> {
-    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|table| listening_inodes(&table, port))
-        .collect();
-    if inodes.is_empty() {
-        return Vec::new();
-    }
-    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .map(|l| targets.iter().any(|t| l.as_os_str() == t.as_str()))
-                .unwrap_or(false)
-        });
-        if holds {
-            found.push(Holder {
-                pid,
-                cmdline: cmdline(pid),
-            });
-        }
-    }
-    found
-}
-
-/// Inodes of LISTEN sockets on `port` in one /proc/net/tcp table.
-fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
-    let port_hex = format!("{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = fields.get(1)?;
-            let state = fields.get(3)?;
-            let inode = fields.get(9)?.parse::<u64>().ok()?;
-            let (_, p) = local.rsplit_once(':')?;
-            (p == port_hex && *state == "0A" && inode != 0).then_some(inode)
+    procfs::socket_holders(port)
+        .into_iter()
+        .map(|pid| Holder {
+            pid,
+            cmdline: cmdline(pid),
         })
         .collect()
 }
 
 fn cmdline(pid: u32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let text = String::from_utf8_lossy(&raw)
-        .split('\0')
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let text: String = text.chars().take(200).collect();
+    let text: String = procfs::cmdline(pid).join(" ").chars().take(200).collect();
     if text.is_empty() {
         "command line not readable".into()
     } else {
@@ -177,15 +125,6 @@ fn cmdline(pid: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listening_inodes_match_port_and_listen_state_only() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 0100007F:1F43 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n\
-   1: 0100007F:1F43 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0 100 0 0 10 0\n\
-   2: 0100007F:1F44 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0 100 0 0 10 0\n";
-        assert_eq!(listening_inodes(table, 8003), vec![4242]);
-    }
 
     #[test]
     fn holders_finds_this_process_listening() {

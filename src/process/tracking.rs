@@ -1,0 +1,457 @@
+//! Which processes belong to a command, even after they leave its process
+//! group (`setsid`, double fork), so that they end with it.
+//!
+//! Two mechanisms, both per command (a [`Scope`]):
+//!
+//! - **cgroup-v2**, where a writable cgroup v2 hierarchy exists (found from
+//!   /proc/self/mountinfo and /proc/self/cgroup): the server creates
+//!   `ccx.<server pid>/` under its own cgroup and one child cgroup per
+//!   running command, moves the command's shell into it right after the
+//!   spawn, pauses it with `cgroup.freeze` and ends it with `cgroup.kill`.
+//!   Cgroups are reused once empty and removed when the server exits.
+//! - **subreaper+marker**, always on: every command gets
+//!   `CCX_COMMAND_ID=<server pid>.<n>` in its environment, inherited by its
+//!   descendants. The server is a child subreaper, so a descendant whose
+//!   parent died is re-parented to it; when the command ends, such adopted
+//!   orphans carrying the command's marker are ended too.
+//!
+//! Moving a command into its cgroup without a race: safe Rust cannot run
+//! code in the child between fork and exec, and a move done by the server
+//! after `spawn()` returns loses the race in practice (measured: `setsid
+//! sleep & sleep` had forked both sleeps, outside the cgroup, before the
+//! server's write to `cgroup.procs` landed). So a POSIX shell (sh, dash,
+//! bash, zsh, ksh, ash, …) moves *itself* first: the command line becomes
+//! `{ echo $$ >'<cgroup>/cgroup.procs'; } 2>/dev/null; <command>`, all on
+//! the command's first line (error line numbers are unchanged). Everything
+//! the command starts is then born inside the cgroup. If that write fails
+//! the command still runs, tracked by its marker. For another CCX_SHELL the
+//! server moves the shell right after the spawn (best effort: children
+//! forked before the move are tracked by the marker only).
+//!
+//! The marker alone misses a process that clears its environment (or
+//! whose environment cannot be read) and escapes its group; the cgroup
+//! misses nothing born inside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::group::{stop_with, Stopped};
+use super::{procfs, reaper};
+
+/// The environment variable that marks a command's descendants.
+pub const MARKER_VAR: &str = "CCX_COMMAND_ID";
+
+/// How the server attributes escaped descendants to their command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    CgroupV2,
+    SubreaperMarker,
+}
+
+impl Mode {
+    /// The name shown in `server.info` (`process_tracking`) and by the doctor.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::CgroupV2 => "cgroup-v2",
+            Mode::SubreaperMarker => "subreaper+marker",
+        }
+    }
+}
+
+struct Tracker {
+    /// `<own cgroup>/ccx.<pid>`, when cgroups are in use.
+    base: Option<PathBuf>,
+    /// Empty command cgroups ready for reuse.
+    pool: Mutex<Vec<PathBuf>>,
+}
+
+static TRACKER: OnceLock<Tracker> = OnceLock::new();
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Command cgroups kept for reuse at most.
+const POOL_MAX: usize = 64;
+
+/// Chooses the mechanism once, at server start: a cgroup v2 subtree when
+/// one can be created under our own cgroup, else subreaper+marker. Later
+/// calls return the first answer.
+pub fn init() -> Mode {
+    let tracker = TRACKER.get_or_init(|| Tracker {
+        base: match cgroup_base() {
+            Ok(base) => Some(base),
+            Err(why) => {
+                tracing::info!("process tracking: subreaper+marker ({why})");
+                None
+            }
+        },
+        pool: Mutex::new(Vec::new()),
+    });
+    if let Some(base) = &tracker.base {
+        tracing::info!("process tracking: cgroup-v2 under {}", base.display());
+    }
+    mode()
+}
+
+/// The active mechanism (subreaper+marker until [`init`] found a cgroup).
+pub fn mode() -> Mode {
+    match TRACKER.get().and_then(|t| t.base.as_ref()) {
+        Some(_) => Mode::CgroupV2,
+        None => Mode::SubreaperMarker,
+    }
+}
+
+fn base() -> Option<&'static Path> {
+    TRACKER.get()?.base.as_deref()
+}
+
+/// Creates `ccx.<pid>` under our own cgroup, after removing empty ones
+/// left by servers that are gone (their leftover processes are killed).
+fn cgroup_base() -> Result<PathBuf, String> {
+    let mount = procfs::cgroup2_mount().ok_or("no cgroup v2 hierarchy is mounted")?;
+    let own = procfs::own_cgroup_v2().ok_or("this process is in no cgroup v2")?;
+    let parent = mount.join(own.trim_start_matches('/'));
+    sweep_stale(&parent);
+    let base = parent.join(format!("ccx.{}", std::process::id()));
+    match std::fs::create_dir(&base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", base.display())),
+    }
+    let probe = base.join("probe");
+    let usable = std::fs::create_dir(&probe).is_ok()
+        && probe.join("cgroup.kill").exists()
+        && probe.join("cgroup.freeze").exists();
+    let _ = std::fs::remove_dir(&probe);
+    let procs_writable =
+        nix::unistd::access(&parent.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK).is_ok();
+    if !usable || !procs_writable {
+        let _ = std::fs::remove_dir(&base);
+        return Err(format!(
+            "{} has no writable cgroup.kill/cgroup.freeze/cgroup.procs (kernel older than 5.14, or not delegated)",
+            parent.display()
+        ));
+    }
+    Ok(base)
+}
+
+/// Removes `ccx.<pid>` trees of servers that no longer run.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ccx."))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || procfs::is_alive(pid) {
+            continue;
+        }
+        remove_tree(&entry.path(), true);
+    }
+}
+
+/// Kills (when asked) and removes a tree of command cgroups.
+fn remove_tree(dir: &Path, kill_first: bool) {
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            if kill_first {
+                let _ = std::fs::write(child.path().join("cgroup.kill"), "1");
+            }
+            let until = std::time::Instant::now() + Duration::from_secs(1);
+            while std::fs::remove_dir(child.path()).is_err() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// SIGKILLs every command cgroup of this server (on exit).
+pub fn kill_all() {
+    let Some(base) = base() else { return };
+    if let Ok(children) = std::fs::read_dir(base) {
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            let _ = std::fs::write(child.path().join("cgroup.kill"), "1");
+        }
+    }
+}
+
+/// Removes this server's cgroups (on exit, after [`kill_all`]).
+pub fn remove_all() {
+    if let Some(base) = base() {
+        remove_tree(base, false);
+    }
+}
+
+/// What ties one command's processes together.
+#[derive(Debug)]
+pub struct Scope {
+    /// The marker's value, `<server pid>.<n>`.
+    id: String,
+    cgroup: Mutex<Option<PathBuf>>,
+}
+
+impl Scope {
+    /// A new scope; its cgroup (if any) is assigned by [`Scope::enter`].
+    pub fn new() -> Scope {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Scope {
+            id: format!("{}.{n}", std::process::id()),
+            cgroup: Mutex::new(None),
+        }
+    }
+
+    /// The environment entry every process of the command inherits.
+    pub fn marker(&self) -> (&'static str, &str) {
+        (MARKER_VAR, &self.id)
+    }
+
+    fn marker_entry(&self) -> String {
+        format!("{MARKER_VAR}={}", self.id)
+    }
+
+    fn cgroup(&self) -> Option<PathBuf> {
+        self.cgroup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Assigns the command an empty cgroup (reused, or created), when
+    /// cgroups are in use; returns its directory.
+    pub fn prepare(&self) -> Option<PathBuf> {
+        let base = base()?;
+        let dir = take_from_pool().or_else(|| {
+            let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let dir = base.join(n.to_string());
+            match std::fs::create_dir(&dir) {
+                Ok(()) => Some(dir),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot create cgroup {}: {e}; tracking by marker only",
+                        dir.display()
+                    );
+                    None
+                }
+            }
+        })?;
+        *self.cgroup.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.clone());
+        Some(dir)
+    }
+
+    /// Moves `pid` (our child, not yet reaped) into the prepared cgroup:
+    /// for shells that cannot move themselves (see the module's comment).
+    pub fn enter(&self, pid: u32) {
+        let Some(dir) = self.cgroup() else { return };
+        if let Err(e) = std::fs::write(dir.join("cgroup.procs"), pid.to_string()) {
+            // ESRCH: the shell already exited; nothing to track.
+            if e.raw_os_error() != Some(Errno::ESRCH as i32) {
+                tracing::warn!("cannot move pid {pid} into {}: {e}", dir.display());
+            }
+        }
+    }
+
+    /// Freezes (true) or thaws (false) the command's cgroup, escaped
+    /// members included. Without a cgroup this does nothing: the caller
+    /// also signals the process group.
+    pub fn freeze(&self, frozen: bool) -> std::io::Result<()> {
+        match self.cgroup() {
+            Some(dir) => std::fs::write(dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            None => Ok(()),
+        }
+    }
+
+    /// Processes of the command outside its process group that are still
+    /// alive: members of its cgroup, and orphans adopted by this server
+    /// that carry its marker. Does not include zombies.
+    pub fn members(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = match self.cgroup() {
+            Some(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+            None => Vec::new(),
+        };
+        let entry = self.marker_entry();
+        pids.extend(
+            reaper::adopted()
+                .into_iter()
+                .filter(|&p| procfs::environ_contains(p, &entry)),
+        );
+        pids.sort_unstable();
+        pids.dedup();
+        pids.retain(|&p| procfs::is_alive(p));
+        pids
+    }
+
+    /// Ends every remaining process of the command (SIGTERM + SIGCONT,
+    /// `grace`, SIGKILL), looking again as killed orphans' own children
+    /// are re-parented to us. Blocking reads of /proc and sysfs: call it
+    /// from a blocking thread or accept a few syscalls per member.
+    pub async fn stop(&self, grace: Duration) -> Stopped {
+        let cgroup = self.cgroup();
+        let first = stop_with(
+            grace,
+            || !self.members().is_empty(),
+            || {
+                let _ = self.freeze(false);
+                self.signal_members(Signal::SIGTERM);
+                self.signal_members(Signal::SIGCONT);
+            },
+            || {
+                if let Some(dir) = &cgroup {
+                    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+                }
+                self.signal_members(Signal::SIGKILL);
+            },
+        )
+        .await;
+        first
+    }
+
+    fn signal_members(&self, signal: Signal) {
+        for pid in self.members() {
+            let target = Pid::from_raw(pid as i32);
+            // An escaped process usually leads a group of its own (setsid):
+            // its group goes with it.
+            let _ = nix::sys::signal::killpg(target, signal);
+            let _ = kill(target, signal);
+        }
+    }
+
+    /// Gives the cgroup back for reuse once the command is over (or removes it).
+    pub fn release(&self) {
+        let taken = self.cgroup.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(dir) = taken {
+            give_back(dir);
+        }
+    }
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope::new()
+    }
+}
+
+/// Whether `shell` is a POSIX shell that can run the self-move prefix.
+pub fn is_posix_shell(shell: &Path) -> bool {
+    let name = shell
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    matches!(
+        name.as_str(),
+        "sh" | "dash"
+            | "bash"
+            | "zsh"
+            | "ksh"
+            | "ksh93"
+            | "mksh"
+            | "ash"
+            | "yash"
+            | "posh"
+            | "busybox"
+    )
+}
+
+/// The text a POSIX shell runs first so that it moves itself into `dir`.
+pub fn shell_prefix(dir: &Path) -> String {
+    let procs = dir.join("cgroup.procs").display().to_string();
+    format!(
+        "{{ echo $$ >'{}'; }} 2>/dev/null; ",
+        procs.replace('\'', "'\\''")
+    )
+}
+
+fn take_from_pool() -> Option<PathBuf> {
+    TRACKER
+        .get()?
+        .pool
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop()
+}
+
+/// Returns an empty cgroup to the pool; one still populated, or over the
+/// pool's size, is removed instead (or left for [`remove_all`]).
+fn give_back(dir: PathBuf) {
+    let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.trim().is_empty())
+        .unwrap_or(false);
+    let frozen = std::fs::read_to_string(dir.join("cgroup.freeze"))
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    if frozen {
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+    }
+    if let Some(tracker) = TRACKER.get() {
+        let mut pool = tracker.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if empty && pool.len() < POOL_MAX {
+            pool.push(dir);
+            return;
+        }
+    }
+    if empty {
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shell_prefix_writes_the_shells_own_pid_even_in_an_awkward_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("it's a dir");
+        std::fs::create_dir(&dir).unwrap();
+        let script = format!("{}echo ran; exit 3", shell_prefix(&dir));
+        let child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+        let written = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert_eq!(written.trim(), pid.to_string());
+    }
+
+    #[test]
+    fn a_failing_self_move_does_not_stop_the_command() {
+        let script = format!("{}echo ran", shell_prefix(Path::new("/nonexistent/ccx")));
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn posix_shells_are_recognised_by_name() {
+        assert!(is_posix_shell(Path::new("/bin/sh")));
+        assert!(is_posix_shell(Path::new("/usr/bin/bash")));
+        assert!(!is_posix_shell(Path::new("/usr/bin/fish")));
+        assert!(!is_posix_shell(Path::new("/usr/bin/python3")));
+    }
+}
