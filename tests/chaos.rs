@@ -58,7 +58,7 @@ const COMMANDS: &[(&str, bool)] = &[
     ("echo chaos", true),
     ("exit 3", true),
     ("seq 1 20000", true),
-    ("yes chaos | head -c 2000000", true),
+    ("yes chaos | head -c 300000", true),
     ("sh -c 'sleep 0.2 & sleep 0.3 & wait'", true),
     ("sleep 300", false),
     ("sleep 300 & sleep 300 & wait", false),
@@ -92,6 +92,8 @@ struct Tally {
     timeouts: AtomicU64,
     disconnects: AtomicU64,
     sessions: AtomicU64,
+    /// The slowest process life, in ms, and what it was.
+    slowest: std::sync::Mutex<(u128, String)>,
 }
 
 /// One session's view: requests waiting for their answer, processes
@@ -238,7 +240,26 @@ async fn one_process(
         tally.timeouts.fetch_add(1, Ordering::Relaxed);
     }
     let mut seen = Vec::new();
-    let started = conn.request("execute", params, &mut seen).await?;
+    let began = Instant::now();
+    let what = format!("{command:?} {fate:?}");
+    let outcome = life(conn, rng, params, fate, tally, &mut seen).await;
+    let ms = began.elapsed().as_millis();
+    let mut slowest = tally.slowest.lock().unwrap();
+    if ms > slowest.0 {
+        *slowest = (ms, what);
+    }
+    outcome
+}
+
+async fn life(
+    conn: &mut Conn,
+    rng: &mut Rng,
+    params: Value,
+    fate: Fate,
+    tally: &Tally,
+    seen: &mut Vec<Value>,
+) -> Result<bool, String> {
+    let started = conn.request("execute", params, seen).await?;
     tally.executes.fetch_add(1, Ordering::Relaxed);
     let Some(pid) = started["result"]["pid"].as_u64() else {
         return Err(format!("execute refused: {started}"));
@@ -270,7 +291,7 @@ async fn one_process(
                 if kind != "RESUME" {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-                let answer = conn.request("control", control(kind), &mut seen).await?;
+                let answer = conn.request("control", control(kind), seen).await?;
                 if !accept_control(&answer, status)? {
                     break;
                 }
@@ -280,7 +301,7 @@ async fn one_process(
             }
         }
     }
-    conn.completion(pid, &seen).await?;
+    conn.completion(pid, seen).await?;
     tally.completed.fetch_add(1, Ordering::Relaxed);
     Ok(true)
 }
@@ -422,6 +443,8 @@ async fn chaos_leaves_no_process_no_fd_and_answers_exactly_once() {
         t(&tally.timeouts),
         t(&tally.disconnects),
     );
+    let (slowest_ms, slowest) = tally.slowest.lock().unwrap().clone();
+    eprintln!("chaos: slowest process life {slowest_ms} ms: {slowest}");
 
     // Every process ends with its command: within KILL_GRACE + 1 s of the
     // last disconnect, plus 1 s of slack for a loaded machine. (Commands
