@@ -1,23 +1,35 @@
 //! ccx: a command-execution server for AI agents (JSON-RPC over WebSocket at
-//! `/ws/mcp`), its client, and the tools around it.
+//! `/ws/mcp`, cc_executor's dialect; MCP on stdio and at `/mcp`), its client,
+//! and the tools around it.
 //!
-//! Layers, each knowing only those listed before it: `protocol` (wire types),
-//! `config` (flags + environment → `Config`), `process` (process groups and
-//! output pumps), `server` (axum routes and sessions), `client` (the one
-//! WebSocket client), `stress` (load engine and report), `cli` (subcommands wiring the above).
+//! Layers, each knowing only those listed before it:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `exit` | every exit code of the CLI |
+//! | `protocol` | wire types: requests, notifications, error codes |
+//! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
+//! | `shell` | what a shell command line runs (programs, `cd`, PATH) |
+//! | `process` | process groups, output framing, reaping, tracking of escaped descendants |
+//! | `server` | axum routes (`/ws/mcp`, `/ws`, health and probes), sessions, guards, drain |
+//! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) and the doctor's MCP client |
+//! | `client` | the one WebSocket client (doctor, exec, stress, tests) |
+//! | `lifecycle` | the background server: state dir, pid file, log, start, stop |
+//! | `doctor` | ordered checks → `Report` → renderers; signatures; `--compare` |
+//! | `stress` | load engine and report |
+//! | `cli` | clap types and one file per subcommand wiring the above |
 
 pub mod cli;
 pub mod client;
-pub mod compare;
 pub mod config;
 pub mod doctor;
 pub mod exit;
 pub mod lifecycle;
+pub mod mcp;
 pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod shell;
-pub mod signatures;
 pub mod stress;
 
 /// The version every component reports.

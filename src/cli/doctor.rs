@@ -25,8 +25,9 @@ pub struct DoctorArgs {
     /// Treat warnings as failures (exit 1).
     #[arg(long)]
     pub strict: bool,
-    /// Check a running server instead of starting one (e.g. ws://127.0.0.1:8003/ws/mcp); CCX_TOKEN is sent when set.
-    #[arg(long, value_parser = parse_url, conflicts_with = "server_cmd")]
+    /// Check a running server instead of starting one (e.g. ws://127.0.0.1:8003/ws/mcp;
+    /// with --mcp: http://127.0.0.1:8003/mcp); CCX_TOKEN is sent when set.
+    #[arg(long, value_parser = parse_url_or_mcp, conflicts_with = "server_cmd")]
     pub url: Option<String>,
     /// Start your own server with `/bin/sh -c CMD` instead of `ccx serve --foreground`
     /// (it gets CCX_HOST and CCX_PORT; ready when the port accepts connections).
@@ -54,6 +55,10 @@ pub struct DoctorArgs {
     /// Deadline of each network exchange: handshake, echo (e.g. 5s).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub timeout: Duration,
+    /// Check an MCP server instead: initialize, tools/list, a tools/call of `execute` —
+    /// over stdio (`ccx mcp`, or --server-cmd) or Streamable HTTP (--url http://…/mcp).
+    #[arg(long, conflicts_with = "compare")]
+    pub mcp: bool,
 }
 
 fn parse_url(raw: &str) -> Result<String, String> {
@@ -62,6 +67,14 @@ fn parse_url(raw: &str) -> Result<String, String> {
     } else {
         Err("expected a WebSocket URL such as ws://127.0.0.1:8003/ws/mcp".into())
     }
+}
+
+/// `--url`: a WebSocket URL, or (with --mcp) an MCP endpoint.
+fn parse_url_or_mcp(raw: &str) -> Result<String, String> {
+    if raw.starts_with("http://") {
+        return Ok(raw.to_string());
+    }
+    parse_url(raw).map_err(|e| format!("{e} (or, with --mcp, http://127.0.0.1:8003/mcp)"))
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -96,9 +109,21 @@ pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
         return run_compare(args, color);
     }
     let target = args.url.clone().unwrap_or_default();
-    let report = match runtime() {
-        Ok(rt) => rt.block_on(doctor::run(&options(&args), interrupted())),
-        Err(e) => Report::internal_error(target, format!("cannot start the async runtime: {e}")),
+    let mcp = match args.mcp {
+        true => Some(doctor::mcp::options(&options(&args)).map_err(CliError::Usage)?),
+        false if target.starts_with("http://") => {
+            return Err(CliError::Usage(
+                "an http:// URL is an MCP endpoint: add --mcp".into(),
+            ))
+        }
+        false => None,
+    };
+    let report = match (runtime(), mcp) {
+        (Ok(rt), Some(mcp)) => rt.block_on(doctor::mcp::run(&mcp, interrupted())),
+        (Ok(rt), None) => rt.block_on(doctor::run(&options(&args), interrupted())),
+        (Err(e), _) => {
+            Report::internal_error(target, format!("cannot start the async runtime: {e}"))
+        }
     };
     let text = if args.json {
         render::json(&report)

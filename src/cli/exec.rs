@@ -106,10 +106,8 @@ fn hint(source: &ClientError) -> &'static str {
     }
 }
 
-/// Exit status after our own Ctrl-C, as a shell reports SIGINT.
-const INTERRUPTED: u8 = 130;
-/// Exit status when local stdout was closed (as SIGPIPE would give).
-const BROKEN_PIPE: u8 = 141;
+/// Our own Ctrl-C: exit 130, as a shell reports SIGINT.
+const SIGINT: u8 = 2;
 /// How long after the command's own timeout we still wait for its result
 /// (the server's SIGTERM→SIGKILL grace and the network).
 const RESULT_MARGIN: Duration = Duration::from_secs(15);
@@ -149,12 +147,12 @@ async fn exec(
     let url = options.url.clone();
     let mut client = tokio::select! {
         connected = Client::connect(&options) => connected.map_err(|e| connect_error(&url, e))?,
-        _ = sigint.recv() => return Ok(Exit::Remote(INTERRUPTED)),
+        _ = sigint.recv() => return Ok(Exit::Interrupted(SIGINT)),
     };
     tokio::select! {
         started = client.execute(&params) => { started.map_err(|e| request_error(&url, e))?; }
         // Closing the session makes the server end the process group.
-        _ = sigint.recv() => { client.close().await; return Ok(Exit::Remote(INTERRUPTED)) }
+        _ = sigint.recv() => { client.close().await; return Ok(Exit::Interrupted(SIGINT)) }
     }
     let result_deadline = params
         .timeout
@@ -177,18 +175,18 @@ async fn exec(
             event = client.next_event() => event,
             _ = tokio::time::sleep_until(after_cancel.unwrap_or_else(Instant::now)), if after_cancel.is_some() => {
                 client.close().await;
-                return Ok(Exit::Remote(INTERRUPTED));
+                return Ok(Exit::Interrupted(SIGINT));
             }
             _ = sigint.recv() => {
                 if cancelled {
                     sink.note("interrupted again: exiting without waiting for the remote command");
-                    return Ok(Exit::Remote(INTERRUPTED));
+                    return Ok(Exit::Interrupted(SIGINT));
                 }
                 cancelled = true;
                 sink.note("cancelling the remote command (Ctrl-C again to exit at once)");
                 let answer = tokio::select! {
                     answer = client.control(ControlType::Cancel) => answer,
-                    _ = sigint.recv() => return Ok(Exit::Remote(INTERRUPTED)),
+                    _ = sigint.recv() => return Ok(Exit::Interrupted(SIGINT)),
                 };
                 match answer {
                     // -32002: it ended on its own meanwhile; its result is on the way.
@@ -209,7 +207,7 @@ async fn exec(
         }
         if let Event::Completed(completed) = &event {
             if sink.event(&event).is_err() {
-                return Ok(Exit::Remote(BROKEN_PIPE));
+                return Ok(Exit::StdoutClosed);
             }
             return Ok(exit_for(completed, cancelled, &sink));
         }
@@ -219,7 +217,7 @@ async fn exec(
                 tokio::time::timeout(Duration::from_secs(2), client.control(ControlType::Cancel))
                     .await;
             client.close().await;
-            return Ok(Exit::Remote(BROKEN_PIPE));
+            return Ok(Exit::StdoutClosed);
         }
     }
 }
@@ -227,7 +225,7 @@ async fn exec(
 /// The local exit status for a remote result.
 fn exit_for(completed: &Completed, cancelled_by_us: bool, sink: &Sink) -> Exit {
     if cancelled_by_us && completed.status == CompletionStatus::Canceled {
-        return Exit::Remote(INTERRUPTED);
+        return Exit::Interrupted(SIGINT);
     }
     if completed.status == CompletionStatus::TimedOut {
         sink.note("the command ran past its --timeout; the server ended its process group");

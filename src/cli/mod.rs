@@ -4,6 +4,7 @@
 mod doctor;
 mod exec;
 mod logs;
+mod mcp;
 mod serve;
 mod status;
 mod stop;
@@ -56,6 +57,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Load one or more servers; report success rate and latency percentiles.
     Stress(stress::StressArgs),
+    /// Serve the `execute` tool over MCP on stdin/stdout (for Claude Code and other MCP hosts).
+    Mcp(mcp::McpArgs),
 }
 
 /// Errors that end a command, each with its exit code.
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Stop(args) => stop::run(args),
         Command::Status(args) => status::run(args),
         Command::Logs(args) => logs::run(args),
+        Command::Mcp(args) => mcp::run(args, cli.color),
     }
 }
 

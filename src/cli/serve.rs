@@ -19,7 +19,7 @@ use super::{runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::lifecycle::{self, StartOptions, StateDir};
-use crate::process::{reaper, tracking, ResolveError};
+use crate::process::{reaper, ResolveError};
 use crate::server;
 
 #[derive(Debug, Args)]
@@ -101,13 +101,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
 }
 
 async fn foreground(mut config: Config, detached: bool, lifeline: bool) -> Result<Exit, CliError> {
-    if let Err(e) = reaper::become_subreaper() {
-        tracing::warn!(
-            "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
-        );
-    }
-    tokio::spawn(reaper::run());
-    tracking::init();
+    crate::process::supervise_children();
     if detached {
         // Started by `ccx serve`: stdout and stderr are the state
         // directory's log, which this process keeps rotated.
@@ -152,17 +146,18 @@ fn check_shell(config: &Config) -> Result<(), CliError> {
 /// The readiness line: one JSON object on stdout, printed once the socket
 /// listens. Launchers wait for it (see README, "Readiness line").
 fn announce_ready(config: &Config, url: &str) {
-    let line = serde_json::json!({
-        "event": "ready",
-        "url": url,
-        "health": format!("http://{}/health", url.trim_start_matches("ws://").trim_end_matches("/ws/mcp")),
-        "host": config.host.to_string(),
-        "port": config.port,
-        "pid": std::process::id(),
-        "version": crate::VERSION,
-    });
+    let authority = crate::config::authority(config.host, config.port);
+    let line = crate::protocol::ReadyLine {
+        event: crate::protocol::ReadyLine::EVENT.into(),
+        url: url.to_string(),
+        health: format!("http://{authority}/health"),
+        host: config.host.to_string(),
+        port: config.port,
+        pid: std::process::id(),
+        version: Some(crate::VERSION.into()),
+    };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
     let _ = out.flush();
 }
 

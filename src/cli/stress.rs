@@ -134,11 +134,10 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
 
     let runtime = runtime()?;
     if args.direct {
-        // As the server does: descendants that leave their group are
-        // re-parented to us and reaped, not left to init. Without it (not
-        // Linux) they are init's, as they would be a server's.
-        let _ = reaper::become_subreaper();
-        runtime.spawn(reaper::run());
+        // As the server does: escaped descendants are tracked, re-parented
+        // to us and reaped, not left to init.
+        let _guard = runtime.enter();
+        crate::process::supervise_children();
     }
     let mut reports = Vec::new();
     for target in &targets {

@@ -2,7 +2,7 @@
 //! checks against two servers (two URLs, or the local server the doctor
 //! starts and one URL), fetches both environment fingerprints
 //! (`server.info`) on the sessions the checks opened, and lists their
-//! differences most likely culprits first (`crate::compare`). Plain data
+//! differences most likely culprits first (`crate::doctor::differences`). Plain data
 //! ([`CompareReport`]); the renderers live in `render`.
 //!
 //! A server that has no `server.info` (the Python cc_executor, an older
@@ -20,7 +20,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{millis, run_steps, Options, Report};
-use crate::compare::{differences, identity_differences, speed_difference, Difference};
+use crate::doctor::differences::{differences, identity_differences, speed_difference, Difference};
 use crate::doctor::steps::echo::SLOW_ECHO;
 use crate::doctor::{Status, StepId};
 use crate::protocol::ServerInfo;

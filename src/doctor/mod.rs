@@ -9,8 +9,11 @@
 //! process group before the report is returned, also when interrupted.
 
 pub mod compare;
+pub mod differences;
+pub mod mcp;
 pub mod render;
 mod server;
+pub mod signatures;
 pub(crate) mod steps;
 
 use std::path::PathBuf;
@@ -21,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::client::identity::ServerIdentity;
 use crate::client::{Client, ClientError};
 use crate::config::{Config, Env, Overrides};
+pub use crate::doctor::signatures::{Finding, Severity};
 use crate::protocol::{ErrorCode, ServerInfo};
-pub use crate::signatures::{Finding, Severity};
 use server::ServerProcess;
 
 /// Version of the JSON report's shape; bumped on any incompatible change.
@@ -38,6 +41,12 @@ pub enum StepId {
     Spawn,
     Handshake,
     Echo,
+    /// `--mcp`: the MCP `initialize` handshake.
+    Initialize,
+    /// `--mcp`: `tools/list`.
+    Tools,
+    /// `--mcp`: a `tools/call` of `execute`.
+    Call,
 }
 
 impl StepId {
@@ -58,6 +67,9 @@ impl StepId {
             StepId::Spawn => "spawn",
             StepId::Handshake => "handshake",
             StepId::Echo => "echo",
+            StepId::Initialize => "initialize",
+            StepId::Tools => "tools",
+            StepId::Call => "call",
         }
     }
 
@@ -69,6 +81,9 @@ impl StepId {
             StepId::Spawn => "server starts",
             StepId::Handshake => "WebSocket handshake",
             StepId::Echo => "command round trip",
+            StepId::Initialize => "MCP initialize",
+            StepId::Tools => "MCP tools/list",
+            StepId::Call => "MCP tools/call round trip",
         }
     }
 }
@@ -219,6 +234,7 @@ fn step_deadline(id: StepId, opts: &Options) -> Duration {
         StepId::Spawn => opts.spawn_timeout + STEP_SLACK,
         StepId::Handshake => opts.timeout + STEP_SLACK,
         StepId::Echo => opts.timeout * 2 + STEP_SLACK,
+        StepId::Initialize | StepId::Tools | StepId::Call => opts.timeout + STEP_SLACK,
     }
 }
 

@@ -414,7 +414,7 @@ ccx doctor · ws://127.0.0.1:8003/ws/mcp
     #[test]
     fn a_passing_step_shows_its_findings_as_notes_without_verbose() {
         let mut spawn = step(StepId::Spawn, Status::Pass, "ready", None);
-        spawn.findings.push(crate::signatures::Finding {
+        spawn.findings.push(crate::doctor::signatures::Finding {
             id: "sys-modules-runtime-warning".into(),
             severity: Severity::Harmless,
             meaning: "a warning, usually not the cause".into(),

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::process::Group;
+use crate::protocol::ReadyLine;
 
 /// Bytes of each stream kept for reports.
 const TAIL_BYTES: usize = 16 * 1024;
@@ -84,7 +85,7 @@ pub struct ServerProcess {
     stdout: Shared,
     stderr: Shared,
     /// The JSON readiness line, once the server printed it.
-    pub ready: watch::Receiver<Option<serde_json::Value>>,
+    pub ready: watch::Receiver<Option<ReadyLine>>,
     readers: Vec<JoinHandle<()>>,
     stopped: bool,
     /// The write end of the bundled server's `--lifeline`: held, never written.
@@ -202,7 +203,7 @@ async fn read_stream(mut reader: impl AsyncRead + Unpin, sink: Shared) {
 async fn read_stdout(
     mut reader: impl AsyncRead + Unpin,
     sink: Shared,
-    ready: watch::Sender<Option<serde_json::Value>>,
+    ready: watch::Sender<Option<ReadyLine>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut line: Vec<u8> = Vec::new();
@@ -222,12 +223,10 @@ async fn read_stdout(
                 }
                 continue;
             }
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
-                if v["event"] == "ready" {
-                    found = true;
-                    let _ = ready.send(Some(v));
-                    break;
-                }
+            if let Some(v) = ReadyLine::parse(&line) {
+                found = true;
+                let _ = ready.send(Some(v));
+                break;
             }
             line.clear();
         }

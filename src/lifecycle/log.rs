@@ -6,8 +6,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use super::LifecycleError;
 
 /// At most this much of a log is shown when a start fails.
@@ -211,18 +209,7 @@ pub fn copy_new(
     }
 }
 
-/// The readiness line `ccx serve --foreground` prints on stdout once it listens.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ReadyLine {
-    pub event: String,
-    pub url: String,
-    pub health: String,
-    pub host: String,
-    pub port: u16,
-    pub pid: u32,
-    #[serde(default)]
-    pub version: Option<String>,
-}
+pub use crate::protocol::ReadyLine;
 
 /// Reads what a log gains after a given offset, line by line, looking for
 /// the readiness line of one pid.
@@ -266,8 +253,7 @@ fn parse_ready(line: &[u8], pid: u32) -> Option<ReadyLine> {
     if !text.starts_with('{') {
         return None;
     }
-    let ready: ReadyLine = serde_json::from_str(text).ok()?;
-    (ready.event == "ready" && ready.pid == pid).then_some(ready)
+    ReadyLine::parse(text.as_bytes()).filter(|ready| ready.pid == pid)
 }
 
 #[cfg(test)]

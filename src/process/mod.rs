@@ -98,27 +98,39 @@ pub struct Running {
     stop: watch::Sender<Option<(StopReason, Duration)>>,
 }
 
+/// Makes this process the supervisor of the commands it will run, as the
+/// server, `ccx mcp` and `stress --direct` all need: a child subreaper (so
+/// descendants that leave their group are re-parented here and reaped),
+/// the orphan reaper task, and the tracking of escaped descendants (cgroup
+/// v2 or marker). Call once, inside a tokio runtime; returns the mode.
+pub fn supervise_children() -> tracking::Mode {
+    if let Err(e) = reaper::become_subreaper() {
+        tracing::warn!(
+            "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
+        );
+    }
+    tokio::spawn(reaper::run());
+    tracking::init()
+}
+
 impl Running {
     pub fn pgid(&self) -> u32 {
         self.group.0
     }
 
-    /// SIGSTOP to the whole group, and its cgroup frozen (escaped
-    /// members included) where there is one.
+    /// SIGSTOP to the whole group and to the command's escaped members.
+    /// Signals, not `cgroup.freeze`: a cgroup frozen before its members
+    /// acted on SIGSTOP holds them half-stopped, and clients (and `ps`)
+    /// expect stopped processes, state `T`.
     pub fn pause(&self) -> Result<(), nix::errno::Errno> {
-        // SIGSTOP first: a frozen process would not act on it until thawed.
         self.group.signal(Signal::SIGSTOP)?;
-        if let Err(e) = self.scope.freeze(true) {
-            tracing::warn!(pid = self.pid, "cannot freeze the command's cgroup: {e}");
-        }
+        self.scope.signal_members(Signal::SIGSTOP);
         Ok(())
     }
 
-    /// SIGCONT to the whole group, and its cgroup thawed.
+    /// SIGCONT to the whole group and to the command's escaped members.
     pub fn resume(&self) -> Result<(), nix::errno::Errno> {
-        if let Err(e) = self.scope.freeze(false) {
-            tracing::warn!(pid = self.pid, "cannot thaw the command's cgroup: {e}");
-        }
+        self.scope.signal_members(Signal::SIGCONT);
         self.group.signal(Signal::SIGCONT)
     }
 

@@ -7,7 +7,7 @@
 //!   /proc/self/mountinfo and /proc/self/cgroup): the server creates
 //!   `ccx.<server pid>/` under its own cgroup and one child cgroup per
 //!   running command, moves the command's shell into it right after the
-//!   spawn, pauses it with `cgroup.freeze` and ends it with `cgroup.kill`.
+//!   spawn, pauses its members with SIGSTOP and ends them with `cgroup.kill`.
 //!   Cgroups are reused once empty and removed when the server exits.
 //! - **subreaper+marker**, always on: every command gets
 //!   `CCX_COMMAND_ID=<server pid>.<n>` in its environment, inherited by its
@@ -319,7 +319,7 @@ impl Scope {
         first
     }
 
-    fn signal_members(&self, signal: Signal) {
+    pub fn signal_members(&self, signal: Signal) {
         for pid in self.members() {
             let target = Pid::from_raw(pid as i32);
             // An escaped process usually leads a group of its own (setsid):

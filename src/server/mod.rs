@@ -183,6 +183,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(probes::readyz))
         .route(WS_PATH, get(websocket))
         .route(WS_PATH_DOCKER, get(websocket))
+        .merge(crate::mcp::http::router(
+            Arc::new(state.config.clone()),
+            &state.shutdown,
+        ))
         .fallback(not_found)
         .with_state(state)
 }
@@ -234,7 +238,7 @@ async fn not_found(uri: Uri) -> Response {
     let body = json!({
         "error": "not found",
         "path": uri.path(),
-        "endpoints": ["/health", "/healthz", "/livez", "/readyz", WS_PATH, WS_PATH_DOCKER],
+        "endpoints": ["/health", "/healthz", "/livez", "/readyz", WS_PATH, WS_PATH_DOCKER, "/mcp"],
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }

@@ -503,7 +503,7 @@ fn params_of<T: serde::de::DeserializeOwned>(
 
 /// Strings that cannot reach a process: NUL bytes anywhere, `=` or an empty
 /// name in the environment.
-fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
+pub(crate) fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
     let invalid =
         |what: String| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {what}"));
     if params.command.contains('\0') {
@@ -572,7 +572,11 @@ fn spawn_error(e: SpawnError) -> RpcError {
 /// not `/tmp/x/ls`; list a full path to allow it by path), and, stricter
 /// than cc_executor, the command may not chain, substitute or redirect
 /// (which could start another program).
-fn check_allowed(command: &str, allowed: Option<&[String]>, var: &str) -> Result<(), RpcError> {
+pub(crate) fn check_allowed(
+    command: &str,
+    allowed: Option<&[String]>,
+    var: &str,
+) -> Result<(), RpcError> {
     let Some(allowed) = allowed else {
         return Ok(());
     };

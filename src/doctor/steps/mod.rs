@@ -11,7 +11,7 @@ mod port;
 mod spawn;
 
 use super::{Ctx, Status, StepId, StepResult};
-use crate::signatures::Finding;
+use crate::doctor::signatures::Finding;
 
 /// What a step found; the runner adds its id, title and duration.
 #[derive(Debug, Clone)]
@@ -88,6 +88,9 @@ pub(super) async fn run(id: StepId, ctx: &mut Ctx<'_>) -> Outcome {
         StepId::Spawn => spawn::run(ctx).await,
         StepId::Handshake => handshake::run(ctx).await,
         StepId::Echo => echo::run(ctx).await,
+        StepId::Initialize | StepId::Tools | StepId::Call => {
+            Outcome::skip("an MCP step: it runs with `ccx doctor --mcp`")
+        }
     }
 }
 

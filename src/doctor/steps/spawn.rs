@@ -5,7 +5,7 @@
 //! status and the tail of its stderr, a hang with what it printed, and
 //! warns when it wrote more than a pipe buffer to stderr before ready.
 //! What the server printed (and the signal that killed it) is matched
-//! against the catalogue of known failure signatures (`crate::signatures`):
+//! against the catalogue of known failure signatures (`crate::doctor::signatures`):
 //! each finding becomes a detail line with its fix, the most relevant one's
 //! fix becomes the step's, and a server that exits 0 before it is ready is
 //! named for what it is: a command that does not start a server.
@@ -22,8 +22,8 @@ use super::binaries::server_program;
 use super::{skipped_for_url, Outcome};
 use crate::config::Config;
 use crate::doctor::server::ServerProcess;
+use crate::doctor::signatures::{self, Finding, Observed, Severity};
 use crate::doctor::{human_duration, Ctx, Status};
-use crate::signatures::{self, Finding, Observed, Severity};
 
 /// A pipe buffer on Linux: a launcher that never reads stderr blocks the
 /// server once this much is unread.
@@ -90,10 +90,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let mut ready = server.ready.clone();
     let url: String = loop {
         if let Some(line) = ready.borrow_and_update().clone() {
-            break line["url"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| config.ws_url());
+            break line.url;
         }
         tokio::select! {
             status = server.exited() => {

@@ -1,0 +1,446 @@
+//! Model Context Protocol acceptance: the official Python SDK's clients
+//! (`stdio_client`, `streamable_http_client`, driven by tests/mcp/sdk_client.py)
+//! against `ccx mcp` and `/mcp` on `ccx serve`, in both protocol eras the SDK
+//! speaks (2026-07-28 discover, and the 2025-11-25 initialize handshake);
+//! spec errors for malformed and early messages; and `ccx doctor --mcp`
+//! against ccx, a minimal SDK server, and one whose tool call errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::python::{require_venv, Venv};
+use common::{ccx_command, eventually, live_members, TestServer, BIN};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "mcp-test-token";
+/// Generous: two cores shared by many test binaries, Python start-up included.
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(180);
+
+fn venv() -> Venv {
+    require_venv("mcp", &["mcp"])
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/mcp")
+        .join(name)
+}
+
+/// Runs `cmd` to its end within SCRIPT_DEADLINE (killed past it).
+fn run(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > SCRIPT_DEADLINE {
+            let _ = child.kill();
+            panic!("{cmd:?} ran past {SCRIPT_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A Python command with CCX_* variables removed (as `ccx_command` does).
+fn python(venv: &Venv) -> Command {
+    let mut cmd = Command::new(venv.python());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("CCX_")
+            || name.starts_with("WS_")
+            || name.to_lowercase().ends_with("_proxy")
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// tests/mcp/sdk_client.py SCENARIO in protocol `mode` against `target`
+/// (`--stdio …` or `--http …`); its JSON verdict.
+fn sdk_client(venv: &Venv, scenario: &str, mode: &str, target: &[&str]) -> Value {
+    let mut cmd = python(venv);
+    cmd.arg(script("sdk_client.py"))
+        .args([scenario, "--mode", mode])
+        .args(target);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "sdk_client.py {scenario} {mode} {target:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn stdio_target() -> Vec<&'static str> {
+    vec!["--stdio", BIN, "mcp"]
+}
+
+fn assert_basic(v: &Value, era: &str) {
+    assert_eq!(v["protocol_version"], era, "{v}");
+    assert_eq!(v["server_name"], "ccx", "{v}");
+    assert_eq!(v["tools"], json!(["execute"]), "{v}");
+    let nonce = v["nonce"].as_str().unwrap();
+    assert_eq!(v["echo"]["is_error"], false, "{v}");
+    assert!(v["echo"]["text"].as_str().unwrap().contains(nonce), "{v}");
+    assert_eq!(v["echo"]["structured"]["exit_code"], 0, "{v}");
+    assert_eq!(v["echo"]["structured"]["status"], "completed", "{v}");
+    assert_eq!(v["exit4"]["is_error"], true, "{v}");
+    assert_eq!(v["exit4"]["structured"]["exit_code"], 4, "{v}");
+    assert_eq!(v["exit4"]["structured"]["status"], "failed", "{v}");
+    assert!(
+        v["exit4"]["text"].as_str().unwrap().contains("on-stderr"),
+        "{v}"
+    );
+    for key in ["signal", "truncated", "duration_ms"] {
+        assert!(
+            v["exit4"]["structured"].get(key).is_some(),
+            "{key} missing: {v}"
+        );
+    }
+}
+
+fn http_server() -> TestServer {
+    TestServer::start_with(&[("CCX_TOKEN", TOKEN)], &[])
+}
+
+fn mcp_url(server: &TestServer) -> String {
+    format!("http://127.0.0.1:{}/mcp", server.port)
+}
+
+#[test]
+fn sdk_stdio_client_runs_execute_in_both_protocol_eras() {
+    let venv = venv();
+    let modern = sdk_client(&venv, "basic", "auto", &stdio_target());
+    assert_basic(&modern, "2026-07-28");
+    let handshake = sdk_client(&venv, "basic", "legacy", &stdio_target());
+    assert_basic(&handshake, "2025-11-25");
+}
+
+#[test]
+fn sdk_streamable_http_client_runs_execute_and_needs_the_token() {
+    let venv = venv();
+    let server = http_server();
+    let url = mcp_url(&server);
+    for (mode, era) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let v = sdk_client(&venv, "basic", mode, &["--token", TOKEN, "--http", &url]);
+        assert_basic(&v, era);
+    }
+
+    let mut cmd = python(&venv);
+    cmd.arg(script("sdk_client.py"))
+        .args(["basic", "--http", &url]);
+    let out = run(cmd);
+    assert!(
+        !out.status.success(),
+        "the SDK client got in without the token"
+    );
+    let (status, _, body) = http(
+        server.port,
+        "POST",
+        "/mcp",
+        &[],
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("token"), "{body}");
+    let (status, _, _) = http(
+        server.port,
+        "POST",
+        "/mcp",
+        &[
+            ("Authorization", &format!("Bearer {TOKEN}")),
+            ("Origin", "https://evil.example"),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    );
+    assert_eq!(
+        status, 403,
+        "a foreign Origin must be refused as on /ws/mcp"
+    );
+}
+
+fn assert_cancelled(v: &Value) {
+    let pgid = v["pgid"].as_u64().unwrap() as u32;
+    assert!(!v["members_before"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(
+        v["members_after"],
+        json!([]),
+        "the group outlived the cancel: {v}"
+    );
+    assert!(
+        live_members(pgid).is_empty(),
+        "group {pgid} still has members"
+    );
+    assert!(
+        v["after"]["text"].as_str().unwrap().contains("still-open"),
+        "{v}"
+    );
+}
+
+#[test]
+fn cancelled_call_ends_its_process_group_over_stdio_and_http() {
+    let venv = venv();
+    for mode in ["auto", "legacy"] {
+        assert_cancelled(&sdk_client(&venv, "cancel", mode, &stdio_target()));
+    }
+    let server = http_server();
+    let url = mcp_url(&server);
+    for mode in ["auto", "legacy"] {
+        assert_cancelled(&sdk_client(
+            &venv,
+            "cancel",
+            mode,
+            &["--token", TOKEN, "--http", &url],
+        ));
+    }
+}
+
+#[test]
+fn progress_token_yields_progress_notifications_carrying_output() {
+    let venv = venv();
+    let server = http_server();
+    let url = mcp_url(&server);
+    let http_target = ["--token", TOKEN, "--http", url.as_str()];
+    for target in [stdio_target(), http_target.to_vec()] {
+        let v = sdk_client(&venv, "progress", "auto", &target);
+        let messages: Vec<&str> = v["progress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["message"].as_str())
+            .collect();
+        let joined = messages.concat();
+        assert!(joined.contains("first") && joined.contains("second"), "{v}");
+        assert_eq!(v["result"]["is_error"], false, "{v}");
+    }
+}
+
+/// Raw HTTP/1.1 exchange: status, headers (lowercase names), body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_lowercase(), body.to_string())
+}
+
+#[test]
+fn malformed_and_early_messages_get_spec_errors() {
+    let mut child = ccx_command()
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ask = |line: &str| -> Value {
+        writeln!(stdin, "{line}").unwrap();
+        if line.contains("notifications/") {
+            return Value::Null;
+        }
+        let mut answer = String::new();
+        stdout.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+    };
+    let early = ask(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute","arguments":{"command":"echo hi"}}}"#,
+    );
+    assert_eq!(early["id"], 1, "{early}");
+    assert!(
+        early["error"]["code"].is_i64() && early.get("result").is_none(),
+        "tools/call before initialize ran: {early}"
+    );
+    let garbage = ask("this is not json");
+    assert_eq!(garbage["error"]["code"], -32700, "{garbage}");
+    let no_method = ask(r#"{"jsonrpc":"2.0","id":7}"#);
+    assert_eq!(no_method["error"]["code"], -32600, "{no_method}");
+    let init = ask(
+        r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"1999-01-01","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+    );
+    assert_eq!(
+        init["result"]["protocolVersion"], "2025-11-25",
+        "an unknown revision gets the server's latest: {init}"
+    );
+    ask(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let ping = ask(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#);
+    assert_eq!(ping["result"], json!({}), "{ping}");
+    let unknown_tool = ask(
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"nope","arguments":{}}}"#,
+    );
+    assert_eq!(unknown_tool["error"]["code"], -32602, "{unknown_tool}");
+    let unknown_method = ask(r#"{"jsonrpc":"2.0","id":5,"method":"no/such"}"#);
+    assert_eq!(unknown_method["error"]["code"], -32601, "{unknown_method}");
+    let bad_args = ask(
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"execute","arguments":{"cmd":"x"}}}"#,
+    );
+    assert_eq!(bad_args["result"]["isError"], true, "{bad_args}");
+    let ok = ask(
+        r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"execute","arguments":{"command":"echo fine"}}}"#,
+    );
+    assert_eq!(ok["result"]["isError"], false, "{ok}");
+    drop(stdin);
+    assert!(
+        eventually(Duration::from_secs(10), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "ccx mcp did not exit on EOF"
+    );
+
+    let server = http_server();
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http(
+        server.port,
+        "POST",
+        "/mcp",
+        &[("Authorization", &auth)],
+        "this is not json",
+    );
+    assert_eq!(status, 400, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], -32700, "{body}");
+    let (status, _, body) = http(
+        server.port,
+        "POST",
+        "/mcp",
+        &[
+            ("Authorization", &auth),
+            ("MCP-Protocol-Version", "2025-11-25"),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute","arguments":{"command":"echo hi"}}}"#,
+    );
+    assert_eq!(
+        status, 400,
+        "tools/call without a session must be refused: {body}"
+    );
+}
+
+fn doctor_json(args: &[&str], env: &[(&str, &str)]) -> (i32, ccx::doctor::Report) {
+    let mut cmd = ccx_command();
+    cmd.args([
+        "doctor",
+        "--mcp",
+        "--json",
+        "--spawn-timeout",
+        "90s",
+        "--timeout",
+        "30s",
+    ])
+    .args(args)
+    .envs(env.iter().copied());
+    let out = run(cmd);
+    let report: ccx::doctor::Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json printed no report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+#[test]
+fn doctor_mcp_passes_against_ccx_and_an_sdk_server_and_names_a_failing_tool_call() {
+    use ccx::doctor::{Status, StepId};
+    let venv = venv();
+    let ids =
+        |r: &ccx::doctor::Report| r.steps.iter().map(|s| (s.id, s.status)).collect::<Vec<_>>();
+    let all_pass = vec![
+        (StepId::Initialize, Status::Pass),
+        (StepId::Tools, Status::Pass),
+        (StepId::Call, Status::Pass),
+    ];
+
+    let (code, report) = doctor_json(&[], &[]);
+    assert_eq!((code, ids(&report)), (0, all_pass.clone()), "{report:?}");
+
+    let server = http_server();
+    let url = mcp_url(&server);
+    let (code, report) = doctor_json(&["--url", &url], &[("CCX_TOKEN", TOKEN)]);
+    assert_eq!((code, ids(&report)), (0, all_pass.clone()), "{report:?}");
+    let (code, report) = doctor_json(&["--url", &url], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(report.steps[0].status, Status::Fail);
+    assert!(report.steps[0].summary.contains("401"), "{report:?}");
+    assert!(
+        report.steps[0]
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("CCX_TOKEN"),
+        "{report:?}"
+    );
+
+    let python = venv.python().display().to_string();
+    let sdk = format!("{python} {}", script("sdk_server.py").display());
+    let (code, report) = doctor_json(&["--server-cmd", &sdk], &[]);
+    assert_eq!((code, ids(&report)), (0, all_pass), "{report:?}");
+    assert!(
+        report.steps[0].summary.contains("sdk-minimal"),
+        "{report:?}"
+    );
+
+    let (code, report) = doctor_json(&["--server-cmd", &format!("{sdk} --broken")], &[]);
+    assert_eq!(code, 1, "{report:?}");
+    let failed = report.first_failure().expect("a failing step");
+    assert_eq!(failed.id, StepId::Call, "{report:?}");
+    assert!(failed.summary.contains("isError"), "{report:?}");
+    assert!(failed.fix.is_some(), "{report:?}");
+}
