@@ -69,6 +69,14 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ("WS_PING_INTERVAL", "WebSocket keep-alive ping interval"),
     ("WS_PING_TIMEOUT", "WebSocket keep-alive timeout"),
     ("WS_MAX_SIZE", "largest WebSocket message accepted"),
+    (
+        "CCX_HANDSHAKE_TIMEOUT",
+        "deadline for a connection's request head (and its upgrade)",
+    ),
+    (
+        "CCX_MAX_PENDING",
+        "connections still in HTTP (not yet upgraded) at once",
+    ),
 ];
 
 /// cc_executor's names for ccx's variables: `(ccx name, cc_executor name)`.
@@ -258,6 +266,12 @@ pub struct Config {
     pub ws_max_size: usize,
     /// Interval of cc_executor's `ping` notification; `None`: none sent.
     pub heartbeat_interval: Option<Duration>,
+    /// How long a connection may take to send a request head (the upgrade
+    /// request included), and may idle between requests.
+    pub handshake_timeout: Duration,
+    /// Connections not yet upgraded to WebSocket held at once; past it the
+    /// oldest is dropped.
+    pub max_pending: usize,
     /// Serve a non-loopback address without a token (explicit opt-in).
     pub insecure_no_auth: bool,
     /// Which name supplied each setting (by field name, e.g. `"port"`);
@@ -292,6 +306,8 @@ impl Default for Config {
             ws_ping_timeout: Duration::from_secs(30),
             ws_max_size: 10 * MIB as usize,
             heartbeat_interval: Some(Duration::from_secs(30)),
+            handshake_timeout: Duration::from_secs(10),
+            max_pending: 128,
             insecure_no_auth: false,
             sources: BTreeMap::new(),
             warnings: Vec::new(),
@@ -400,6 +416,16 @@ impl Config {
                 parse_positive_duration,
             )?
             .unwrap_or(d.ws_ping_timeout);
+        let handshake_timeout = l
+            .parsed(
+                "handshake_timeout",
+                "CCX_HANDSHAKE_TIMEOUT",
+                parse_positive_duration,
+            )?
+            .unwrap_or(d.handshake_timeout);
+        let max_pending = l
+            .parsed("max_pending", "CCX_MAX_PENDING", parse_count)?
+            .unwrap_or(d.max_pending);
         let ws_max_size = match l.raw("ws_max_size", "WS_MAX_SIZE") {
             Some((var, raw)) => {
                 let n = parse_size(raw).map_err(|e| invalid(var, raw, &e))?;
@@ -453,6 +479,8 @@ impl Config {
             ws_ping_timeout,
             ws_max_size,
             heartbeat_interval,
+            handshake_timeout,
+            max_pending,
             insecure_no_auth: overrides.insecure_no_auth,
             sources: l.sources,
             warnings: l.warnings,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The only JSON-RPC version spoken.
@@ -441,6 +442,85 @@ pub struct CcxLimits {
     pub allowed_commands: Option<Vec<String>>,
 }
 
+/// A request's id exactly as the client wrote it (the JSON text of a
+/// string, a number or null), so that it comes back byte for byte: an
+/// integer beyond 2^53 stays an integer, `1e3` stays `1e3`.
+#[derive(Debug, Clone)]
+pub struct RawId(Box<RawValue>);
+
+impl RawId {
+    /// The `null` id of an answer to a request whose id cannot be read.
+    pub fn null() -> RawId {
+        RawId::from_value(&Value::Null)
+    }
+
+    fn from_value(value: &Value) -> RawId {
+        // A Value always serializes to valid JSON.
+        RawId(
+            RawValue::from_string(value.to_string())
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON")),
+        )
+    }
+
+    /// The JSON text of the id.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawId {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for RawId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// A response as the server writes it, with the id as the client sent it.
+#[derive(Serialize)]
+struct RawResponse<'a, R: Serialize> {
+    jsonrpc: &'static str,
+    id: &'a RawId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<R>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a RpcError>,
+}
+
+/// The JSON text of a successful response to the request with id `id`.
+pub fn response_json(id: &RawId, result: impl Serialize) -> String {
+    let response = RawResponse {
+        jsonrpc: JSONRPC_VERSION,
+        id,
+        result: Some(result),
+        error: None,
+    };
+    serde_json::to_string(&response).unwrap_or_else(|e| {
+        let error = RpcError::new(
+            ErrorCode::Internal,
+            format!("cannot encode the result: {e}"),
+        );
+        error_json(Some(id), &error)
+    })
+}
+
+/// The JSON text of an error response; the id is `null` when unknown.
+pub fn error_json(id: Option<&RawId>, error: &RpcError) -> String {
+    let null = RawId::null();
+    let response = RawResponse::<()> {
+        jsonrpc: JSONRPC_VERSION,
+        id: id.unwrap_or(&null),
+        result: None,
+        error: Some(error),
+    };
+    // Strings, numbers and raw JSON only: it always serializes.
+    serde_json::to_string(&response).unwrap_or_default()
+}
+
 /// The readiness line: the one JSON object `ccx serve --foreground` prints
 /// on stdout once it listens. The server writes it; the background launcher
 /// and the doctor read it with this same type.
@@ -471,7 +551,7 @@ impl ReadyLine {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     /// `None` for a notification-style request (no `id` member).
-    pub id: Option<Value>,
+    pub id: Option<RawId>,
     pub method: String,
     pub params: Value,
 }
@@ -480,14 +560,29 @@ pub struct Request {
 /// the id to answer to (when one could be read).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
-    pub id: Option<Value>,
+    pub id: Option<RawId>,
     pub error: RpcError,
+}
+
+/// The id member of `text` as written. `value` is its parsed form, used when
+/// the text cannot be read again as one object with one `id` (a duplicate
+/// member: JSON parsers keep the last, and so does `value`).
+fn raw_id(text: &str, value: &Value) -> RawId {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+    }
+    match serde_json::from_str::<IdOnly>(text) {
+        Ok(IdOnly { id: Some(raw) }) => RawId(raw.to_owned()),
+        _ => RawId::from_value(value),
+    }
 }
 
 /// Classifies one incoming text frame: a request to dispatch, or the JSON-RPC
 /// error that answers it. Method names are not checked here.
 pub fn parse_request(text: &str) -> Result<Request, Rejection> {
-    let reject = |id: Option<Value>, code, msg: String| Rejection {
+    let reject = |id: Option<RawId>, code, msg: String| Rejection {
         id,
         error: RpcError::new(code, msg),
     };
@@ -521,6 +616,7 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
             format!("invalid request: \"id\" must be a string, a number or null, got {bad}"),
         ));
     }
+    let id = id.map(|value| raw_id(text, &value));
     match obj.get("jsonrpc") {
         Some(Value::String(v)) if v == JSONRPC_VERSION => {}
         Some(other) => {
@@ -583,9 +679,40 @@ mod tests {
     }
 
     #[test]
+    fn ids_come_back_exactly_as_sent() {
+        for id in [
+            "100000000000000000000000000000",
+            "-9223372036854775809",
+            "1e3",
+            "-0",
+            "0.10",
+            "\"\\u00fc\"",
+            "null",
+        ] {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"x"}}"#);
+            let request = parse_request(&text).unwrap();
+            let raw = request.id.unwrap();
+            assert_eq!(raw.get(), id);
+            let reply = response_json(&raw, "ok");
+            assert!(reply.contains(&format!("\"id\":{id},")), "{reply}");
+            let error = error_json(Some(&raw), &RpcError::new(ErrorCode::Internal, "x"));
+            assert!(error.contains(&format!("\"id\":{id},")), "{error}");
+        }
+        // A duplicate id member: the last one, as the parsed value has it.
+        let request = parse_request(r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#).unwrap();
+        assert_eq!(request.id.unwrap().get(), "2");
+        assert_eq!(
+            parse_request(r#"{"jsonrpc":"2.0","method":"x"}"#)
+                .unwrap()
+                .id,
+            None
+        );
+    }
+
+    #[test]
     fn keeps_the_id_when_rejecting_a_readable_request() {
         let err = parse_request(r#"{"jsonrpc":"2.0","id":"a"}"#).unwrap_err();
-        assert_eq!(err.id, Some(Value::from("a")));
+        assert_eq!(err.id.map(|id| id.get().to_string()), Some("\"a\"".into()));
     }
 
     #[test]

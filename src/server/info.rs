@@ -12,6 +12,41 @@ use crate::process::resolve::resolve_canonical;
 use crate::process::tracking;
 use crate::protocol::{CcxLimits, Limit, ResourceLimits, ServerInfo};
 
+/// Most names one `server.info` may ask to resolve: each is a PATH search
+/// (a stat per PATH entry), so an unbounded list would let one request keep
+/// a blocking thread busy for seconds.
+pub const MAX_REQUIRE: usize = 256;
+/// Longest name accepted in `require` (PATH_MAX).
+pub const MAX_NAME: usize = 4096;
+
+/// Refuses a `require` list over the bounds, naming them.
+pub fn check_require(require: &[String]) -> Result<(), String> {
+    if require.len() > MAX_REQUIRE {
+        return Err(format!(
+            "require lists {} names; server.info resolves at most {MAX_REQUIRE} per request",
+            require.len()
+        ));
+    }
+    if let Some(long) = require.iter().find(|n| n.len() > MAX_NAME) {
+        return Err(format!(
+            "a name in require is {} bytes; at most {MAX_NAME} (PATH_MAX)",
+            long.len()
+        ));
+    }
+    Ok(())
+}
+
+/// [`collect`] on tokio's blocking pool: PATH lookups, /proc and file reads
+/// must not hold an async worker (that stalls /health and every session).
+pub async fn collect_off_runtime(
+    state: std::sync::Arc<super::AppState>,
+    require: Vec<String>,
+) -> Result<ServerInfo, String> {
+    tokio::task::spawn_blocking(move || collect(&state.config, &require))
+        .await
+        .map_err(|e| format!("collecting server info failed: {e}"))
+}
+
 /// Collects the fingerprint; `require` names programs to resolve on PATH.
 pub fn collect(config: &Config, require: &[String]) -> ServerInfo {
     let uname = nix::sys::utsname::uname().ok();

@@ -9,6 +9,7 @@
 //! It knows nothing of the doctor or the CLI: it is given a validated
 //! `Config`, a bound listener, a drain token and a shutdown token.
 
+pub mod connections;
 pub mod guards;
 pub mod info;
 pub mod probes;
@@ -24,7 +25,6 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 use thiserror::Error;
@@ -51,8 +51,6 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// What every request handler and session shares.
@@ -119,16 +117,15 @@ pub async fn serve(
     });
     tokio::spawn(drain_then_shut_down(state.clone()));
     let app = router(state.clone());
-    let stopped = shutdown.clone();
-    // Small frames (results, short output) must leave at once: without
-    // TCP_NODELAY, Nagle + delayed ACK add ~40 ms to every round trip.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped.cancelled().await })
-        .await
-        .map_err(ServerError::Serve)?;
+    let fd_limit = connections::raise_fd_limit();
+    let caps = connections::Caps::new(
+        state.config.max_pending,
+        state.config.max_sessions,
+        state.config.handshake_timeout,
+        fd_limit,
+    );
+    tracing::debug!(?fd_limit, ?caps, "connection limits");
+    connections::serve(listener, app, caps, shutdown.clone()).await;
     state.tracker.close();
     let deadline = state.shutdown_grace() + Duration::from_millis(700);
     if tokio::time::timeout(deadline, state.tracker.wait())
@@ -223,7 +220,11 @@ async fn health(
         ) {
             return http_error(refusal.status, refusal.message);
         }
-        body["info"] = serde_json::to_value(info::collect(&state.config, &[])).unwrap_or_default();
+        let collected = info::collect_off_runtime(state.clone(), Vec::new()).await;
+        body["info"] = collected
+            .ok()
+            .and_then(|i| serde_json::to_value(i).ok())
+            .unwrap_or_default();
     }
     Json(body).into_response()
 }

@@ -25,8 +25,9 @@ use tokio::time::{sleep_until, timeout, Instant};
 use super::AppState;
 use crate::process::{self, Event, Running, SpawnError, StopReason};
 use crate::protocol::{
-    method, parse_request, Connected, ControlParams, ControlResult, ErrorCode, ExecuteParams,
-    Frame, InfoParams, ProcessStatus, Request, RpcError, CAPABILITIES,
+    error_json, method, parse_request, response_json, Connected, ControlParams, ControlResult,
+    ErrorCode, ExecuteParams, Frame, InfoParams, ProcessStatus, RawId, Request, RpcError,
+    CAPABILITIES,
 };
 
 /// Frames queued for the writer; with output chunks of up to 64 KiB this
@@ -40,6 +41,8 @@ const FORWARD_BATCH: usize = 64;
 /// WebSocket close codes used by the server.
 pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
     pub const INTERNAL: u16 = 1011;
     pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -77,7 +80,7 @@ pub async fn refuse_over_limit(mut socket: WebSocket, state: &AppState) {
         format!("Session limit exceeded: {max} sessions are open ({var})"),
     );
     let _ = socket
-        .send(Message::Text(Frame::error(None, error).to_json().into()))
+        .send(Message::Text(error_json(None, &error).into()))
         .await;
     let _ = socket
         .send(close(close_code::TRY_AGAIN_LATER, "session limit reached"))
@@ -120,9 +123,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             message = incoming.next() => match message {
                 None | Some(Ok(Message::Close(_))) => break StopReason::Disconnect,
                 Some(Err(e)) => {
-                    if is_too_big(&e) {
-                        let limit = config.ws_max_size;
-                        session.send(close(close_code::TOO_BIG, &format!("message too big: the limit is {limit} bytes (WS_MAX_SIZE)"))).await;
+                    if let Some((code, reason)) = close_for(&e, config.ws_max_size) {
+                        session.send(close(code, &reason)).await;
                     }
                     tracing::debug!(%session_id, "read error: {e}");
                     break StopReason::Disconnect;
@@ -208,15 +210,41 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-fn is_too_big(error: &axum::Error) -> bool {
-    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+/// The close frame RFC 6455 asks for when reading failed: 1009 for a message
+/// over WS_MAX_SIZE, 1007 for a text frame that is not UTF-8, 1002 for any
+/// other protocol violation; none when the connection itself is gone.
+fn close_for(error: &axum::Error, max_size: usize) -> Option<(u16, String)> {
+    use tokio_tungstenite::tungstenite::error::Error;
     let text = error.to_string();
-    let inner = std::error::Error::source(error);
-    matches!(
-        inner.and_then(|e| e.downcast_ref::<Error>()),
-        Some(Error::Capacity(CapacityError::MessageTooLong { .. }))
-    ) || text.contains("Message too long")
-        || text.contains("Space limit exceeded")
+    let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<Error>());
+    match inner {
+        Some(Error::Capacity(_)) => Some((
+            close_code::TOO_BIG,
+            format!("message too big: the limit is {max_size} bytes (WS_MAX_SIZE)"),
+        )),
+        Some(Error::Utf8(_)) => Some((
+            close_code::INVALID_DATA,
+            "invalid UTF-8 in a text frame".into(),
+        )),
+        Some(Error::Protocol(p)) => Some((
+            close_code::PROTOCOL_ERROR,
+            clip_reason(&format!("protocol error: {p}")),
+        )),
+        _ if text.contains("Message too long") || text.contains("Space limit exceeded") => Some((
+            close_code::TOO_BIG,
+            format!("message too big: the limit is {max_size} bytes (WS_MAX_SIZE)"),
+        )),
+        _ => None,
+    }
+}
+
+/// A close reason fits in a control frame: 123 bytes after the code.
+fn clip_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
 }
 
 /// Sends every queued frame: all frames that are ready go to the socket
@@ -283,16 +311,18 @@ impl Session {
     }
 
     /// Answers a request; requests without an id (notifications) get no result.
-    async fn reply(&self, id: Option<Value>, result: impl serde::Serialize) {
+    async fn reply(&self, id: Option<RawId>, result: impl serde::Serialize) {
         if let Some(id) = id {
-            self.send_frame(Frame::response(id, result)).await;
+            self.send(Message::Text(response_json(&id, result).into()))
+                .await;
         }
     }
 
     /// Errors are always answered (id null when unknown), so that a client
     /// that forgot the id still learns what went wrong.
-    async fn reply_error(&self, id: Option<Value>, error: RpcError) {
-        self.send_frame(Frame::error(id, error)).await;
+    async fn reply_error(&self, id: Option<RawId>, error: RpcError) {
+        self.send(Message::Text(error_json(id.as_ref(), &error).into()))
+            .await;
     }
 
     async fn handle_text(&mut self, text: &str) {
@@ -367,12 +397,7 @@ impl Session {
             config.allowed_commands.as_deref(),
             config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS"),
         )?;
-        let (running, events) = process::spawn(spec).map_err(|e| match e {
-            SpawnError::BadCwd(_) => {
-                RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}"))
-            }
-            SpawnError::Shell { .. } => RpcError::new(ErrorCode::Internal, e.to_string()),
-        })?;
+        let (running, events) = process::spawn(spec).map_err(spawn_error)?;
         let status = ProcessStatus {
             status: "started".into(),
             pid: running.pid,
@@ -445,7 +470,12 @@ impl Session {
             Value::Null => InfoParams::default(),
             p => params_of(p, "server.info", "{\"require\": [\"claude\"]}")?,
         };
-        let info = super::info::collect(&self.state.config, &params.require);
+        super::info::check_require(&params.require).map_err(|why| {
+            RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {why}"))
+        })?;
+        let info = super::info::collect_off_runtime(self.state.clone(), params.require)
+            .await
+            .map_err(|e| RpcError::new(ErrorCode::Internal, e))?;
         self.reply(request.id, info).await;
         Ok(())
     }
@@ -482,6 +512,14 @@ pub(crate) fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
     if params.command.trim().is_empty() {
         return Err(invalid("command is empty".into()));
     }
+    if params.command.len() >= MAX_ARG_STRLEN {
+        return Err(invalid(format!(
+            "command is {} bytes; the kernel's limit for one argument is {} bytes \
+             (MAX_ARG_STRLEN, 128 KiB with its NUL)",
+            params.command.len(),
+            MAX_ARG_STRLEN - 1
+        )));
+    }
     for (name, value) in params.env.iter().flatten() {
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(invalid(format!(
@@ -491,8 +529,41 @@ pub(crate) fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
         if value.contains('\0') {
             return Err(invalid(format!("env value of {name} contains a NUL byte")));
         }
+        if name.len() + 1 + value.len() >= MAX_ARG_STRLEN {
+            return Err(invalid(format!(
+                "env {name}=… is {} bytes; the kernel's limit for one variable is {} bytes \
+                 (MAX_ARG_STRLEN, 128 KiB with its NUL)",
+                name.len() + 1 + value.len(),
+                MAX_ARG_STRLEN - 1
+            )));
+        }
     }
     Ok(())
+}
+
+/// Linux's limit on one argument or environment string, NUL included
+/// (32 pages of 4 KiB); beyond it execve fails with E2BIG.
+const MAX_ARG_STRLEN: usize = 128 * 1024;
+
+/// A spawn failure as the client should read it: E2BIG (command and
+/// environment together over the kernel's ARG_MAX) is the client's fault.
+fn spawn_error(e: SpawnError) -> RpcError {
+    match &e {
+        SpawnError::BadCwd(_) => {
+            RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}"))
+        }
+        SpawnError::Shell { source, .. }
+            if source.raw_os_error() == Some(nix::errno::Errno::E2BIG as i32) =>
+        {
+            RpcError::new(
+                ErrorCode::InvalidParams,
+                "invalid params: the command and environment are too large for the kernel \
+                 (E2BIG: over its ARG_MAX limit for arguments and environment together, \
+                 or over 128 KiB in one of them)",
+            )
+        }
+        SpawnError::Shell { .. } => RpcError::new(ErrorCode::Internal, e.to_string()),
+    }
 }
 
 /// With an allowlist (CCX_ALLOWED_COMMANDS, or cc_executor's
@@ -519,10 +590,8 @@ pub(crate) fn check_allowed(
             ),
         )
     };
-    if let Some(c) = unquoted_metacharacter(command) {
-        return Err(not_allowed(format!(
-            "it contains {c:?}, which could start another program"
-        )));
+    if let Some((c, why)) = unquoted_metacharacter(command) {
+        return Err(not_allowed(format!("it contains {c:?}, {why}")));
     }
     if allowed.iter().any(|a| a == program) {
         Ok(())
@@ -540,10 +609,16 @@ fn hook_status() -> Value {
     })
 }
 
-/// The first character that would make the shell run something else: a
-/// separator, pipe, redirection or subshell outside quotes, or a command
-/// substitution outside single quotes.
-fn unquoted_metacharacter(command: &str) -> Option<char> {
+/// The first character that would make the shell run something else, or
+/// expand something the client did not write, with why: a separator, pipe,
+/// redirection or subshell outside quotes; a command substitution outside
+/// single quotes; and, outside single quotes, any `$` expansion (`$HOME`,
+/// `${PATH}`, `$((…))`, `$$`) — it would hand the server's environment to the
+/// command's output. A `$` escaped (`\$`), last, or before a blank or a
+/// closing double quote is a literal dollar and passes.
+fn unquoted_metacharacter(command: &str) -> Option<(char, &'static str)> {
+    const STARTS: &str = "which could start another program";
+    const EXPANDS: &str = "which expands a variable or parameter of the server's environment";
     let mut chars = command.chars().peekable();
     let (mut single, mut double) = (false, false);
     while let Some(c) = chars.next() {
@@ -553,9 +628,15 @@ fn unquoted_metacharacter(command: &str) -> Option<char> {
             }
             '\'' if !double => single = !single,
             '"' if !single => double = !double,
-            '`' if !single => return Some(c),
-            '$' if !single && chars.peek() == Some(&'(') => return Some(c),
-            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '\n' if !single && !double => return Some(c),
+            '`' if !single => return Some((c, STARTS)),
+            '$' if !single && chars.peek() == Some(&'(') => return Some((c, STARTS)),
+            '$' if !single => match chars.peek() {
+                None | Some(' ' | '\t' | '"') => {}
+                Some(_) => return Some((c, EXPANDS)),
+            },
+            ';' | '&' | '|' | '<' | '>' | '(' | ')' | '\n' if !single && !double => {
+                return Some((c, STARTS))
+            }
             _ => {}
         }
     }
@@ -639,6 +720,56 @@ mod tests {
         let by_path = vec!["/usr/bin/ls".to_string()];
         assert!(check_allowed("/usr/bin/ls -l", Some(&by_path), "X").is_ok());
         assert!(check_allowed("anything at all; really", None, "X").is_ok());
+    }
+
+    #[test]
+    fn allowlist_refuses_expansions_outside_single_quotes() {
+        let allowed = vec!["echo".to_string()];
+        let check = |c: &str| check_allowed(c, Some(&allowed), "CCX_ALLOWED_COMMANDS");
+        for bad in [
+            "echo ${PATH}",
+            "echo $HOME",
+            "echo \"$HOME\"",
+            "echo \"x${CCX_TOKEN}x\"",
+            "echo $((1+1))",
+            "echo $$",
+            "echo $1",
+            "echo $'\\x41'",
+        ] {
+            let e = check(bad).unwrap_err();
+            assert_eq!(e.code, -32001, "{bad}");
+            assert!(
+                e.message.contains("expands") || e.message.contains("start"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        for fine in [
+            "echo '$HOME'",
+            "echo \\$HOME",
+            "echo costs 5 $",
+            "echo \"5 $\"",
+            "echo $ sign",
+        ] {
+            assert!(check(fine).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn too_large_for_the_kernel_is_invalid_params_naming_the_limit() {
+        let mut params = ExecuteParams::command(format!("echo {}", "x".repeat(MAX_ARG_STRLEN)));
+        let e = check_strings(&params).unwrap_err();
+        assert_eq!(e.code, -32602);
+        assert!(e.message.contains("MAX_ARG_STRLEN"), "{}", e.message);
+        params.command = "echo".into();
+        params.env = Some([("BIG".to_string(), "x".repeat(MAX_ARG_STRLEN))].into());
+        let e = check_strings(&params).unwrap_err();
+        assert!(e.message.contains("BIG"), "{}", e.message);
+        let e2big = SpawnError::Shell {
+            shell: "/bin/sh".into(),
+            source: std::io::Error::from_raw_os_error(nix::errno::Errno::E2BIG as i32),
+        };
+        assert_eq!(spawn_error(e2big).code, -32602);
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! The accept loop and what it allows a connection before its WebSocket
+//! upgrade, so that no client can lock the server out (issue 12):
+//!
+//! - a deadline for every request head, the upgrade request included, and
+//!   for a keep-alive connection's idle time between requests
+//!   (CCX_HANDSHAKE_TIMEOUT, hyper's header read timeout);
+//! - a cap on connections still in HTTP (CCX_MAX_PENDING, lowered to fit the
+//!   file-descriptor limit): when it is reached the oldest of them is
+//!   dropped, so a flood of silent connections cannot keep a fresh client
+//!   out. Upgraded sessions are capped by CCX_MAX_SESSIONS (over it they are
+//!   refused with -32003 and closed), so all connections together stay
+//!   below CCX_MAX_SESSIONS + CCX_MAX_PENDING;
+//! - the soft RLIMIT_NOFILE raised to the hard limit at start;
+//! - accept errors (out of descriptors) that drop the oldest pending
+//!   connection and back off instead of spinning, logged once a second at most.
+//!
+//! It knows routes only as the `Router` it is given.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Descriptors kept for everything but connections: the listener, logs,
+/// the runtime, signal handling, state files.
+const RESERVED_FDS: u64 = 64;
+/// Descriptors a session may hold: its socket, and its process's pipes.
+const FDS_PER_SESSION: u64 = 4;
+/// How long in-flight HTTP requests get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Raises the soft limit on open files to the hard limit; returns the soft
+/// limit in force afterwards (`None`: unlimited or unknown).
+pub fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let soft = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    (soft != RLIM_INFINITY).then_some(soft)
+}
+
+/// The caps in force, from the configuration and the fd limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub max_pending: usize,
+    pub handshake_timeout: Duration,
+}
+
+impl Caps {
+    /// `max_pending` is lowered so that pending connections plus full
+    /// sessions fit in `fd_limit`, but never below 8.
+    pub fn new(
+        max_pending: usize,
+        max_sessions: usize,
+        handshake_timeout: Duration,
+        fd_limit: Option<u64>,
+    ) -> Caps {
+        let max_pending = match fd_limit {
+            Some(limit) => {
+                let room = limit.saturating_sub(RESERVED_FDS);
+                let sessions = (max_sessions as u64).saturating_mul(FDS_PER_SESSION);
+                if sessions + max_pending as u64 > room {
+                    tracing::warn!(
+                        "the open-file limit ({limit}) is below what {max_sessions} sessions \
+                         (CCX_MAX_SESSIONS) and {max_pending} pending connections \
+                         (CCX_MAX_PENDING) may need; raise `ulimit -n` or lower them"
+                    );
+                }
+                let half = usize::try_from(room / 2).unwrap_or(usize::MAX);
+                max_pending.min(half).max(8)
+            }
+            None => max_pending,
+        };
+        Caps {
+            max_pending,
+            handshake_timeout,
+        }
+    }
+}
+
+/// Connections not yet upgraded, oldest first, each with the token that
+/// drops it.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    live: BTreeMap<u64, CancellationToken>,
+}
+
+#[derive(Clone)]
+struct PendingSet {
+    inner: Arc<Mutex<Pending>>,
+    max: usize,
+}
+
+impl PendingSet {
+    /// Registers a new connection; drops the oldest when over the cap.
+    /// Returns its id, its token, and whether one was dropped.
+    fn admit(&self) -> (u64, CancellationToken, bool) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let id = p.next;
+        p.next += 1;
+        let token = CancellationToken::new();
+        p.live.insert(id, token.clone());
+        let mut evicted = false;
+        while p.live.len() > self.max {
+            if let Some((_, oldest)) = p.live.pop_first() {
+                oldest.cancel();
+                evicted = true;
+            }
+        }
+        (id, token, evicted)
+    }
+
+    /// Drops the oldest pending connection (to free a descriptor).
+    fn evict_oldest(&self) -> bool {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match p.live.pop_first() {
+            Some((_, oldest)) => {
+                oldest.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        p.live.remove(&id);
+    }
+}
+
+/// Logs at most once a second, with how many were suppressed.
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    fn new() -> Self {
+        Throttled {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn warn(&mut self, message: impl FnOnce(u64) -> String) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!("{}", message(self.suppressed));
+        self.suppressed = 0;
+        self.last = Some(Instant::now());
+    }
+}
+
+/// Errors of one connection, not of the listener (the peer left before
+/// accept returned).
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Accepts and serves connections until `shutdown`, then lets in-flight
+/// HTTP requests finish (upgraded sessions are ended by their own tasks).
+pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: CancellationToken) {
+    let pending = PendingSet {
+        inner: Arc::default(),
+        max: caps.max_pending,
+    };
+    let connections = TaskTracker::new();
+    let mut backoff = Duration::ZERO;
+    let mut accept_log = Throttled::new();
+    let mut evict_log = Throttled::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _addr)) => {
+                backoff = Duration::ZERO;
+                tcp
+            }
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of descriptors (or memory): make room, and wait before
+                // trying again instead of spinning.
+                let freed = pending.evict_oldest();
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                accept_log.warn(|n| {
+                    format!(
+                        "accept error: {e}{}; retrying in {backoff:?}{}",
+                        if freed {
+                            " (dropped the oldest pending connection)"
+                        } else {
+                            ""
+                        },
+                        if n > 0 {
+                            format!(" ({n} more since the last report)")
+                        } else {
+                            String::new()
+                        }
+                    )
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+        };
+        // Small frames must leave at once: without TCP_NODELAY, Nagle and
+        // delayed ACK add ~40 ms to every round trip.
+        let _ = tcp.set_nodelay(true);
+        let (id, dropped, evicted) = pending.admit();
+        if evicted {
+            evict_log.warn(|n| {
+                format!(
+                    "{} pending connection(s) dropped: {} connections have not upgraded yet \
+                     (CCX_MAX_PENDING)",
+                    n + 1,
+                    caps.max_pending
+                )
+            });
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let set = pending.clone();
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(caps.handshake_timeout);
+            let conn = http
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                }
+                // Dropping the connection closes its socket.
+                _ = dropped.cancelled() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await;
+                }
+            }
+            set.remove(id);
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(
+        SHUTDOWN_GRACE + Duration::from_millis(200),
+        connections.wait(),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_pending_connection_makes_room() {
+        let set = PendingSet {
+            inner: Arc::default(),
+            max: 2,
+        };
+        let (_, first, e1) = set.admit();
+        let (_, second, e2) = set.admit();
+        assert!(!e1 && !e2);
+        let (third_id, third, e3) = set.admit();
+        assert!(e3);
+        assert!(first.is_cancelled() && !second.is_cancelled() && !third.is_cancelled());
+        set.remove(third_id);
+        assert!(set.evict_oldest());
+        assert!(second.is_cancelled());
+        assert!(!set.evict_oldest());
+    }
+
+    #[test]
+    fn pending_cap_fits_the_fd_limit() {
+        let t = Duration::from_secs(10);
+        assert_eq!(Caps::new(128, 256, t, None).max_pending, 128);
+        assert_eq!(Caps::new(128, 256, t, Some(1 << 20)).max_pending, 128);
+        // 256 descriptors: 64 reserved, half of the rest for pending ones.
+        assert_eq!(Caps::new(128, 256, t, Some(256)).max_pending, 96);
+        assert_eq!(Caps::new(128, 256, t, Some(16)).max_pending, 8);
+    }
+}
