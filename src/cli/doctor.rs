@@ -3,7 +3,7 @@
 //! exits 128+N), and printing the report (human or `--json`) quietly
 //! tolerating a closed stdout.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Args;
@@ -134,7 +134,7 @@ pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
         };
         render::human(&report, style)
     };
-    print(&text)?;
+    super::output::print(&text)?;
     Ok(exit_of(report.exit_code))
 }
 
@@ -151,18 +151,8 @@ fn run_compare(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
         };
         render::compare_human(&report, style)
     };
-    print(&text)?;
+    super::output::print(&text)?;
     Ok(exit_of(report.exit_code))
-}
-
-fn print(text: &str) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        // `ccx doctor --json | head -c 10`: the reader left; the verdict stands.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::Io(e)),
-    }
 }
 
 fn exit_of(code: u8) -> Exit {

@@ -5,6 +5,7 @@ mod doctor;
 mod exec;
 mod logs;
 mod mcp;
+mod output;
 mod serve;
 mod status;
 mod stop;

@@ -1,7 +1,6 @@
 //! `ccx status [--json]`: is the background server running and healthy?
 //! Exit 0 when it runs and `/health` answers 200, 1 otherwise.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -23,13 +22,7 @@ pub struct StatusArgs {
 pub fn run(args: StatusArgs) -> Result<Exit, CliError> {
     let state = state_dir(args.state_dir)?;
     let report = runtime()?.block_on(lifecycle::status(&state))?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(std::io::Error::from)?;
-        let _ = writeln!(out, "{json}");
-    } else {
-        let _ = writeln!(out, "{}", human(&report));
-    }
+    super::output::print_report(&report, args.json, human)?;
     Ok(if report.ok() {
         Exit::Success
     } else {

@@ -1,6 +1,5 @@
 //! `ccx stop [--json]`: stop the background server of a state directory.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -27,13 +26,7 @@ pub fn run(args: StopArgs) -> Result<Exit, CliError> {
     } else {
         Exit::Success
     };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(std::io::Error::from)?;
-        let _ = writeln!(out, "{json}");
-    } else {
-        let _ = writeln!(out, "{}", human(&report));
-    }
+    super::output::print_report(&report, args.json, human)?;
     Ok(exit)
 }
 
