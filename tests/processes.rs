@@ -32,6 +32,8 @@ fn unique() -> String {
 }
 
 /// Children of `pid` (any state), from /proc.
+/// The children of `pid` but for its parked launcher (`ccx __launch`, a
+/// process waiting for the next command; see src/process/launcher.rs).
 fn children_of(pid: u32) -> Vec<(u32, char)> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -43,7 +45,13 @@ fn children_of(pid: u32) -> Vec<(u32, char)> {
             (rest.get(1)?.parse::<u32>().ok()? == pid)
                 .then(|| (p, rest[0].chars().next().unwrap_or('?')))
         })
+        .filter(|(p, state)| *state == 'Z' || !is_parked_launcher(*p))
         .collect()
+}
+
+fn is_parked_launcher(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"__launch".as_slice()))
 }
 
 async fn completed_within(client: &mut Client, limit: Duration) -> Option<Duration> {
@@ -440,4 +448,113 @@ async fn p5_memory_of_a_thousand_idle_sessions() {
         (loaded - idle) as f64 / SESSIONS as f64 / 1e3
     );
     drop(clients);
+}
+
+/// With cgroup tracking, a command that comes after a pause runs in the
+/// parked launcher (src/process/launcher.rs): born inside its own cgroup,
+/// as `sh -c <command>` exactly, with the request's working directory and
+/// variables, the marker, and without the server's secrets; and the next
+/// launcher is parked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_pause_a_command_runs_in_the_parked_launcher_with_its_own_environment() {
+    let server = TestServer::start_with(&[("CCX_TOKEN", "launcher-secret-value")], &[]);
+    let options = server.options().token(Some("launcher-secret-value".into()));
+    let mut client = Client::connect(&options).await.unwrap();
+    let info = client.info(&[]).await.unwrap();
+    if info.process_tracking.as_deref() != Some("cgroup-v2") {
+        eprintln!("no writable cgroup v2 here: commands start without a launcher");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = "tr '\\0' ' ' </proc/$$/cmdline; echo; pwd; echo \"$GREETING|${CCX_TOKEN:-none}|${CCX_COMMAND_ID:+marked}\"; cat /proc/$$/cgroup";
+    for round in 0..3 {
+        // A launcher is parked once commands have paused.
+        assert!(
+            eventually(Duration::from_secs(10), || children_of(server.pid())
+                .is_empty()
+                && parked_launchers(server.pid()) == 1),
+            "no launcher parked before round {round}"
+        );
+        let mut params = exec(script);
+        params.cwd = Some(dir.path().display().to_string());
+        params.env = Some([("GREETING".to_string(), "hello world".to_string())].into());
+        let outcome = client.run(&params).await.unwrap();
+        assert_eq!(outcome.completed.exit_code, 0, "{outcome:?}");
+        let lines: Vec<&str> = outcome.stdout.lines().collect();
+        assert_eq!(
+            lines[0].trim_end(),
+            format!("/bin/sh -c {script}"),
+            "round {round}: not started by the launcher"
+        );
+        assert_eq!(
+            std::fs::canonicalize(lines[1]).unwrap(),
+            std::fs::canonicalize(dir.path()).unwrap()
+        );
+        assert_eq!(lines[2], "hello world|none|marked");
+        assert!(
+            lines[3..]
+                .iter()
+                .any(|l| l.starts_with("0::") && l.contains(&format!("/ccx.{}/", server.pid()))),
+            "not in a command cgroup: {:?}",
+            &lines[3..]
+        );
+    }
+}
+
+/// Launchers parked by `pid`.
+fn parked_launchers(pid: u32) -> usize {
+    launcher_pids(pid).len()
+}
+
+/// A parked launcher never outlives its server, even one killed with
+/// SIGKILL: its stdin closes and it exits without running anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_launcher_ends_with_its_server_even_on_sigkill() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let info = client.info(&[]).await.unwrap();
+    if info.process_tracking.as_deref() != Some("cgroup-v2") {
+        eprintln!("no writable cgroup v2 here: no launcher to check");
+        return;
+    }
+    assert!(eventually(Duration::from_secs(10), || parked_launchers(
+        server.pid()
+    ) == 1));
+    let launchers: Vec<u32> = launcher_pids(server.pid());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || launchers.iter().all(
+            |p| !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p)
+        )),
+        "launchers {launchers:?} outlived their server"
+    );
+}
+
+fn launcher_pids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| is_parked_launcher(p) && parent_of(p) == Some(pid))
+        .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'))
+    })
 }

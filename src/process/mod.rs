@@ -15,6 +15,7 @@
 //! `resolve` (PATH lookups).
 
 pub mod group;
+pub mod launcher;
 pub mod lines;
 pub mod procfs;
 pub mod reaper;
@@ -110,7 +111,11 @@ pub fn supervise_children() -> tracking::Mode {
         );
     }
     tokio::spawn(reaper::run());
-    tracking::init()
+    let mode = tracking::init();
+    if mode == tracking::Mode::CgroupV2 {
+        launcher::enable();
+    }
+    mode
 }
 
 impl Running {
@@ -162,47 +167,13 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
             return Err(SpawnError::BadCwd(dir.clone()));
         }
     }
-    let scope = Arc::new(Scope::new());
-    // With a cgroup, a POSIX shell moves itself into it before it runs
-    // anything of the command (see `tracking` for why, and for other shells).
-    let self_moving = tracking::is_posix_shell(&spec.shell);
-    let command = match scope.prepare() {
-        Some(dir) if self_moving => format!("{}{}", tracking::shell_prefix(&dir), spec.command),
-        _ => spec.command.clone(),
+    let (mut child, scope) = match launcher::start(&spec) {
+        Some(launched) => launched,
+        None => spawn_direct(&spec)?,
     };
-    let mut cmd = tokio::process::Command::new(&spec.shell);
-    cmd.arg("-c").arg(&command);
-    for name in spec.hidden_env.iter() {
-        cmd.env_remove(name);
-    }
-    let (marker, id) = scope.marker();
-    cmd.envs(&spec.env)
-        .env(marker, id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    let mut child = reaper::register_spawn(|| {
-        let child = cmd.spawn()?;
-        let pid = child.id().unwrap_or_default();
-        Ok((child, pid))
-    })
-    .map_err(|source| {
-        scope.release();
-        SpawnError::Shell {
-            shell: spec.shell.clone(),
-            source,
-        }
-    })?;
     let started = Instant::now();
     let pid = child.id().unwrap_or_default();
     let group = Group(pid);
-    if !self_moving {
-        scope.enter(pid);
-    }
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (group_gone_tx, group_gone) = watch::channel(false);
@@ -260,6 +231,50 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         },
         events_rx,
     ))
+}
+
+/// Spawns the shell itself (no launcher parked): with a cgroup, a POSIX
+/// shell moves itself into it before it runs anything of the command (see
+/// `tracking` for why, and for other shells).
+fn spawn_direct(spec: &Spec) -> Result<(tokio::process::Child, Arc<Scope>), SpawnError> {
+    let scope = Arc::new(Scope::new());
+    let self_moving = tracking::is_posix_shell(&spec.shell);
+    let command = match scope.prepare() {
+        Some(dir) if self_moving => format!("{}{}", tracking::shell_prefix(&dir), spec.command),
+        _ => spec.command.clone(),
+    };
+    let mut cmd = tokio::process::Command::new(&spec.shell);
+    cmd.arg("-c").arg(&command);
+    for name in spec.hidden_env.iter() {
+        cmd.env_remove(name);
+    }
+    let (marker, id) = scope.marker();
+    cmd.envs(&spec.env)
+        .env(marker, id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let child = reaper::register_spawn(|| {
+        let child = cmd.spawn()?;
+        let pid = child.id().unwrap_or_default();
+        Ok((child, pid))
+    })
+    .map_err(|source| {
+        scope.release();
+        SpawnError::Shell {
+            shell: spec.shell.clone(),
+            source,
+        }
+    })?;
+    if !self_moving {
+        scope.enter(child.id().unwrap_or_default());
+    }
+    launcher::started_directly();
+    Ok((child, scope))
 }
 
 /// Why ccx ended the process, if it did.
