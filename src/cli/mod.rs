@@ -77,7 +77,7 @@ pub enum CliError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Exec(#[from] exec::ExecError),
+    Exec(#[from] crate::exec::ExecError),
     #[error("{0}")]
     Cases(#[from] crate::stress::cases::CasesError),
     #[error("{0}")]
