@@ -11,7 +11,7 @@
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
 //! | `shell` | what a shell command line runs (programs, `cd`, PATH) |
 //! | `process` | process groups, output framing, reaping, tracking of escaped descendants |
-//! | `server` | axum routes (`/ws/mcp`, `/ws`, health and probes), sessions, guards, drain |
+//! | `server` | the server process (`run`: bind, readiness line, signals), axum routes (`/ws/mcp`, `/ws`, health and probes), sessions, guards, drain |
 //! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) and the doctor's MCP client |
 //! | `client` | the one WebSocket client (doctor, exec, stress, tests) |
 //! | `exec` | one command on a server, streamed to local stdout/stderr, its result as an `Exit` |

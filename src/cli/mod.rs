@@ -134,6 +134,29 @@ fn state_dir(flag: Option<std::path::PathBuf>) -> Result<crate::lifecycle::State
     Ok(crate::lifecycle::StateDir::new(dir))
 }
 
+/// What a command that starts a server warns about before anything else:
+/// unknown CCX_/WS_ variables (with the nearest known name), the
+/// configuration's own warnings, and a public address without a token.
+/// Logged by a server in the foreground, printed on stderr by a launcher.
+fn startup_warnings(env: &crate::config::Env, config: &crate::config::Config) -> Vec<String> {
+    let mut warnings: Vec<String> = crate::config::unknown_vars(env)
+        .into_iter()
+        .map(|(name, nearest)| match nearest {
+            Some(known) => format!("unknown variable {name} ignored: did you mean {known}?"),
+            None => format!("unknown variable {name} ignored"),
+        })
+        .collect();
+    warnings.extend(config.warnings.iter().map(ToString::to_string));
+    if config.insecure_no_auth && !config.host.is_loopback() && config.token.is_none() {
+        warnings.push(format!(
+            "INSECURE: listening on {} without a token (--insecure-no-auth): anyone who can \
+             reach this address can run shell commands",
+            config.host
+        ));
+    }
+    warnings
+}
+
 /// Logging of the long-running commands (`serve --foreground`, `mcp`): on
 /// stderr, `RUST_LOG` or `info`, colour as decided by `--color`.
 fn init_logging(color: ColorChoice) {
