@@ -49,9 +49,9 @@ pub enum Command {
     /// Run the server: in the background (returns once it is ready), or `--foreground` in this terminal.
     Serve(serve::ServeArgs),
     /// Say whether the background server runs and answers /health (exit 0 only if so).
-    Status(status::StatusArgs),
+    Status(ReportArgs),
     /// Stop the background server (SIGTERM, then SIGKILL after the server's own CCX_KILL_GRACE).
-    Stop(stop::StopArgs),
+    Stop(ReportArgs),
     /// Print the background server's log (`-n N` last lines, `-f` follow).
     Logs(logs::LogsArgs),
     /// Run one command on a server; stream its output; exit with its status.
@@ -121,6 +121,40 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Logs(args) => logs::run(args),
         Command::Mcp(args) => mcp::run(args, cli.color),
     }
+}
+
+/// What `status` and `stop` take: the server's state directory and the
+/// output format.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// State directory of the server [env: CCX_STATE_DIR].
+    #[arg(long)]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Print one JSON document (schema_version 1) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `status` and `stop`: one lifecycle call on the state directory, its
+/// report printed (JSON or `human`), exit 0 when `ok` says so, 1 otherwise.
+fn lifecycle_report<T, F>(
+    args: ReportArgs,
+    call: impl FnOnce(crate::lifecycle::StateDir) -> F,
+    human: fn(&T) -> String,
+    ok: fn(&T) -> bool,
+) -> Result<Exit, CliError>
+where
+    T: serde::Serialize,
+    F: std::future::Future<Output = Result<T, LifecycleError>>,
+{
+    let state = state_dir(args.state_dir)?;
+    let report = runtime()?.block_on(call(state))?;
+    output::print_report(&report, args.json, human)?;
+    Ok(if ok(&report) {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
 }
 
 /// The state directory of `status`, `stop` and `logs`: `--state-dir`, else
