@@ -22,6 +22,24 @@ fn exec(server: &TestServer, args: &[&str]) -> Output {
         .expect("run ccx exec")
 }
 
+/// `ccx exec ARGS` (stdout discarded, stderr piped), once its command runs
+/// on `server`.
+fn exec_running(server: &TestServer, args: &[&str]) -> std::process::Child {
+    let child = ccx_command()
+        .arg("exec")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || !descendants(server.pid())
+            .is_empty()),
+        "the remote command never started"
+    );
+    child
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -157,17 +175,7 @@ fn exec_notes_replaced_non_utf8_bytes_once() {
 #[test]
 fn exec_ctrl_c_cancels_the_remote_group_and_exits_130() {
     let server = TestServer::start();
-    let mut child = ccx_command()
-        .args(["exec", "--url", &server.url, "--", "sleep", "300"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || !descendants(server.pid())
-            .is_empty()),
-        "the remote sleep never started"
-    );
+    let mut child = exec_running(&server, &["--url", &server.url, "--", "sleep", "300"]);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let sent = Instant::now();
     assert!(
@@ -417,17 +425,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, black_hole: &AtomicBool) {
 fn exec_gives_up_with_253_when_the_network_goes_silent() {
     let server = TestServer::start();
     let relay = Relay::to(&server);
-    let mut child = ccx_command()
-        .args(["exec", "--url", &relay.url(), "--keepalive", "2s"])
-        .args(["--", "sleep", "30"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || !descendants(server.pid())
-            .is_empty()),
-        "the remote sleep never started"
+    let url = relay.url();
+    let mut child = exec_running(
+        &server,
+        &["--url", &url, "--keepalive", "2s", "--", "sleep", "30"],
     );
     relay.black_hole.store(true, Ordering::SeqCst);
     let hole = Instant::now();
