@@ -11,9 +11,10 @@
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
 //! | `shell` | what a shell command line runs (programs, `cd`, PATH) |
 //! | `process` | process groups, output framing, reaping, tracking of escaped descendants |
-//! | `server` | axum routes (`/ws/mcp`, `/ws`, health and probes), sessions, guards, drain |
+//! | `server` | the server process (`run`: bind, readiness line, signals), axum routes (`/ws/mcp`, `/ws`, health and probes), sessions, guards, drain |
 //! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) and the doctor's MCP client |
 //! | `client` | the one WebSocket client (doctor, exec, stress, tests) |
+//! | `exec` | one command on a server, streamed to local stdout/stderr, its result as an `Exit` |
 //! | `lifecycle` | the background server: state dir, pid file, log, start, stop |
 //! | `doctor` | ordered checks → `Report` → renderers; signatures; `--compare` |
 //! | `stress` | load engine and report |
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod doctor;
+pub mod exec;
 pub mod exit;
 pub mod lifecycle;
 pub mod mcp;

@@ -1,9 +1,13 @@
-//! `ccx exec` against a real server: streams, exit codes, Ctrl-C, errors.
+//! `ccx exec` against a real server: streams, exit codes, Ctrl-C, errors,
+//! and its keep-alive through a relay that can black-hole the connection.
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{ccx_command, descendants, eventually, TestServer};
@@ -16,6 +20,24 @@ fn exec(server: &TestServer, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run ccx exec")
+}
+
+/// `ccx exec ARGS` (stdout discarded, stderr piped), once its command runs
+/// on `server`.
+fn exec_running(server: &TestServer, args: &[&str]) -> std::process::Child {
+    let child = ccx_command()
+        .arg("exec")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || !descendants(server.pid())
+            .is_empty()),
+        "the remote command never started"
+    );
+    child
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -153,17 +175,7 @@ fn exec_notes_replaced_non_utf8_bytes_once() {
 #[test]
 fn exec_ctrl_c_cancels_the_remote_group_and_exits_130() {
     let server = TestServer::start();
-    let mut child = ccx_command()
-        .args(["exec", "--url", &server.url, "--", "sleep", "300"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || !descendants(server.pid())
-            .is_empty()),
-        "the remote sleep never started"
-    );
+    let mut child = exec_running(&server, &["--url", &server.url, "--", "sleep", "300"]);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let sent = Instant::now();
     assert!(
@@ -329,4 +341,132 @@ fn exec_closed_stdout_cancels_the_remote_command_and_exits_141() {
             .is_empty()),
         "the remote seq is still running"
     );
+}
+
+/// A TCP relay on a loopback port 0 in front of a server that can turn into
+/// a black hole, as a partitioned network does: from then on nothing is
+/// forwarded either way (not even a close), and both sockets stay open.
+struct Relay {
+    port: u16,
+    black_hole: Arc<AtomicBool>,
+    sockets: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn to(server: &TestServer) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream_port = server.port;
+        let black_hole = Arc::new(AtomicBool::new(false));
+        let sockets = Arc::new(Mutex::new(Vec::new()));
+        let (hole, kept) = (black_hole.clone(), sockets.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if hole.load(Ordering::SeqCst) {
+                    return;
+                }
+                let upstream = TcpStream::connect(("127.0.0.1", upstream_port)).unwrap();
+                kept.lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), upstream.try_clone().unwrap()]);
+                let (c, u) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (h1, h2) = (hole.clone(), hole.clone());
+                std::thread::spawn(move || pump(client, upstream, &h1));
+                std::thread::spawn(move || pump(u, c, &h2));
+            }
+        });
+        Relay {
+            port,
+            black_hole,
+            sockets,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws/mcp", self.port)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.black_hole.store(true, Ordering::SeqCst);
+        for socket in self.sockets.lock().unwrap().iter() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        // Wakes the accept loop, which then sees the flag and ends.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies `from` to `to` until the black hole opens; then reads and drops
+/// everything, and an end of stream is not passed on either.
+fn pump(mut from: TcpStream, mut to: TcpStream, black_hole: &AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                if !black_hole.load(Ordering::SeqCst) {
+                    let _ = to.shutdown(Shutdown::Write);
+                }
+                return;
+            }
+            Ok(n) if !black_hole.load(Ordering::SeqCst) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn exec_gives_up_with_253_when_the_network_goes_silent() {
+    let server = TestServer::start();
+    let relay = Relay::to(&server);
+    let url = relay.url();
+    let mut child = exec_running(
+        &server,
+        &["--url", &url, "--keepalive", "2s", "--", "sleep", "30"],
+    );
+    relay.black_hole.store(true, Ordering::SeqCst);
+    let hole = Instant::now();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
+    let waited = hole.elapsed();
+    let _ = child.kill();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = status.expect("ccx exec still waits 20 s into a black hole");
+    assert_eq!(status.code(), Some(253), "{stderr}");
+    assert!(
+        stderr.contains("no answer from the server") && stderr.contains("for 2s"),
+        "{stderr}"
+    );
+    // Its last pong may have come up to a third of the limit before the hole.
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(12),
+        "gave up {waited:?} after the black hole opened, with --keepalive 2s"
+    );
+}
+
+#[test]
+fn exec_keepalive_does_not_cut_off_a_long_silent_command() {
+    let server = TestServer::start();
+    let relay = Relay::to(&server);
+    let started = Instant::now();
+    // Silent for three times the keep-alive limit: only pongs come back.
+    let out = ccx_command()
+        .args(["exec", "--url", &relay.url(), "--keepalive", "2s"])
+        .args(["--", "sleep 6; echo done"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "done\n");
+    assert!(started.elapsed() >= Duration::from_secs(6));
 }

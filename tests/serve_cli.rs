@@ -1,5 +1,6 @@
 //! `ccx serve --foreground` as a user starts it: configuration errors exit 2
-//! naming the variable, a busy port exits 1 naming the address.
+//! naming the variable, a busy port exits 1 naming the address; `ccx mcp`
+//! reacts to SIGTERM through the same signal helper.
 
 mod common;
 
@@ -98,4 +99,56 @@ fn startup_log_names_the_listening_url() {
         "{}",
         server.stderr()
     );
+}
+
+#[test]
+fn mcp_on_stdio_stops_cleanly_on_sigterm_with_its_stdin_still_open() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let mut child = ccx_command()
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ccx mcp");
+    let mut err = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let logged = |text: &str| log.lock().unwrap().contains(text);
+    assert!(
+        eventually(Duration::from_secs(10), || logged("serving MCP on stdio")),
+        "{}",
+        log.lock().unwrap()
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut status = None;
+    eventually(Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let _ = child.kill();
+    drop(child.stdin.take());
+    let _ = reader.join();
+    let log = log.lock().unwrap();
+    assert_eq!(
+        status
+            .expect("ccx mcp still runs 10 s after SIGTERM")
+            .code(),
+        Some(0),
+        "{log}"
+    );
+    assert!(log.contains("SIGTERM received"), "{log}");
 }

@@ -4,13 +4,12 @@
 //! protocol messages.
 
 use clap::Args;
-use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
 
-use super::{init_logging, runtime, CliError, ColorChoice};
+use super::{init_logging, runtime, startup_warnings, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::process::reaper;
+use crate::server::Shutdown;
 
 #[derive(Debug, Args)]
 pub struct McpArgs {}
@@ -19,38 +18,31 @@ pub fn run(_args: McpArgs, color: ColorChoice) -> Result<Exit, CliError> {
     let env = config::env_snapshot();
     let config = Config::load(&Overrides::default(), &env)?;
     init_logging(color);
-    for (name, nearest) in config::unknown_vars(&env) {
-        match nearest {
-            Some(known) => tracing::warn!("unknown variable {name} ignored: did you mean {known}?"),
-            None => tracing::warn!("unknown variable {name} ignored"),
-        }
+    for warning in startup_warnings(&env, &config) {
+        tracing::warn!("{warning}");
     }
-    runtime()?.block_on(serve(config))
+    let runtime = runtime()?;
+    let served = runtime.block_on(serve(config));
+    // tokio reads stdin in a blocking thread that only EOF ends: after a
+    // signal, stdin is still open, and waiting for that thread would keep
+    // the process alive.
+    runtime.shutdown_background();
+    served
 }
 
 async fn serve(config: Config) -> Result<Exit, CliError> {
     crate::process::supervise_children();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    // Nothing to drain on stdio: SIGTERM, like SIGINT, stops at once.
+    let shutdown = Shutdown::without_drain();
+    shutdown.stop_on_signals();
     tracing::info!("serving MCP on stdio");
-    let served = crate::mcp::stdio::serve(config, shutdown).await;
+    let served = crate::mcp::stdio::serve(config, shutdown.now.clone()).await;
     reaper::kill_leftovers();
-    served.map_err(|e| CliError::Startup(e.to_string()))?;
-    tracing::info!("stdin closed: stopped");
-    Ok(Exit::Success)
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install SIGTERM/SIGINT handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    match served {
+        Ok(()) => tracing::info!("stopped"),
+        // A signal before any client initialized the service cancels its start.
+        Err(_) if shutdown.now.is_cancelled() => tracing::info!("stopped before a client came"),
+        Err(e) => return Err(CliError::Startup(e.to_string())),
     }
-    shutdown.cancel();
+    Ok(Exit::Success)
 }

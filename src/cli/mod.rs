@@ -49,9 +49,9 @@ pub enum Command {
     /// Run the server: in the background (returns once it is ready), or `--foreground` in this terminal.
     Serve(serve::ServeArgs),
     /// Say whether the background server runs and answers /health (exit 0 only if so).
-    Status(status::StatusArgs),
+    Status(ReportArgs),
     /// Stop the background server (SIGTERM, then SIGKILL after the server's own CCX_KILL_GRACE).
-    Stop(stop::StopArgs),
+    Stop(ReportArgs),
     /// Print the background server's log (`-n N` last lines, `-f` follow).
     Logs(logs::LogsArgs),
     /// Run one command on a server; stream its output; exit with its status.
@@ -77,7 +77,7 @@ pub enum CliError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Exec(#[from] exec::ExecError),
+    Exec(#[from] crate::exec::ExecError),
     #[error("{0}")]
     Cases(#[from] crate::stress::cases::CasesError),
     #[error("{0}")]
@@ -123,6 +123,40 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     }
 }
 
+/// What `status` and `stop` take: the server's state directory and the
+/// output format.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// State directory of the server [env: CCX_STATE_DIR].
+    #[arg(long)]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Print one JSON document (schema_version 1) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `status` and `stop`: one lifecycle call on the state directory, its
+/// report printed (JSON or `human`), exit 0 when `ok` says so, 1 otherwise.
+fn lifecycle_report<T, F>(
+    args: ReportArgs,
+    call: impl FnOnce(crate::lifecycle::StateDir) -> F,
+    human: fn(&T) -> String,
+    ok: fn(&T) -> bool,
+) -> Result<Exit, CliError>
+where
+    T: serde::Serialize,
+    F: std::future::Future<Output = Result<T, LifecycleError>>,
+{
+    let state = state_dir(args.state_dir)?;
+    let report = runtime()?.block_on(call(state))?;
+    output::print_report(&report, args.json, human)?;
+    Ok(if ok(&report) {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
 /// The state directory of `status`, `stop` and `logs`: `--state-dir`, else
 /// CCX_STATE_DIR, XDG_STATE_HOME or HOME. They read nothing else, so a
 /// malformed unrelated variable never stops them.
@@ -132,6 +166,29 @@ fn state_dir(flag: Option<std::path::PathBuf>) -> Result<crate::lifecycle::State
         None => crate::config::state_dir_from(&crate::config::env_snapshot())?,
     };
     Ok(crate::lifecycle::StateDir::new(dir))
+}
+
+/// What a command that starts a server warns about before anything else:
+/// unknown CCX_/WS_ variables (with the nearest known name), the
+/// configuration's own warnings, and a public address without a token.
+/// Logged by a server in the foreground, printed on stderr by a launcher.
+fn startup_warnings(env: &crate::config::Env, config: &crate::config::Config) -> Vec<String> {
+    let mut warnings: Vec<String> = crate::config::unknown_vars(env)
+        .into_iter()
+        .map(|(name, nearest)| match nearest {
+            Some(known) => format!("unknown variable {name} ignored: did you mean {known}?"),
+            None => format!("unknown variable {name} ignored"),
+        })
+        .collect();
+    warnings.extend(config.warnings.iter().map(ToString::to_string));
+    if config.insecure_no_auth && !config.host.is_loopback() && config.token.is_none() {
+        warnings.push(format!(
+            "INSECURE: listening on {} without a token (--insecure-no-auth): anyone who can \
+             reach this address can run shell commands",
+            config.host
+        ));
+    }
+    warnings
 }
 
 /// Logging of the long-running commands (`serve --foreground`, `mcp`): on

@@ -1,4 +1,4 @@
-//! Writing a command's report on stdout, the same way for every subcommand: a
+//! Writing a command's report on stdout (and its warnings on stderr), the same way for every subcommand: a
 //! reader that went away (`ccx status | head -1`) is quiet, and the verdict
 //! and exit code stand; every other write error (a full disk behind `>`)
 //! surfaces as an I/O error (exit 3) instead of being lost.
@@ -17,6 +17,11 @@ pub fn print(text: &str) -> Result<(), CliError> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(CliError::Io(e)),
     }
+}
+
+/// A warning of ccx itself on stderr (`warning: …`); a closed stderr loses it.
+pub fn warn(text: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {text}");
 }
 
 /// Writes a report as one pretty JSON document (`--json`) or as its human

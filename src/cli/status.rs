@@ -1,33 +1,13 @@
 //! `ccx status [--json]`: is the background server running and healthy?
 //! Exit 0 when it runs and `/health` answers 200, 1 otherwise.
 
-use std::path::PathBuf;
-
-use clap::Args;
-
-use super::{runtime, state_dir, CliError};
+use super::{lifecycle_report, CliError, ReportArgs};
 use crate::exit::Exit;
 use crate::lifecycle::{self, ServerState, StatusReport};
 
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// State directory of the server [env: CCX_STATE_DIR].
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
-    /// Print one JSON document (schema_version 1) on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub fn run(args: StatusArgs) -> Result<Exit, CliError> {
-    let state = state_dir(args.state_dir)?;
-    let report = runtime()?.block_on(lifecycle::status(&state))?;
-    super::output::print_report(&report, args.json, human)?;
-    Ok(if report.ok() {
-        Exit::Success
-    } else {
-        Exit::Failure
-    })
+pub fn run(args: ReportArgs) -> Result<Exit, CliError> {
+    let status = |state| async move { lifecycle::status(&state).await };
+    lifecycle_report(args, status, human, StatusReport::ok)
 }
 
 fn human(r: &StatusReport) -> String {

@@ -1,33 +1,15 @@
 //! `ccx stop [--json]`: stop the background server of a state directory.
 
-use std::path::PathBuf;
-
-use clap::Args;
-
-use super::{runtime, state_dir, CliError};
+use super::{lifecycle_report, CliError, ReportArgs};
 use crate::exit::Exit;
 use crate::lifecycle::{self, StopOutcome, StopReport};
 
-#[derive(Debug, Args)]
-pub struct StopArgs {
-    /// State directory of the server [env: CCX_STATE_DIR].
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
-    /// Print one JSON document (schema_version 1) on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub fn run(args: StopArgs) -> Result<Exit, CliError> {
-    let state = state_dir(args.state_dir)?;
-    let report = runtime()?.block_on(lifecycle::stop(&state))?;
-    let exit = if report.port_freed == Some(false) {
-        Exit::Failure
-    } else {
-        Exit::Success
-    };
-    super::output::print_report(&report, args.json, human)?;
-    Ok(exit)
+pub fn run(args: ReportArgs) -> Result<Exit, CliError> {
+    let stop = |state| async move { lifecycle::stop(&state).await };
+    // Exit 1 only when the port stays taken (by another process).
+    lifecycle_report(args, stop, human, |r: &StopReport| {
+        r.port_freed != Some(false)
+    })
 }
 
 fn human(report: &StopReport) -> String {

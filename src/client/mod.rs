@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -43,6 +43,31 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Deadline for a request's response (not for process events).
     pub request_timeout: Duration,
+    /// WebSocket pings of our own, and how long a silent connection is
+    /// trusted; `None` (the default) waits for the server as long as it takes.
+    pub keepalive: Option<KeepAlive>,
+}
+
+/// The client's own keep-alive: while it waits for the server, it sends a
+/// WebSocket ping every `every`, and gives up when nothing at all (no pong,
+/// no ping, no frame) has arrived for `silence`. A server running a silent
+/// command still answers pings, so only a dead connection or a partitioned
+/// network ends this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    pub every: Duration,
+    pub silence: Duration,
+}
+
+impl KeepAlive {
+    /// Gives up after `silence`, pinging three times within it (so one lost
+    /// pong is not yet a dead connection).
+    pub fn within(silence: Duration) -> KeepAlive {
+        KeepAlive {
+            every: silence / 3,
+            silence,
+        }
+    }
 }
 
 impl ConnectOptions {
@@ -52,6 +77,7 @@ impl ConnectOptions {
             token: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            keepalive: None,
         }
     }
 
@@ -90,6 +116,10 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("server error: {0}")]
     Rpc(RpcError),
+    #[error(
+        "no answer from the server at {url} for {after:?}: the connection is dead or the network partitioned"
+    )]
+    Silent { url: String, after: Duration },
     #[error("the server closed the connection{}", close_suffix(*.code, .reason))]
     Closed { code: Option<u16>, reason: String },
     #[error("protocol error: {0}")]
@@ -226,6 +256,7 @@ pub struct Client {
     next_id: u64,
     queued: VecDeque<Frame>,
     request_timeout: Duration,
+    keepalive: Option<KeepAlive>,
     url: String,
     /// The address the connection went to, and the ones refused before it.
     pub route: Route,
@@ -270,6 +301,7 @@ impl Client {
             next_id: 1,
             queued: VecDeque::new(),
             request_timeout: options.request_timeout,
+            keepalive: options.keepalive,
             url: options.url.clone(),
             route,
             connected,
@@ -477,10 +509,42 @@ impl Client {
     }
 
     /// The next JSON-RPC frame exactly as it came, heartbeat `ping`s
-    /// included and unanswered (for tests of the heartbeat itself).
+    /// included and unanswered (for tests of the heartbeat itself). With a
+    /// [`KeepAlive`], WebSocket pings go out while it waits, and a silence
+    /// longer than its limit is [`ClientError::Silent`].
     pub async fn next_raw_frame(&mut self) -> Result<Frame, ClientError> {
+        // Silence counts from when this wait began: a caller that was busy
+        // elsewhere (a slow local stdout) has not heard the server meanwhile.
+        let mut heard = Instant::now();
+        let mut pinged = heard;
         loop {
-            let message = match self.socket.next().await {
+            let next = match self.keepalive {
+                None => self.socket.next().await,
+                Some(keepalive) => {
+                    let give_up = heard + keepalive.silence;
+                    let ping = pinged.max(heard) + keepalive.every;
+                    tokio::select! {
+                        biased;
+                        next = self.socket.next() => next,
+                        _ = sleep_until(give_up.min(ping)) => {
+                            pinged = Instant::now();
+                            if pinged >= give_up {
+                                return Err(self.silent(keepalive));
+                            }
+                            // A send that cannot even reach the kernel's buffer
+                            // within the silence left is the same dead connection.
+                            let send = self.socket.send(Message::Ping(Default::default()));
+                            match timeout(give_up - pinged, send).await {
+                                Ok(sent) => sent.map_err(ws_error)?,
+                                Err(_) => return Err(self.silent(keepalive)),
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            heard = Instant::now();
+            let message = match next {
                 None => {
                     return Err(ClientError::Closed {
                         code: None,
@@ -511,6 +575,13 @@ impl Client {
                 }
                 _ => {}
             }
+        }
+    }
+
+    fn silent(&self, keepalive: KeepAlive) -> ClientError {
+        ClientError::Silent {
+            url: self.url.clone(),
+            after: keepalive.silence,
         }
     }
 

@@ -23,6 +23,7 @@ use super::log::{self, ReadyLine, ReadyScanner};
 use super::state::{PidRecord, Probe, Stale, StateDir};
 use super::LifecycleError;
 use crate::client::http;
+use crate::config::{Config, Overrides};
 
 /// How often the log is read for the readiness line while the server starts.
 const POLL: Duration = Duration::from_millis(5);
@@ -44,6 +45,41 @@ pub struct StartOptions {
     pub kill_grace: Duration,
     /// The server's CCX_DRAIN_PERIOD, recorded for `stop`.
     pub drain_period: Duration,
+}
+
+impl StartOptions {
+    /// The start `ccx serve` makes: this binary's `serve --foreground`,
+    /// detached from the launcher's session and logging without colour,
+    /// given the launcher's own flags so both read the same configuration.
+    pub fn serve(
+        state: StateDir,
+        config: &Config,
+        flags: &Overrides,
+        ready_timeout: Duration,
+    ) -> std::io::Result<StartOptions> {
+        let mut args: Vec<OsString> = ["serve", "--foreground", "--detached", "--color", "never"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        args.extend(["--state-dir".into(), state.dir.clone().into()]);
+        if let Some(host) = &flags.host {
+            args.extend(["--host".into(), host.into()]);
+        }
+        if let Some(port) = flags.port {
+            args.extend(["--port".into(), port.to_string().into()]);
+        }
+        if flags.insecure_no_auth {
+            args.push("--insecure-no-auth".into());
+        }
+        Ok(StartOptions {
+            state,
+            exe: std::env::current_exe()?,
+            args,
+            ready_timeout,
+            kill_grace: config.kill_grace,
+            drain_period: config.drain_period,
+        })
+    }
 }
 
 /// A server that is ready.

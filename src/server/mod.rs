@@ -7,16 +7,23 @@
 //! group, close sessions with 1001).
 //!
 //! It knows nothing of the doctor or the CLI: it is given a validated
-//! `Config`, a bound listener, a drain token and a shutdown token.
+//! `Config` and a [`Shutdown`]; [`run`] is the whole server process
+//! (bootstrap), [`serve`] the routes on a bound listener.
 
+pub mod bootstrap;
 pub mod connections;
 pub mod guards;
 pub mod info;
 pub mod probes;
 pub mod session;
+pub mod shutdown;
+
+pub use bootstrap::run;
+pub use shutdown::Shutdown;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +58,10 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("CCX_SHELL {shell:?} is not an executable file")]
+    ShellNotExecutable { shell: PathBuf },
+    #[error("CCX_SHELL {shell:?} does not exist (or is not on PATH)")]
+    ShellMissing { shell: PathBuf },
 }
 
 /// What every request handler and session shares.

@@ -1,0 +1,69 @@
+//! The server process from start to exit, behind one call: become the
+//! supervisor of the commands it runs, bind, check CCX_SHELL, print the
+//! readiness line, serve until told to stop (signals wired to the given
+//! [`Shutdown`]), then kill whatever the commands left behind.
+
+use std::io::Write;
+
+use super::{bind, serve, ServerError, Shutdown};
+use crate::config::{self, Config};
+use crate::process::{reaper, ResolveError};
+use crate::protocol::ReadyLine;
+
+/// Runs the server described by `config` until `shutdown` (or SIGTERM /
+/// SIGINT, wired to it here) ends it. Call inside a multi-threaded tokio
+/// runtime, once per process: it makes this process the subreaper of every
+/// command and, on the way out, kills every one still alive.
+pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
+    crate::process::supervise_children();
+    shutdown.stop_on_signals();
+    let listener = bind(&config).await?;
+    check_shell(&config)?;
+    config.port = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config::authority(config.host, config.port),
+            source,
+        })?
+        .port();
+    let url = config.ws_url();
+    tracing::info!("listening on {url}");
+    announce_ready(&config, url);
+    let served = serve(listener, config, shutdown.drain, shutdown.now).await;
+    reaper::kill_leftovers();
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Every command runs under CCX_SHELL: a server that cannot start it would
+/// only fail later, on every request. Checked after binding, so a launcher
+/// sees a server that starts and then dies with this message.
+fn check_shell(config: &Config) -> Result<(), ServerError> {
+    let shell = config.shell.clone();
+    match crate::process::resolve_program(&shell.to_string_lossy(), None) {
+        Ok(_) => Ok(()),
+        Err(ResolveError::NotExecutable) => Err(ServerError::ShellNotExecutable { shell }),
+        Err(_) => Err(ServerError::ShellMissing { shell }),
+    }
+}
+
+/// The readiness line: one JSON object on stdout, printed once the socket
+/// listens. Launchers (`ccx serve`, the doctor, scripts) wait for it.
+fn announce_ready(config: &Config, url: String) {
+    let line = ReadyLine {
+        event: ReadyLine::EVENT.into(),
+        url,
+        health: format!(
+            "http://{}/health",
+            config::authority(config.host, config.port)
+        ),
+        host: config.host.to_string(),
+        port: config.port,
+        pid: std::process::id(),
+        version: Some(crate::VERSION.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
+    let _ = out.flush();
+}
