@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ccx::client::{Client, Event};
 use ccx::protocol::{ControlType, ExecuteParams};
-use common::{eventually, pids_with_cmdline, TestServer};
+use common::{children_of, eventually, launcher_pids, pids_with_cmdline, state, TestServer};
 
 fn exec(command: &str) -> ExecuteParams {
     ExecuteParams::command(command)
@@ -32,28 +32,6 @@ fn unique() -> String {
 }
 
 /// Children of `pid` (any state), from /proc.
-/// The children of `pid` but for its parked launcher (`ccx __launch`, a
-/// process waiting for the next command; see src/process/launcher.rs).
-fn children_of(pid: u32) -> Vec<(u32, char)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            let rest: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-            (rest.get(1)?.parse::<u32>().ok()? == pid)
-                .then(|| (p, rest[0].chars().next().unwrap_or('?')))
-        })
-        .filter(|(p, state)| *state == 'Z' || !is_parked_launcher(*p))
-        .collect()
-}
-
-fn is_parked_launcher(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"__launch".as_slice()))
-}
-
 async fn completed_within(client: &mut Client, limit: Duration) -> Option<Duration> {
     let began = Instant::now();
     let waited = tokio::time::timeout(limit, async {
@@ -527,34 +505,9 @@ async fn a_parked_launcher_ends_with_its_server_even_on_sigkill() {
     )
     .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || launchers.iter().all(
-            |p| !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p)
-        )),
+        eventually(Duration::from_secs(5), || launchers
+            .iter()
+            .all(|&p| matches!(state(p), None | Some('Z')))),
         "launchers {launchers:?} outlived their server"
     );
-}
-
-fn launcher_pids(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| is_parked_launcher(p) && parent_of(p) == Some(pid))
-        .collect()
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'))
-    })
 }

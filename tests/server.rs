@@ -357,7 +357,7 @@ async fn pause_stops_the_group_and_resume_continues_it() {
         !m.is_empty() && m.iter().all(|&p| state(p) == Some('T'))
     };
     assert!(
-        eventually(Duration::from_secs(2), all_stopped),
+        eventually(Duration::from_secs(5), all_stopped),
         "not all stopped"
     );
     assert_eq!(
@@ -370,7 +370,7 @@ async fn pause_stops_the_group_and_resume_continues_it() {
             .all(|&p| state(p) != Some('T'))
     };
     assert!(
-        eventually(Duration::from_secs(2), none_stopped),
+        eventually(Duration::from_secs(5), none_stopped),
         "still stopped"
     );
     // Cancelling a paused group works too.
@@ -630,20 +630,7 @@ async fn escaped_descendants_are_reaped_not_left_as_zombies() {
         .await
         .unwrap();
     assert_eq!(outcome.stdout, "ok\n");
-    let server_pid = server.pid().to_string();
-    let children = || -> Vec<(u32, char)> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter_map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let rest: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-                (rest.get(1) == Some(&server_pid.as_str()))
-                    .then(|| (pid, rest[0].chars().next().unwrap_or('?')))
-            })
-            .collect()
-    };
+    let children = || common::children_of(server.pid());
     assert!(
         eventually(Duration::from_secs(5), || children().is_empty()),
         "children of the server: {:?}",
