@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::state::{now_ms, Probe, Stale, StateDir};
 use super::{LifecycleError, SCHEMA_VERSION};
 use crate::client::http;
+use crate::protocol::HEALTH_PATH;
 
 /// Deadline of the `GET /health` of `status`.
 const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
@@ -98,14 +99,15 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
             report.port = record.port;
             report.url = record.url.clone();
             report.health_url = record.health.clone();
-            match record.health_authority() {
+            match record.health_endpoint() {
                 None => {
                     report.state = ServerState::Starting;
                     report.health_error = Some("the server has not reported its URL yet".into());
                 }
-                Some(authority) => {
+                Some(endpoint) => {
                     report.state = ServerState::Running;
-                    match http::get(authority, "/health", HEALTH_DEADLINE).await {
+                    let endpoint = endpoint.with_path(HEALTH_PATH);
+                    match http::get_endpoint(&endpoint, HEALTH_DEADLINE).await {
                         Ok(r) if r.status == 200 => report.healthy = true,
                         Ok(r) => {
                             report.health_error = Some(format!(
