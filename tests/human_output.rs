@@ -15,7 +15,7 @@ use std::path::Path;
 use ccx::doctor::render::{self, Style};
 use ccx::doctor::{Finding, Report, Severity, Status, StepId, StepResult, SCHEMA_VERSION};
 use ccx::stress::report::{render_human, StressReport};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const TARGET: &str = "ws://127.0.0.1:8003/ws/mcp";
 
@@ -327,12 +327,9 @@ fn doctor_harmless_warning() {
     insta::assert_snapshot!("doctor_harmless_warning", plain(&r));
 }
 
-fn settings(
-    requests: u64,
-    workload: &str,
-    detail: Option<&str>,
-    clients: u32,
-) -> serde_json::Value {
+const DIRECT: &str = "direct (no server)";
+
+fn settings(requests: u64, workload: &str, detail: Option<&str>, clients: u32) -> Value {
     json!({
         "clients": clients, "requests_per_client": requests, "duration_s": null,
         "mode": "persistent", "timeout_s": 30.0, "workload": workload,
@@ -340,40 +337,34 @@ fn settings(
     })
 }
 
-fn latency(p50: f64, p90: f64, p99: f64, max: f64) -> serde_json::Value {
-    json!({ "p50": p50, "p90": p90, "p99": p99, "max": max })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn target(
-    name: &str,
-    attempts: u64,
-    successes: u64,
-    elapsed_s: f64,
-    throughput: f64,
-    latency: serde_json::Value,
-    failures: serde_json::Value,
-    cases: serde_json::Value,
-) -> serde_json::Value {
-    let kind = if name.starts_with("direct") {
-        "direct"
-    } else {
-        "server"
+/// One target's figures: `[attempts, successes]`, `[elapsed_s,
+/// throughput_rps]` and the latency percentiles `[p50, p90, p99, max]`
+/// (none when nothing succeeded), without failures or cases.
+fn target(name: &str, counts: [u64; 2], time: [f64; 2], latency: Option<[f64; 4]>) -> Value {
+    let [attempts, successes] = counts;
+    let kind = if name == DIRECT { "direct" } else { "server" };
+    let percent = match attempts {
+        0 => 0.0,
+        n => successes as f64 * 100.0 / n as f64,
     };
-    let percent = if attempts == 0 {
-        0.0
-    } else {
-        successes as f64 * 100.0 / attempts as f64
-    };
+    let latency =
+        latency.map(|[p50, p90, p99, max]| json!({"p50": p50, "p90": p90, "p99": p99, "max": max}));
     json!({
         "target": name, "kind": kind, "attempts": attempts, "successes": successes,
         "success_percent": percent, "met_min_success": successes == attempts,
-        "elapsed_s": elapsed_s, "throughput_rps": throughput, "latency_ms": latency,
-        "failures": failures, "cases": cases
+        "elapsed_s": time[0], "throughput_rps": time[1], "latency_ms": latency,
+        "failures": [], "cases": []
     })
 }
 
-fn stress(settings: serde_json::Value, targets: Vec<serde_json::Value>) -> String {
+/// `target` with its failures and cases set.
+fn failing(mut target: Value, failures: Value, cases: Value) -> Value {
+    target["failures"] = failures;
+    target["cases"] = cases;
+    target
+}
+
+fn stress(settings: Value, targets: Vec<Value>) -> String {
     let passed = targets.iter().all(|t| t["met_min_success"] == true);
     let report: StressReport = serde_json::from_value(json!({
         "schema_version": 1, "settings": settings, "targets": targets, "passed": passed
@@ -384,28 +375,21 @@ fn stress(settings: serde_json::Value, targets: Vec<serde_json::Value>) -> Strin
 
 #[test]
 fn stress_direct_beside_the_local_server() {
+    let server = "ws://127.0.0.1:37759/ws/mcp";
     let text = stress(
         settings(200, "echo", None, 16),
         vec![
             target(
-                "ws://127.0.0.1:37759/ws/mcp",
-                3200,
-                3200,
-                2.71,
-                1180.8,
-                latency(13.13, 17.39, 21.07, 29.57),
-                json!([]),
-                json!([]),
+                server,
+                [3200, 3200],
+                [2.71, 1180.8],
+                Some([13.13, 17.39, 21.07, 29.57]),
             ),
             target(
-                "direct (no server)",
-                3200,
-                3200,
-                1.83,
-                1747.4,
-                latency(8.73, 12.54, 16.72, 21.44),
-                json!([]),
-                json!([]),
+                DIRECT,
+                [3200, 3200],
+                [1.83, 1747.4],
+                Some([8.73, 12.54, 16.72, 21.44]),
             ),
         ],
     );
@@ -414,30 +398,23 @@ fn stress_direct_beside_the_local_server() {
 
 #[test]
 fn stress_the_server_fails_here() {
+    let server = "ws://127.0.0.1:40729/ws/mcp";
+    let failures = json!([{ "cause": "non_zero_exit", "count": 10,
+        "example": "exit_code 127, stderr: \"/bin/sh: 1: python3: not found\"",
+        "case_id": null, "pattern": null }]);
     let text = stress(
         settings(5, "command", Some("python3 -c 'print(42)'"), 2),
         vec![
-            target(
-                "ws://127.0.0.1:40729/ws/mcp",
-                10,
-                0,
-                0.02,
-                0.0,
-                json!(null),
-                json!([{ "cause": "non_zero_exit", "count": 10,
-                    "example": "exit_code 127, stderr: \"/bin/sh: 1: python3: not found\"",
-                    "case_id": null, "pattern": null }]),
+            failing(
+                target(server, [10, 0], [0.02, 0.0], None),
+                failures,
                 json!([]),
             ),
             target(
-                "direct (no server)",
-                10,
-                10,
-                0.47,
-                21.5,
-                latency(89.47, 97.60, 99.65, 99.65),
-                json!([]),
-                json!([]),
+                DIRECT,
+                [10, 10],
+                [0.47, 21.5],
+                Some([89.47, 97.60, 99.65, 99.65]),
             ),
         ],
     );
@@ -446,11 +423,9 @@ fn stress_the_server_fails_here() {
 
 #[test]
 fn stress_the_command_fails_on_both_sides() {
-    let wrong = || {
-        json!([{ "cause": "wrong_output", "count": 2,
-            "example": "pattern \"four\" not found in the output (2 bytes, stdout: \"4\")",
-            "case_id": "math", "pattern": "four" }])
-    };
+    let wrong = json!([{ "cause": "wrong_output", "count": 2,
+        "example": "pattern \"four\" not found in the output (2 bytes, stdout: \"4\")",
+        "case_id": "math", "pattern": "four" }]);
     let cases = json!([
         { "id": "echo", "name": "Echo", "category": null, "attempts": 2, "successes": 2,
           "failures": [], "missing_patterns": [] },
@@ -460,30 +435,23 @@ fn stress_the_command_fails_on_both_sides() {
           "failures": [], "missing_patterns": [] }
     ]);
     let server = "ws://127.0.0.1:37759/ws/mcp";
-    let direct = "direct (no server)";
+    let on_server = target(
+        server,
+        [6, 4],
+        [0.09, 44.2],
+        Some([4.17, 83.14, 83.14, 83.14]),
+    );
+    let direct = target(
+        DIRECT,
+        [6, 4],
+        [0.08, 47.2],
+        Some([1.32, 79.55, 79.55, 79.55]),
+    );
     let text = stress(
         settings(3, "cases", Some("cases.json"), 2),
         vec![
-            target(
-                server,
-                6,
-                4,
-                0.09,
-                44.2,
-                latency(4.17, 83.14, 83.14, 83.14),
-                wrong(),
-                cases.clone(),
-            ),
-            target(
-                direct,
-                6,
-                4,
-                0.08,
-                47.2,
-                latency(1.32, 79.55, 79.55, 79.55),
-                wrong(),
-                cases,
-            ),
+            failing(on_server, wrong.clone(), cases.clone()),
+            failing(direct, wrong, cases),
         ],
     );
     insta::assert_snapshot!("stress_the_command_fails_on_both_sides", text);
