@@ -375,49 +375,38 @@ fn stress(settings: Value, targets: Vec<Value>) -> String {
 
 #[test]
 fn stress_direct_beside_the_local_server() {
-    let server = "ws://127.0.0.1:37759/ws/mcp";
-    let text = stress(
-        settings(200, "echo", None, 16),
-        vec![
-            target(
-                server,
-                [3200, 3200],
-                [2.71, 1180.8],
-                Some([13.13, 17.39, 21.07, 29.57]),
-            ),
-            target(
-                DIRECT,
-                [3200, 3200],
-                [1.83, 1747.4],
-                Some([8.73, 12.54, 16.72, 21.44]),
-            ),
-        ],
+    let url = "ws://127.0.0.1:37759/ws/mcp";
+    let server = target(
+        url,
+        [3200, 3200],
+        [2.71, 1180.8],
+        Some([13.13, 17.39, 21.07, 29.57]),
     );
+    let direct = target(
+        DIRECT,
+        [3200, 3200],
+        [1.83, 1747.4],
+        Some([8.73, 12.54, 16.72, 21.44]),
+    );
+    let text = stress(settings(200, "echo", None, 16), vec![server, direct]);
     insta::assert_snapshot!("stress_direct_beside_the_local_server", text);
 }
 
 #[test]
 fn stress_the_server_fails_here() {
-    let server = "ws://127.0.0.1:40729/ws/mcp";
     let failures = json!([{ "cause": "non_zero_exit", "count": 10,
         "example": "exit_code 127, stderr: \"/bin/sh: 1: python3: not found\"",
         "case_id": null, "pattern": null }]);
-    let text = stress(
-        settings(5, "command", Some("python3 -c 'print(42)'"), 2),
-        vec![
-            failing(
-                target(server, [10, 0], [0.02, 0.0], None),
-                failures,
-                json!([]),
-            ),
-            target(
-                DIRECT,
-                [10, 10],
-                [0.47, 21.5],
-                Some([89.47, 97.60, 99.65, 99.65]),
-            ),
-        ],
+    let url = "ws://127.0.0.1:40729/ws/mcp";
+    let server = failing(target(url, [10, 0], [0.02, 0.0], None), failures, json!([]));
+    let direct = target(
+        DIRECT,
+        [10, 10],
+        [0.47, 21.5],
+        Some([89.47, 97.60, 99.65, 99.65]),
     );
+    let command = settings(5, "command", Some("python3 -c 'print(42)'"), 2);
+    let text = stress(command, vec![server, direct]);
     insta::assert_snapshot!("stress_the_server_fails_here", text);
 }
 
