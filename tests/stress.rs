@@ -670,3 +670,52 @@ fn stress_direct_timeout_counts_as_timeout_and_leaves_no_process() {
     let left = common::pids_with_cmdline(&format!("sleep {marker}"));
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The report goes out through the one output helper: a stdout that cannot
+/// be written (a full disk behind `>`) is an I/O error, exit 3, with a
+/// message; a reader that went away (`| head`) is quiet and keeps the verdict.
+#[test]
+fn stress_surfaces_a_failed_write_of_its_report_and_is_quiet_on_a_closed_pipe() {
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    let args = [
+        "stress",
+        "--url",
+        &dead,
+        "--clients",
+        "1",
+        "--requests",
+        "1",
+    ];
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let out = ccx_command()
+        .args(args)
+        .stdout(full)
+        .output()
+        .expect("run ccx stress");
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "stderr: {}",
+        stderr(&out)
+    );
+
+    // A pipe whose reader is gone before ccx writes: EPIPE, not a failure
+    // of its own (the target is dead, so the verdict is 1).
+    let mut child = ccx_command()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ccx stress");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for ccx stress");
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("panicked"),
+        "stderr: {}",
+        stderr(&out)
+    );
+}
