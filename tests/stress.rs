@@ -719,3 +719,69 @@ fn stress_surfaces_a_failed_write_of_its_report_and_is_quiet_on_a_closed_pipe() 
         stderr(&out)
     );
 }
+
+/// The engine reports progress as events, one per finished request, and
+/// draws nothing itself: a counting receiver sees every request, and as
+/// many `ok` events as the report counts successes.
+#[test]
+fn the_engine_emits_one_event_per_request() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ccx::stress::{run_target, Event, Mode, Plan, Progress, Target, Workload};
+
+    #[derive(Default)]
+    struct Count {
+        done: AtomicU64,
+        ok: AtomicU64,
+    }
+    impl Progress for Count {
+        fn event(&self, event: Event) {
+            let Event::RequestDone { ok } = event;
+            self.done.fetch_add(1, Ordering::SeqCst);
+            if ok {
+                self.ok.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    let home = tempfile::tempdir().unwrap();
+    let env = [("HOME".to_string(), home.path().display().to_string())].into();
+    let config =
+        ccx::config::Config::load(&Default::default(), &env).expect("the default configuration");
+    let rules = direct::Rules::from_config(&config);
+    let plan = Plan {
+        clients: 2,
+        requests: Some(3),
+        duration: None,
+        mode: Mode::Persistent,
+        timeout: Duration::from_secs(30),
+        workload: Workload::Command("true".into()),
+    };
+    let count = Arc::new(Count::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime.block_on(run_target(
+        &Target::Direct(rules.clone()),
+        &plan,
+        100.0,
+        count.clone(),
+    ));
+    assert_eq!(count.done.load(Ordering::SeqCst), 6);
+    assert_eq!(count.ok.load(Ordering::SeqCst), report.successes);
+    assert_eq!(report.successes, 6);
+
+    let failing = Plan {
+        workload: Workload::Command("exit 1".into()),
+        ..plan
+    };
+    let count = Arc::new(Count::default());
+    let report = runtime.block_on(run_target(
+        &Target::Direct(rules),
+        &failing,
+        100.0,
+        count.clone(),
+    ));
+    assert_eq!(count.done.load(Ordering::SeqCst), 6);
+    assert_eq!((report.successes, count.ok.load(Ordering::SeqCst)), (0, 0));
+}
