@@ -142,7 +142,9 @@ impl Endpoint {
             None => scheme.default_port(),
             Some(p) => p
                 .parse::<u16>()
-                .map_err(|_| bad("the port is not a number from 0 to 65535"))?,
+                .ok()
+                .filter(|_| p.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| bad("the port is not a number from 0 to 65535"))?,
         };
         let path = match path {
             "" => "/".to_string(),
@@ -303,6 +305,8 @@ mod tests {
             ("ws://:8003/ws/mcp", "no host"),
             ("ws://h:99999/", "port"),
             ("ws://h:x/", "port"),
+            ("ws://h:+80/", "port"),
+            ("ws://h:/", "port"),
             ("ws://::1:8003/", "brackets"),
             ("ws://[::1/", "closing"),
             ("ws://[nope]:1/", "not an IPv6"),
