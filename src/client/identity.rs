@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::http;
-use crate::protocol::{Connected, Endpoint, Health, HEALTH_PATH};
+use crate::protocol::{Connected, Endpoint, Health};
 
 pub use crate::protocol::{CCX_SERVICE, CC_EXECUTOR_SERVICE};
 
@@ -69,7 +69,7 @@ pub async fn identify(url: &str, connected: &Connected, deadline: Duration) -> S
         health_error: None,
     };
     let endpoint = match Endpoint::parse(url) {
-        Ok(e) => e.with_path(HEALTH_PATH),
+        Ok(e) => e.health(),
         Err(e) => {
             identity.health_error = Some(e.to_string());
             return identity;

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::state::{now_ms, Probe, Stale, StateDir};
 use super::{LifecycleError, SCHEMA_VERSION};
 use crate::client::http;
-use crate::protocol::HEALTH_PATH;
 
 /// Deadline of the `GET /health` of `status`.
 const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
@@ -106,7 +105,7 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
                 }
                 Some(endpoint) => {
                     report.state = ServerState::Running;
-                    let endpoint = endpoint.with_path(HEALTH_PATH);
+                    let endpoint = endpoint.health();
                     match http::get_endpoint(&endpoint, HEALTH_DEADLINE).await {
                         Ok(r) if r.status == 200 => report.healthy = true,
                         Ok(r) => {

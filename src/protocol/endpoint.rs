@@ -215,6 +215,19 @@ impl Endpoint {
         format!("{scheme}://{}{HEALTH_PATH}", self.authority())
     }
 
+    /// The same server's health document ([`HEALTH_PATH`]), over plain HTTP.
+    pub fn health(&self) -> Endpoint {
+        let scheme = if self.scheme.secure() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        Endpoint {
+            scheme,
+            ..self.with_path(HEALTH_PATH)
+        }
+    }
+
     /// The same server at another path.
     pub fn with_path(&self, path: &str) -> Endpoint {
         Endpoint {
@@ -280,6 +293,11 @@ mod tests {
         assert_eq!(h.scheme(), Scheme::Http);
         assert_eq!(h.ws_url(), "ws://127.0.0.1:41234/ws/mcp");
         assert_eq!(h.path(), "/health");
+        let w = Endpoint::parse("ws://[::1]:9/ws/mcp?token=x")
+            .unwrap()
+            .health();
+        assert_eq!(w.url(), "http://[::1]:9/health");
+        assert_eq!(w.url(), w.health_url());
 
         let s = Endpoint::parse("WSS://box.example").unwrap();
         assert_eq!((s.host(), s.port(), s.path()), ("box.example", 443, "/"));

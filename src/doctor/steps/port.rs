@@ -10,7 +10,7 @@ use super::{skipped_for_url, Outcome};
 use crate::client::http;
 use crate::doctor::Ctx;
 use crate::process::procfs;
-use crate::protocol::{Health, HEALTH_PATH};
+use crate::protocol::Health;
 
 /// Deadline of the `/health` probe of whoever holds the port.
 const HEALTH_DEADLINE: Duration = Duration::from_millis(300);
@@ -61,7 +61,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         .collect();
     let probe = config.endpoint();
     let (url, health_url) = (probe.ws_url(), probe.health_url());
-    match http::get_endpoint(&probe.with_path(HEALTH_PATH), HEALTH_DEADLINE).await {
+    match http::get_endpoint(&probe.health(), HEALTH_DEADLINE).await {
         Ok(r) if r.status == 200 && Health::parse(&r.body).is_ok_and(|h| h.is_ccx()) => {
             detail.push(format!("GET {health_url} → 200 {}", r.body.trim()));
             return Outcome::fail(format!(
