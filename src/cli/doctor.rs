@@ -130,11 +130,7 @@ pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
     let text = if args.json {
         render::json(&report)
     } else {
-        let style = render::Style {
-            color: use_color(color, std::io::stdout().is_terminal()),
-            verbose: args.verbose,
-        };
-        render::human(&report, style)
+        render::human(&report, style(&args, color))
     };
     super::output::print(&text)?;
     Ok(exit_of(report.exit_code))
@@ -147,14 +143,19 @@ fn run_compare(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
     let text = if args.json {
         render::compare_json(&report)
     } else {
-        let style = render::Style {
-            color: use_color(color, std::io::stdout().is_terminal()),
-            verbose: args.verbose,
-        };
-        render::compare_human(&report, style)
+        render::compare_human(&report, style(&args, color))
     };
     super::output::print(&text)?;
     Ok(exit_of(report.exit_code))
+}
+
+/// How the human report is drawn: colour for a terminal (or as --color
+/// says), every detail with -v.
+fn style(args: &DoctorArgs, color: ColorChoice) -> render::Style {
+    render::Style {
+        color: use_color(color, std::io::stdout().is_terminal()),
+        verbose: args.verbose,
+    }
 }
 
 fn exit_of(code: u8) -> Exit {
