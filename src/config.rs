@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::protocol::Endpoint;
+
 /// A snapshot of the environment variables (names and values as UTF-8).
 pub type Env = BTreeMap<String, String>;
 
@@ -514,26 +516,18 @@ impl Config {
 
     /// `HOST:PORT` as a URL authority (IPv6 in brackets).
     pub fn authority(&self) -> String {
-        authority(self.host, self.port)
+        Endpoint::new(self.host, self.port).authority()
+    }
+
+    /// Where clients reach this configuration's server: an unspecified
+    /// bind address (0.0.0.0, ::) is reached on loopback.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::reach(self.host, self.port)
     }
 
     /// The WebSocket URL clients use to reach this configuration's server.
-    /// An unspecified bind address (0.0.0.0, ::) is reached on loopback.
     pub fn ws_url(&self) -> String {
-        let host = match self.host {
-            IpAddr::V4(a) if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
-            IpAddr::V6(a) if a.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-            h => h,
-        };
-        format!("ws://{}/ws/mcp", authority(host, self.port))
-    }
-}
-
-/// `HOST:PORT` with IPv6 addresses in brackets.
-pub fn authority(host: IpAddr, port: u16) -> String {
-    match host {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
+        self.endpoint().ws_url()
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! This module knows nothing of sockets or processes; it only says what the
 //! frames look like, which error codes exist, and how an incoming text frame
-//! is classified into a request or a protocol error.
+//! is classified into a request or a protocol error. Beside the frames:
+//! the readiness line, the `/health` document (`health`) and where a server
+//! is reached (`endpoint`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +13,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+mod endpoint;
+mod health;
+
+pub use endpoint::{Endpoint, EndpointError, Scheme, HEALTH_PATH, WS_PATH};
+pub use health::{Health, Liveness, CCX_SERVICE, CC_EXECUTOR_SERVICE};
 
 /// The only JSON-RPC version spoken.
 pub const JSONRPC_VERSION: &str = "2.0";

@@ -167,6 +167,14 @@ fn invalid_flags_exit_2_with_clap_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument"));
     let out = doctor(&["--url", "http://127.0.0.1:1/"], &[]);
     assert_eq!(out.status.code(), Some(2));
+    // A URL that cannot be read is named, with what is wrong with it.
+    let out = doctor(&["--url", "ws://::1:8003/ws/mcp"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`ws://::1:8003/ws/mcp`") && err.contains("in brackets"),
+        "{err}"
+    );
     let out = doctor(&["--spawn-timeout", "soon"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -670,3 +670,118 @@ fn stress_direct_timeout_counts_as_timeout_and_leaves_no_process() {
     let left = common::pids_with_cmdline(&format!("sleep {marker}"));
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The report goes out through the one output helper: a stdout that cannot
+/// be written (a full disk behind `>`) is an I/O error, exit 3, with a
+/// message; a reader that went away (`| head`) is quiet and keeps the verdict.
+#[test]
+fn stress_surfaces_a_failed_write_of_its_report_and_is_quiet_on_a_closed_pipe() {
+    let dead = format!("ws://127.0.0.1:{}/ws/mcp", free_port());
+    let args = [
+        "stress",
+        "--url",
+        &dead,
+        "--clients",
+        "1",
+        "--requests",
+        "1",
+    ];
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let out = ccx_command()
+        .args(args)
+        .stdout(full)
+        .output()
+        .expect("run ccx stress");
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "stderr: {}",
+        stderr(&out)
+    );
+
+    // A pipe whose reader is gone before ccx writes: EPIPE, not a failure
+    // of its own (the target is dead, so the verdict is 1).
+    let mut child = ccx_command()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ccx stress");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for ccx stress");
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("panicked"),
+        "stderr: {}",
+        stderr(&out)
+    );
+}
+
+/// The engine reports progress as events, one per finished request, and
+/// draws nothing itself: a counting receiver sees every request, and as
+/// many `ok` events as the report counts successes.
+#[test]
+fn the_engine_emits_one_event_per_request() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ccx::stress::{run_target, Event, Mode, Plan, Progress, Target, Workload};
+
+    #[derive(Default)]
+    struct Count {
+        done: AtomicU64,
+        ok: AtomicU64,
+    }
+    impl Progress for Count {
+        fn event(&self, event: Event) {
+            let Event::RequestDone { ok } = event;
+            self.done.fetch_add(1, Ordering::SeqCst);
+            if ok {
+                self.ok.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    let home = tempfile::tempdir().unwrap();
+    let env = [("HOME".to_string(), home.path().display().to_string())].into();
+    let config =
+        ccx::config::Config::load(&Default::default(), &env).expect("the default configuration");
+    let rules = direct::Rules::from_config(&config);
+    let plan = Plan {
+        clients: 2,
+        requests: Some(3),
+        duration: None,
+        mode: Mode::Persistent,
+        timeout: Duration::from_secs(30),
+        workload: Workload::Command("true".into()),
+    };
+    let count = Arc::new(Count::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime.block_on(run_target(
+        &Target::Direct(rules.clone()),
+        &plan,
+        100.0,
+        count.clone(),
+    ));
+    assert_eq!(count.done.load(Ordering::SeqCst), 6);
+    assert_eq!(count.ok.load(Ordering::SeqCst), report.successes);
+    assert_eq!(report.successes, 6);
+
+    let failing = Plan {
+        workload: Workload::Command("exit 1".into()),
+        ..plan
+    };
+    let count = Arc::new(Count::default());
+    let report = runtime.block_on(run_target(
+        &Target::Direct(rules),
+        &failing,
+        100.0,
+        count.clone(),
+    ));
+    assert_eq!(count.done.load(Ordering::SeqCst), 6);
+    assert_eq!((report.successes, count.ok.load(Ordering::SeqCst)), (0, 0));
+}

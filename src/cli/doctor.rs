@@ -13,6 +13,7 @@ use super::{runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Overrides};
 use crate::doctor::{self, compare, render, Options, Report};
 use crate::exit::Exit;
+use crate::protocol::{Endpoint, Scheme};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -62,16 +63,17 @@ pub struct DoctorArgs {
 }
 
 fn parse_url(raw: &str) -> Result<String, String> {
-    if raw.starts_with("ws://") || raw.starts_with("wss://") {
-        Ok(raw.to_string())
-    } else {
-        Err("expected a WebSocket URL such as ws://127.0.0.1:8003/ws/mcp".into())
+    let endpoint = Endpoint::parse(raw).map_err(|e| e.to_string())?;
+    match endpoint.scheme() {
+        Scheme::Ws | Scheme::Wss => Ok(raw.to_string()),
+        _ => Err("expected a WebSocket URL such as ws://127.0.0.1:8003/ws/mcp".into()),
     }
 }
 
 /// `--url`: a WebSocket URL, or (with --mcp) an MCP endpoint.
 fn parse_url_or_mcp(raw: &str) -> Result<String, String> {
-    if raw.starts_with("http://") {
+    let endpoint = Endpoint::parse(raw).map_err(|e| e.to_string())?;
+    if endpoint.scheme() == Scheme::Http {
         return Ok(raw.to_string());
     }
     parse_url(raw).map_err(|e| format!("{e} (or, with --mcp, http://127.0.0.1:8003/mcp)"))
@@ -128,11 +130,7 @@ pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
     let text = if args.json {
         render::json(&report)
     } else {
-        let style = render::Style {
-            color: use_color(color, std::io::stdout().is_terminal()),
-            verbose: args.verbose,
-        };
-        render::human(&report, style)
+        render::human(&report, style(&args, color))
     };
     super::output::print(&text)?;
     Ok(exit_of(report.exit_code))
@@ -145,14 +143,19 @@ fn run_compare(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
     let text = if args.json {
         render::compare_json(&report)
     } else {
-        let style = render::Style {
-            color: use_color(color, std::io::stdout().is_terminal()),
-            verbose: args.verbose,
-        };
-        render::compare_human(&report, style)
+        render::compare_human(&report, style(&args, color))
     };
     super::output::print(&text)?;
     Ok(exit_of(report.exit_code))
+}
+
+/// How the human report is drawn: colour for a terminal (or as --color
+/// says), every detail with -v.
+fn style(args: &DoctorArgs, color: ColorChoice) -> render::Style {
+    render::Style {
+        color: use_color(color, std::io::stdout().is_terminal()),
+        verbose: args.verbose,
+    }
 }
 
 fn exit_of(code: u8) -> Exit {

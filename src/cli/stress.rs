@@ -1,21 +1,22 @@
 //! `ccx stress`: turn flags into a bounded [`Plan`] and targets, run the
-//! engine against each target in turn (a progress bar on stderr when it is a
-//! terminal), print the report (table or `--json`), exit 0 when every target
+//! engine against each target in turn (drawing its progress events as a bar
+//! on stderr when that is a terminal), print the report (table or `--json`), exit 0 when every target
 //! met `--min-success`, else 1.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{runtime, use_color, CliError, ColorChoice};
+use super::{output, runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::process::reaper;
 use crate::stress::report::{self, Settings, StressReport, SCHEMA_VERSION};
-use crate::stress::{cases, direct, run_target, Mode, Plan, Target, Workload};
+use crate::stress::{cases, direct, run_target, Event, Mode, Plan, Progress, Target, Workload};
 
 /// Requests per client when neither `--requests` nor `--duration` is given
 /// (with `--cases`: one pass over the cases).
@@ -141,9 +142,10 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     }
     let mut reports = Vec::new();
     for target in &targets {
-        let progress = progress_bar(&plan, &target.label());
-        reports.push(runtime.block_on(run_target(target, &plan, args.min_success, &progress)));
-        progress.finish_and_clear();
+        let bar = progress_bar(&plan, &target.label());
+        let progress = Arc::new(Bar(bar.clone()));
+        reports.push(runtime.block_on(run_target(target, &plan, args.min_success, progress)));
+        bar.finish_and_clear();
     }
     if args.direct {
         reaper::kill_orphans();
@@ -163,10 +165,19 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     } else {
         report::render_human(&report, use_color(color, std::io::stdout().is_terminal()))
     };
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (`ccx stress | head`) is not an error worth a message.
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    output::print(&text)?;
     Ok(if passed { Exit::Success } else { Exit::Failure })
+}
+
+/// The engine's progress drawn as an indicatif bar.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn event(&self, event: Event) {
+        match event {
+            Event::RequestDone { .. } => self.0.inc(1),
+        }
+    }
 }
 
 /// A bar on stderr when it is a terminal; hidden otherwise.

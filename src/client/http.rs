@@ -8,11 +8,21 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::protocol::Endpoint;
+
 /// Status and body of a GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     pub status: u16,
     pub body: String,
+}
+
+/// GETs the endpoint's path at its authority (plain HTTP) within `deadline`.
+pub async fn get_endpoint(
+    endpoint: &Endpoint,
+    deadline: Duration,
+) -> std::io::Result<HttpResponse> {
+    get(&endpoint.authority(), endpoint.path(), deadline).await
 }
 
 /// GETs `http://HOST:PORT/PATH` within `deadline` (connect, send and read).

@@ -9,12 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::http;
-use crate::protocol::Connected;
+use crate::protocol::{Connected, Endpoint, Health};
 
-/// The `service` name ccx's `/health` gives.
-pub const CCX_SERVICE: &str = "ccx";
-/// The `service` name the Python cc_executor's `/health` gives.
-pub const CC_EXECUTOR_SERVICE: &str = "cc_executor_mcp";
+pub use crate::protocol::{CCX_SERVICE, CC_EXECUTOR_SERVICE};
 
 /// What the server says it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,37 +68,39 @@ pub async fn identify(url: &str, connected: &Connected, deadline: Duration) -> S
         health: None,
         health_error: None,
     };
-    let Some(authority) = authority_of(url) else {
-        identity.health_error = Some("the URL names no host".into());
-        return identity;
+    let endpoint = match Endpoint::parse(url) {
+        Ok(e) => e.health(),
+        Err(e) => {
+            identity.health_error = Some(e.to_string());
+            return identity;
+        }
     };
-    match http::get(authority, "/health", deadline).await {
+    match http::get_endpoint(&endpoint, deadline).await {
         Err(e) => identity.health_error = Some(format!("GET /health failed: {e}")),
         Ok(r) if r.status != 200 => {
             identity.health_error = Some(format!("GET /health answered HTTP {}", r.status))
         }
         Ok(r) => match serde_json::from_str::<Value>(&r.body) {
-            Ok(Value::Object(health)) => {
-                identity.service = health
-                    .get("service")
-                    .and_then(Value::as_str)
-                    .map(String::from);
-                if let Some(version) = health.get("version").and_then(Value::as_str) {
-                    identity.version = version.to_string();
+            Ok(Value::Object(document)) => {
+                match serde_json::from_value::<Health>(Value::Object(document.clone())) {
+                    Ok(health) => {
+                        identity.service = health.service;
+                        if let Some(version) = health.version {
+                            identity.version = version;
+                        }
+                    }
+                    Err(e) => {
+                        identity.health_error = Some(format!(
+                            "GET /health answered a document ccx cannot read: {e}"
+                        ))
+                    }
                 }
-                identity.health = Some(health);
+                identity.health = Some(document);
             }
             _ => identity.health_error = Some("GET /health did not answer a JSON object".into()),
         },
     }
     identity
-}
-
-/// `HOST:PORT` of a ws:// URL.
-pub fn authority_of(url: &str) -> Option<&str> {
-    let rest = url.split_once("://").map(|(_, r)| r)?;
-    let authority = rest.split(['/', '?']).next()?;
-    (!authority.is_empty()).then_some(authority)
 }
 
 #[cfg(test)]
@@ -121,9 +120,5 @@ mod tests {
         assert_eq!(id.kind(), Kind::CcExecutor);
         id.service = None;
         assert_eq!(id.name(), "an unidentified server (version 1.0.0)");
-        assert_eq!(
-            authority_of("ws://[::1]:8003/ws/mcp?token=x"),
-            Some("[::1]:8003")
-        );
     }
 }

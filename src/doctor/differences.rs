@@ -42,6 +42,64 @@ fn is_noise(name: &str) -> bool {
     NOISE.contains(&name) || name.starts_with("CCX_") || name.starts_with("WS_")
 }
 
+/// A property of a fingerprint compared as one string: its field name,
+/// how to read it, and what a difference could break.
+type Property = (&'static str, fn(&ServerInfo) -> String, &'static str);
+
+/// Settings that change what commands see, most likely culprits first.
+const SETTINGS: &[Property] = &[
+    ("shell", |i| format!("{} → {}", i.shell, shown(&i.shell_resolved)),
+        "commands run under a different shell: syntax (bash vs dash), builtins and startup files differ"),
+    ("path", |i| i.path.join(":"),
+        "programs are looked up in different places: one side may find another version, or none"),
+    ("ccx_version", |i| i.ccx_version.clone(),
+        "different server versions may behave differently"),
+    ("limits.token_required", |i| i.limits.token_required.to_string(),
+        "one side needs CCX_TOKEN: clients without it get 401"),
+    ("limits.allowed_commands", |i| format!("{:?}", i.limits.allowed_commands),
+        "one side refuses some commands (-32001, command not allowed)"),
+    ("limits.max_output", |i| i.limits.max_output.to_string(),
+        "long outputs are truncated sooner on one side"),
+    ("limits.ws_max_size", |i| i.limits.ws_max_size.to_string(),
+        "large requests (long prompts) are refused with 1009 on one side"),
+    ("limits.default_timeout_ms", |i| format!("{:?}", i.limits.default_timeout_ms),
+        "commands without a timeout are cut off on one side"),
+    ("limits.kill_grace_ms", |i| i.limits.kill_grace_ms.to_string(),
+        "cancelled commands get a different grace period"),
+    ("limits.max_sessions", |i| i.limits.max_sessions.to_string(),
+        "one side accepts fewer concurrent clients (-32003, session limit)"),
+    ("limits.ws_ping_interval_ms", |i| i.limits.ws_ping_interval_ms.to_string(),
+        "keep-alive differs: idle or slow clients are dropped at different times"),
+    ("limits.ws_ping_timeout_ms", |i| i.limits.ws_ping_timeout_ms.to_string(),
+        "keep-alive differs: idle or slow clients are dropped at different times"),
+    ("rlimits.open_files", |i| limit(i.rlimits.open_files),
+        "fewer file descriptors: busy servers fail with 'too many open files'"),
+    ("rlimits.processes", |i| limit(i.rlimits.processes),
+        "fewer processes allowed: forks fail under load"),
+    ("uid", |i| i.uid.to_string(),
+        "a different user: file permissions, HOME and credentials (e.g. claude's login) differ"),
+    ("cwd", |i| i.cwd.clone(), "relative paths in commands point elsewhere"),
+];
+
+/// The platform, compared last: rarely the culprit when the rest agrees.
+const PLATFORM: &[Property] = &[
+    (
+        "arch",
+        |i| i.arch.clone(),
+        "another CPU architecture: binaries built for one do not run on the other",
+    ),
+    ("os", |i| i.os.clone(), "another operating system"),
+    (
+        "in_container",
+        |i| i.in_container.to_string(),
+        "one side runs in a container: its filesystem, users and PATH are the image's",
+    ),
+];
+
+fn shown(p: &Option<String>) -> String {
+    p.clone().unwrap_or_else(|| "not found".into())
+}
+
 /// Every difference that could matter, ordered by how likely it is to be
 /// the culprit: missing programs, shell, PATH, versions, limits, identity,
 /// environment, platform.
@@ -57,7 +115,6 @@ pub fn differences(a: &ServerInfo, b: &ServerInfo) -> Vec<Difference> {
             });
         }
     };
-    let shown = |p: &Option<String>| p.clone().unwrap_or_else(|| "not found".into());
 
     let names: BTreeSet<&String> = a.binaries.keys().chain(b.binaries.keys()).collect();
     for name in names {
@@ -85,103 +142,9 @@ pub fn differences(a: &ServerInfo, b: &ServerInfo) -> Vec<Difference> {
             );
         }
     }
-    push(
-        "shell",
-        format!("{} → {}", a.shell, shown(&a.shell_resolved)),
-        format!("{} → {}", b.shell, shown(&b.shell_resolved)),
-        "commands run under a different shell: syntax (bash vs dash), builtins and startup files differ",
-    );
-    push(
-        "path",
-        a.path.join(":"),
-        b.path.join(":"),
-        "programs are looked up in different places: one side may find another version, or none",
-    );
-    push(
-        "ccx_version",
-        a.ccx_version.clone(),
-        b.ccx_version.clone(),
-        "different server versions may behave differently",
-    );
-    let l = (&a.limits, &b.limits);
-    push(
-        "limits.token_required",
-        l.0.token_required.to_string(),
-        l.1.token_required.to_string(),
-        "one side needs CCX_TOKEN: clients without it get 401",
-    );
-    push(
-        "limits.allowed_commands",
-        format!("{:?}", l.0.allowed_commands),
-        format!("{:?}", l.1.allowed_commands),
-        "one side refuses some commands (-32001, command not allowed)",
-    );
-    push(
-        "limits.max_output",
-        l.0.max_output.to_string(),
-        l.1.max_output.to_string(),
-        "long outputs are truncated sooner on one side",
-    );
-    push(
-        "limits.ws_max_size",
-        l.0.ws_max_size.to_string(),
-        l.1.ws_max_size.to_string(),
-        "large requests (long prompts) are refused with 1009 on one side",
-    );
-    push(
-        "limits.default_timeout_ms",
-        format!("{:?}", l.0.default_timeout_ms),
-        format!("{:?}", l.1.default_timeout_ms),
-        "commands without a timeout are cut off on one side",
-    );
-    push(
-        "limits.kill_grace_ms",
-        l.0.kill_grace_ms.to_string(),
-        l.1.kill_grace_ms.to_string(),
-        "cancelled commands get a different grace period",
-    );
-    push(
-        "limits.max_sessions",
-        l.0.max_sessions.to_string(),
-        l.1.max_sessions.to_string(),
-        "one side accepts fewer concurrent clients (-32003, session limit)",
-    );
-    push(
-        "limits.ws_ping_interval_ms",
-        l.0.ws_ping_interval_ms.to_string(),
-        l.1.ws_ping_interval_ms.to_string(),
-        "keep-alive differs: idle or slow clients are dropped at different times",
-    );
-    push(
-        "limits.ws_ping_timeout_ms",
-        l.0.ws_ping_timeout_ms.to_string(),
-        l.1.ws_ping_timeout_ms.to_string(),
-        "keep-alive differs: idle or slow clients are dropped at different times",
-    );
-    push(
-        "rlimits.open_files",
-        limit(a.rlimits.open_files),
-        limit(b.rlimits.open_files),
-        "fewer file descriptors: busy servers fail with 'too many open files'",
-    );
-    push(
-        "rlimits.processes",
-        limit(a.rlimits.processes),
-        limit(b.rlimits.processes),
-        "fewer processes allowed: forks fail under load",
-    );
-    push(
-        "uid",
-        a.uid.to_string(),
-        b.uid.to_string(),
-        "a different user: file permissions, HOME and credentials (e.g. claude's login) differ",
-    );
-    push(
-        "cwd",
-        a.cwd.clone(),
-        b.cwd.clone(),
-        "relative paths in commands point elsewhere",
-    );
+    for (field, value, why) in SETTINGS {
+        push(field, value(a), value(b), why);
+    }
     let only = |x: &ServerInfo, y: &ServerInfo| -> Vec<String> {
         x.env_names
             .iter()
@@ -198,19 +161,9 @@ pub fn differences(a: &ServerInfo, b: &ServerInfo) -> Vec<Difference> {
             "variables set on one side only (API keys, VIRTUAL_ENV, proxies …) change what commands do",
         );
     }
-    push(
-        "arch",
-        a.arch.clone(),
-        b.arch.clone(),
-        "another CPU architecture: binaries built for one do not run on the other",
-    );
-    push("os", a.os.clone(), b.os.clone(), "another operating system");
-    push(
-        "in_container",
-        a.in_container.to_string(),
-        b.in_container.to_string(),
-        "one side runs in a container: its filesystem, users and PATH are the image's",
-    );
+    for (field, value, why) in PLATFORM {
+        push(field, value(a), value(b), why);
+    }
     out
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::steps::Outcome;
-use super::{millis, signal_name, skipped, Report, Status, StepId, StepResult, SCHEMA_VERSION};
+use super::{millis, runner, Report, StepId, SCHEMA_VERSION};
 use crate::mcp::client::{McpClient, McpClientError, Target, HANDSHAKE_VERSIONS};
 
 /// The steps of an MCP check, in order.
@@ -62,85 +62,56 @@ pub fn options(opts: &super::Options) -> Result<McpOptions, String> {
     })
 }
 
-struct Ctx {
+struct Ctx<'a> {
+    opts: &'a McpOptions,
     client: Option<McpClient>,
     has_execute: bool,
+}
+
+impl runner::Steps for Ctx<'_> {
+    fn deadline(&self, id: StepId) -> Duration {
+        let opts = self.opts;
+        let own = match id {
+            StepId::Initialize => opts.spawn_timeout.max(opts.timeout),
+            _ => opts.timeout,
+        };
+        own + Duration::from_secs(2)
+    }
+
+    async fn run(&mut self, id: StepId) -> Outcome {
+        let opts = self.opts;
+        step(id, opts, self).await
+    }
 }
 
 /// Runs the MCP steps and returns the report.
 pub async fn run(opts: &McpOptions, interrupted: impl std::future::Future<Output = i32>) -> Report {
     let started = Instant::now();
     let mut ctx = Ctx {
+        opts,
         client: None,
         has_execute: false,
     };
     tokio::pin!(interrupted);
-    let mut steps: Vec<StepResult> = Vec::new();
-    let mut stop_reason: Option<String> = None;
-    let mut interruption = None;
-    for id in STEPS {
-        if let Some(reason) = &stop_reason {
-            steps.push(skipped(id, reason.clone()));
-            continue;
-        }
-        let step_started = Instant::now();
-        let deadline = match id {
-            StepId::Initialize => opts.spawn_timeout.max(opts.timeout),
-            _ => opts.timeout,
-        } + Duration::from_secs(2);
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(deadline, step(id, opts, &mut ctx)) => outcome,
-            number = &mut interrupted => {
-                interruption = Some(number);
-                let signal = signal_name(number);
-                stop_reason = Some(format!("the doctor was interrupted by {signal}"));
-                let mut result = skipped(id, format!("interrupted by {signal} while this step ran"));
-                result.status = Status::Fail;
-                steps.push(result);
-                continue;
-            }
-        };
-        let mut result = match outcome {
-            Ok(outcome) => outcome.into_result(id),
-            Err(_) => Outcome::new(
-                Status::Timeout,
-                format!(
-                    "the step did not finish within {}",
-                    super::human_duration(deadline)
-                ),
-            )
-            .into_result(id),
-        };
-        result.duration_ms = millis(step_started.elapsed());
-        if result.status.is_failure() {
-            stop_reason = Some(format!("skipped because `{}` failed", id.as_str()));
-        }
-        steps.push(result);
-    }
+    let ran = runner::run(&STEPS, &mut ctx, interrupted).await;
     if let Some(client) = ctx.client.take() {
         client.close().await;
     }
-    let failed = steps.iter().any(|s| s.status.is_failure());
-    let warned = steps.iter().any(|s| s.status == Status::Warn);
-    let exit_code = match interruption {
-        Some(n) => u8::try_from(128 + n).unwrap_or(1),
-        None if failed || (opts.strict && warned) => 1,
-        None => 0,
-    };
+    let exit_code = ran.exit_code(opts.strict);
     Report {
         schema_version: SCHEMA_VERSION,
         ccx_version: crate::VERSION.into(),
         target: opts.target.describe(),
         ok: exit_code == 0,
         exit_code,
-        steps,
+        error: ran.error(),
+        steps: ran.steps,
         duration_ms: millis(started.elapsed()),
-        error: interruption.map(|n| format!("interrupted by {}", signal_name(n))),
         server: None,
     }
 }
 
-async fn step(id: StepId, opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
+async fn step(id: StepId, opts: &McpOptions, ctx: &mut Ctx<'_>) -> Outcome {
     match id {
         StepId::Initialize => initialize(opts, ctx).await,
         StepId::Tools => tools(opts, ctx).await,
@@ -178,7 +149,7 @@ fn diagnose(
         .fix(fix)
 }
 
-async fn initialize(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
+async fn initialize(opts: &McpOptions, ctx: &mut Ctx<'_>) -> Outcome {
     let mut client = match McpClient::connect(&opts.target) {
         Ok(c) => c,
         Err(e) => return diagnose("cannot reach the server", &e, None, opts),
@@ -231,7 +202,7 @@ async fn initialize(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
     outcome
 }
 
-async fn tools(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
+async fn tools(opts: &McpOptions, ctx: &mut Ctx<'_>) -> Outcome {
     let Some(client) = ctx.client.as_mut() else {
         return Outcome::fail("no session: initialize did not run");
     };
@@ -263,7 +234,7 @@ async fn tools(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
     }
 }
 
-async fn call(opts: &McpOptions, ctx: &mut Ctx) -> Outcome {
+async fn call(opts: &McpOptions, ctx: &mut Ctx<'_>) -> Outcome {
     if !ctx.has_execute {
         return Outcome::skip("the server has no `execute` tool to call");
     }

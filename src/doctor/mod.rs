@@ -12,6 +12,7 @@ pub mod compare;
 pub mod differences;
 pub mod mcp;
 pub mod render;
+mod runner;
 mod server;
 pub mod signatures;
 pub(crate) mod steps;
@@ -227,6 +228,16 @@ impl Ctx<'_> {
 /// runner gives up on it.
 const STEP_SLACK: Duration = Duration::from_secs(2);
 
+impl runner::Steps for Ctx<'_> {
+    fn deadline(&self, id: StepId) -> Duration {
+        step_deadline(id, self.opts)
+    }
+
+    async fn run(&mut self, id: StepId) -> steps::Outcome {
+        steps::run(id, self).await
+    }
+}
+
 fn step_deadline(id: StepId, opts: &Options) -> Duration {
     match id {
         StepId::Config | StepId::Binaries => Duration::from_secs(5),
@@ -268,50 +279,10 @@ pub(crate) async fn run_steps(
         server_identity: None,
     };
     tokio::pin!(interrupted);
-    let mut steps: Vec<StepResult> = Vec::new();
-    let mut stop_reason: Option<String> = None;
-    let mut interruption: Option<i32> = None;
-    for id in StepId::ALL {
-        if let Some(reason) = &stop_reason {
-            steps.push(skipped(id, reason.clone()));
-            continue;
-        }
-        let step_started = Instant::now();
-        let deadline = step_deadline(id, opts);
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(deadline, steps::run(id, &mut ctx)) => outcome,
-            number = &mut interrupted => {
-                interruption = Some(number);
-                let signal = signal_name(number);
-                stop_reason = Some(format!("the doctor was interrupted by {signal}"));
-                let mut result = skipped(id, format!("interrupted by {signal} while this step ran"));
-                result.status = Status::Fail;
-                result.duration_ms = millis(step_started.elapsed());
-                steps.push(result);
-                continue;
-            }
-        };
-        let mut result = match outcome {
-            Ok(outcome) => outcome.into_result(id),
-            Err(_) => steps::Outcome::new(
-                Status::Timeout,
-                format!(
-                    "the step did not finish within its deadline of {}",
-                    human_duration(deadline)
-                ),
-            )
-            .into_result(id),
-        };
-        result.duration_ms = millis(step_started.elapsed());
-        if result.status.is_failure() {
-            stop_reason = Some(format!("skipped because `{}` failed", id.as_str()));
-        }
-        steps.push(result);
-    }
-    let failed = steps.iter().any(|s| s.status.is_failure());
+    let ran = runner::run(&StepId::ALL, &mut ctx, interrupted).await;
     let mut info = None;
     if let Some(mut client) = ctx.client.take() {
-        if let (Some(require), false, None) = (fingerprint, failed, interruption) {
+        if let (Some(require), false, None) = (fingerprint, ran.failed(), ran.interruption) {
             info = Some(fetch_info(&mut client, require, opts.timeout).await);
         }
         client.close().await;
@@ -320,21 +291,16 @@ pub(crate) async fn run_steps(
         server.stop().await;
     }
 
-    let warned = steps.iter().any(|s| s.status == Status::Warn);
-    let exit_code = match interruption {
-        Some(n) => u8::try_from(128 + n).unwrap_or(1),
-        None if failed || (opts.strict && warned) => 1,
-        None => 0,
-    };
+    let exit_code = ran.exit_code(opts.strict);
     let report = Report {
         schema_version: SCHEMA_VERSION,
         ccx_version: crate::VERSION.into(),
         target: ctx.target.unwrap_or_default(),
         ok: exit_code == 0,
         exit_code,
-        steps,
+        error: ran.error(),
+        steps: ran.steps,
         duration_ms: millis(started.elapsed()),
-        error: interruption.map(|n| format!("interrupted by {}", signal_name(n))),
         server: ctx.server_identity.take(),
     };
     (report, info)
@@ -363,19 +329,6 @@ fn signal_name(number: i32) -> String {
     nix::sys::signal::Signal::try_from(number)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| format!("signal {number}"))
-}
-
-fn skipped(id: StepId, reason: String) -> StepResult {
-    StepResult {
-        id,
-        title: id.title().into(),
-        status: Status::Skip,
-        summary: reason,
-        detail: Vec::new(),
-        fix: None,
-        duration_ms: 0,
-        findings: Vec::new(),
-    }
 }
 
 fn millis(d: Duration) -> u64 {

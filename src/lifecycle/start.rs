@@ -24,6 +24,7 @@ use super::state::{PidRecord, Probe, Stale, StateDir};
 use super::LifecycleError;
 use crate::client::http;
 use crate::config::{Config, Overrides};
+use crate::protocol::Endpoint;
 
 /// How often the log is read for the readiness line while the server starts.
 const POLL: Duration = Duration::from_millis(5);
@@ -279,14 +280,10 @@ async fn wait_ready(
 
 /// One `GET /health` that answered 200.
 async fn healthy(line: &ReadyLine) -> bool {
-    let Some(rest) = line.health.strip_prefix("http://") else {
+    let Ok(endpoint) = Endpoint::parse(&line.health) else {
         return false;
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/health"),
-    };
-    matches!(http::get(authority, path, HEALTH_PROBE).await, Ok(r) if r.status == 200)
+    matches!(http::get_endpoint(&endpoint, HEALTH_PROBE).await, Ok(r) if r.status == 200)
 }
 
 /// Descriptors this launcher inherited without close-on-exec (a CI

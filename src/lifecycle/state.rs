@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::LifecycleError;
 use crate::process::procfs;
+use crate::protocol::Endpoint;
 
 /// Version of the pid file's JSON layout.
 pub const PID_FILE_VERSION: u32 = 1;
@@ -250,10 +251,9 @@ impl PidRecord {
         serde_json::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// `HOST:PORT` of the health endpoint, when known.
-    pub fn health_authority(&self) -> Option<&str> {
-        let rest = self.health.as_deref()?.strip_prefix("http://")?;
-        Some(rest.split('/').next().unwrap_or(rest))
+    /// The health endpoint, when known (and readable).
+    pub fn health_endpoint(&self) -> Option<Endpoint> {
+        Endpoint::parse(self.health.as_deref()?).ok()
     }
 }
 

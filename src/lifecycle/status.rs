@@ -98,14 +98,15 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
             report.port = record.port;
             report.url = record.url.clone();
             report.health_url = record.health.clone();
-            match record.health_authority() {
+            match record.health_endpoint() {
                 None => {
                     report.state = ServerState::Starting;
                     report.health_error = Some("the server has not reported its URL yet".into());
                 }
-                Some(authority) => {
+                Some(endpoint) => {
                     report.state = ServerState::Running;
-                    match http::get(authority, "/health", HEALTH_DEADLINE).await {
+                    let endpoint = endpoint.health();
+                    match http::get_endpoint(&endpoint, HEALTH_DEADLINE).await {
                         Ok(r) if r.status == 200 => report.healthy = true,
                         Ok(r) => {
                             report.health_error = Some(format!(

@@ -22,6 +22,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::time::timeout;
 
 use crate::process::Group;
+use crate::protocol::{Endpoint, Scheme};
 
 /// The revision the client asks for in `initialize`.
 pub const CLIENT_PROTOCOL_VERSION: &str = "2025-11-25";
@@ -129,19 +130,13 @@ impl McpClient {
                 Transport::Stdio(Box::new(StdioConn::spawn(cmd)?))
             }
             Target::Http { url, token } => {
-                let rest = url
-                    .strip_prefix("http://")
+                let endpoint = Endpoint::parse(url)
+                    .ok()
+                    .filter(|e| e.scheme() == Scheme::Http)
                     .ok_or_else(|| McpClientError::BadUrl(url.clone()))?;
-                let (authority, path) = match rest.find('/') {
-                    Some(i) => (&rest[..i], &rest[i..]),
-                    None => (rest, "/"),
-                };
-                if authority.is_empty() {
-                    return Err(McpClientError::BadUrl(url.clone()));
-                }
                 Transport::Http(HttpConn {
-                    authority: authority.to_string(),
-                    path: path.to_string(),
+                    authority: endpoint.authority(),
+                    path: endpoint.path().to_string(),
                     token: token.clone(),
                     session: None,
                     protocol: None,

@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use super::{bind, serve, ServerError, Shutdown};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::process::{reaper, ResolveError};
 use crate::protocol::ReadyLine;
 
@@ -22,7 +22,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerErr
     config.port = listener
         .local_addr()
         .map_err(|source| ServerError::Bind {
-            addr: config::authority(config.host, config.port),
+            addr: config.authority(),
             source,
         })?
         .port();
@@ -54,10 +54,7 @@ fn announce_ready(config: &Config, url: String) {
     let line = ReadyLine {
         event: ReadyLine::EVENT.into(),
         url,
-        health: format!(
-            "http://{}/health",
-            config::authority(config.host, config.port)
-        ),
+        health: crate::protocol::Endpoint::new(config.host, config.port).health_url(),
         host: config.host.to_string(),
         port: config.port,
         pid: std::process::id(),

@@ -98,7 +98,7 @@ impl AppState {
 pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
     let addr = SocketAddr::new(config.host, config.port);
     TcpListener::bind(addr).await.map_err(|source| {
-        let addr = crate::config::authority(config.host, config.port);
+        let addr = config.authority();
         if source.kind() == std::io::ErrorKind::AddrInUse {
             ServerError::AddrInUse { addr, source }
         } else {
@@ -214,15 +214,16 @@ async fn health(
     let verbose = query
         .get("verbose")
         .is_some_and(|v| v != "0" && v != "false");
-    let mut body = json!({
-        "status": "healthy",
-        "service": "ccx",
-        "version": crate::VERSION,
-        "active_sessions": state.active_sessions(),
-        "max_sessions": state.config.max_sessions,
-        "uptime_seconds": state.started.elapsed().as_secs_f64(),
-        "pid": std::process::id(),
-    });
+    let mut body = crate::protocol::Health {
+        active_sessions: Some(state.active_sessions() as u64),
+        info: None,
+        max_sessions: Some(state.config.max_sessions as u64),
+        pid: Some(std::process::id()),
+        service: Some(crate::protocol::CCX_SERVICE.into()),
+        status: Some(crate::protocol::Health::HEALTHY.into()),
+        uptime_seconds: Some(state.started.elapsed().as_secs_f64()),
+        version: Some(crate::VERSION.into()),
+    };
     if verbose {
         if let Err(refusal) = guards::check_token(
             &state.config,
@@ -232,17 +233,19 @@ async fn health(
             return http_error(refusal.status, refusal.message);
         }
         let collected = info::collect_off_runtime(state.clone(), Vec::new()).await;
-        body["info"] = collected
-            .ok()
-            .and_then(|i| serde_json::to_value(i).ok())
-            .unwrap_or_default();
+        body.info = Some(
+            collected
+                .ok()
+                .and_then(|i| serde_json::to_value(i).ok())
+                .unwrap_or_default(),
+        );
     }
     Json(body).into_response()
 }
 
 /// `GET /healthz`: the minimal liveness answer, as cc_executor gives it.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<crate::protocol::Liveness> {
+    Json(crate::protocol::Liveness::ok())
 }
 
 async fn not_found(uri: Uri) -> Response {

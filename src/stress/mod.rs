@@ -6,17 +6,18 @@
 //! [`Client`], or [`Target::Direct`], the same commands run in this process
 //! with the server's process rules and no server ([`direct`]), as a baseline.
 //! Knows the client, the process layer and the wire types; not the CLI, nor
-//! the server's internals.
+//! the server's internals. Progress goes out as [`Event`]s; the engine
+//! draws nothing.
 
 pub mod cases;
 pub mod direct;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use indicatif::ProgressBar;
 use tokio::time::{timeout, Instant};
 
 use crate::client::{Client, ClientError, ConnectOptions, RunOutcome};
@@ -413,19 +414,41 @@ impl Tally {
     }
 }
 
-/// Runs the plan against one target and reports.
+/// What the engine says while it runs a target, for whoever shows progress
+/// (the CLI draws a bar from these; the engine draws nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// One request finished, well or not.
+    RequestDone { ok: bool },
+}
+
+/// Receives the engine's [`Event`]s. Called from every client task as a
+/// request finishes, so it must return at once (no I/O that can block).
+pub trait Progress: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// Progress nobody watches.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: Event) {}
+}
+
+/// Runs the plan against one target and reports, telling `progress` of
+/// each request as it finishes.
 pub async fn run_target(
     target: &Target,
     plan: &Plan,
     min_success_percent: f64,
-    progress: &ProgressBar,
+    progress: Arc<dyn Progress>,
 ) -> TargetReport {
     let started = Instant::now();
     let stop_at = plan.duration.map(|d| started + d);
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..plan.clients {
         let (target, plan, progress) = (target.clone(), plan.clone(), progress.clone());
-        tasks.spawn(async move { client_loop(&target, &plan, client, stop_at, &progress).await });
+        tasks.spawn(async move { client_loop(&target, &plan, client, stop_at, &*progress).await });
     }
     let mut total = Tally::new(plan.cases().len());
     while let Some(joined) = tasks.join_next().await {
@@ -449,7 +472,7 @@ async fn client_loop(
     plan: &Plan,
     client: u32,
     stop_at: Option<Instant>,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Tally {
     let mut tally = Tally::new(plan.cases().len());
     let mut session: Option<Session> = None;
@@ -484,8 +507,9 @@ async fn client_loop(
                 s.close().await;
             }
         }
+        let ok = result.is_ok();
         tally.record(request.case, result);
-        progress.inc(1);
+        progress.event(Event::RequestDone { ok });
     }
     if let Some(s) = session {
         s.close().await;

@@ -9,6 +9,7 @@ use crate::client::identity::{self, Kind};
 use crate::client::{Client, ClientError, ConnectOptions};
 use crate::config::Env;
 use crate::doctor::{human_duration, Ctx, Status};
+use crate::protocol::Endpoint;
 
 pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let Some(url) = ctx.target.clone() else {
@@ -17,7 +18,14 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let mut options = ConnectOptions::new(&url).token(ctx.token());
     options.connect_timeout = ctx.opts.timeout;
     options.request_timeout = ctx.opts.timeout;
-    let proxy = proxy_warning(&ctx.opts.env, host_of(&url));
+    let host = match Endpoint::parse(&url) {
+        Ok(endpoint) => endpoint.host().to_string(),
+        Err(e) => {
+            return Outcome::fail(e.to_string())
+                .fix("give a URL such as ws://127.0.0.1:8003/ws/mcp")
+        }
+    };
+    let proxy = proxy_warning(&ctx.opts.env, &host);
     let sent_token = options.token.is_some();
     match Client::connect(&options).await {
         Ok(client) => {
@@ -59,13 +67,11 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 Some((var, value)) => {
                     detail.push(format!("{var}={value}"));
                     Outcome::warn(format!(
-                        "{summary}, but {var} is set and NO_PROXY does not cover {}",
-                        host_of(&url)
+                        "{summary}, but {var} is set and NO_PROXY does not cover {host}"
                     ))
                     .detail(detail)
                     .fix(format!(
-                        "clients that follow proxy variables (Python websockets, requests, curl) would send this connection to {value} and never reach the local server: add {} to NO_PROXY (and no_proxy), or unset {var}",
-                        host_of(&url)
+                        "clients that follow proxy variables (Python websockets, requests, curl) would send this connection to {value} and never reach the local server: add {host} to NO_PROXY (and no_proxy), or unset {var}"
                     ))
                 }
             }
@@ -151,28 +157,11 @@ fn failure(e: ClientError, url: &str, sent_token: bool, deadline: std::time::Dur
 
 /// The HTTP status a plain GET of the URL's path gets, if any answer comes.
 async fn plain_get_status(url: &str, deadline: std::time::Duration) -> Option<u16> {
-    let rest = url.split_once("://").map(|(_, r)| r)?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    crate::client::http::get(authority, path, deadline)
+    let endpoint = Endpoint::parse(url).ok()?;
+    crate::client::http::get_endpoint(&endpoint, deadline)
         .await
         .ok()
         .map(|r| r.status)
-}
-
-/// The host part of a ws:// URL.
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    authority
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(authority)
 }
 
 /// The proxy variable (name, value) that would divert a client going to
@@ -257,12 +246,5 @@ mod tests {
         assert!(proxy_warning(&e, "ws.example.com").is_none());
         let e = env(&[("HTTP_PROXY", "http://p"), ("NO_PROXY", "localhost")]);
         assert!(proxy_warning(&e, "127.0.0.1").is_some());
-    }
-
-    #[test]
-    fn host_of_handles_ipv4_ipv6_and_names() {
-        assert_eq!(host_of("ws://127.0.0.1:8003/ws/mcp"), "127.0.0.1");
-        assert_eq!(host_of("ws://[::1]:8003/ws/mcp"), "::1");
-        assert_eq!(host_of("ws://box:80/ws/mcp"), "box");
     }
 }

@@ -3,14 +3,14 @@
 //! `socket:[inode]` links under /proc/*/fd) and whether that is a healthy
 //! ccx, in which case `--url` is the way to check it.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use super::{skipped_for_url, Outcome};
 use crate::client::http;
-use crate::config::authority;
 use crate::doctor::Ctx;
 use crate::process::procfs;
+use crate::protocol::Health;
 
 /// Deadline of the `/health` probe of whoever holds the port.
 const HEALTH_DEADLINE: Duration = Duration::from_millis(300);
@@ -31,7 +31,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     if config.port == 0 {
         return Outcome::pass("port 0: the server picks a free port, nothing to check");
     }
-    let addr = authority(config.host, config.port);
+    let addr = config.authority();
     let error = match TcpListener::bind(SocketAddr::new(config.host, config.port)) {
         Ok(listener) => {
             drop(listener);
@@ -59,16 +59,11 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         .iter()
         .map(|h| format!("listening: pid {} — {}", h.pid, h.cmdline))
         .collect();
-    let probe_host = match config.host {
-        IpAddr::V4(a) if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
-        IpAddr::V6(a) if a.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-        h => h,
-    };
-    let probe = authority(probe_host, config.port);
-    let url = format!("ws://{probe}/ws/mcp");
-    match http::get(&probe, "/health", HEALTH_DEADLINE).await {
-        Ok(r) if r.status == 200 && is_ccx(&r.body) => {
-            detail.push(format!("GET http://{probe}/health → 200 {}", r.body.trim()));
+    let probe = config.endpoint();
+    let (url, health_url) = (probe.ws_url(), probe.health_url());
+    match http::get_endpoint(&probe.health(), HEALTH_DEADLINE).await {
+        Ok(r) if r.status == 200 && Health::parse(&r.body).is_ok_and(|h| h.is_ccx()) => {
+            detail.push(format!("GET {health_url} → 200 {}", r.body.trim()));
             return Outcome::fail(format!(
                 "{addr} is in use by a healthy ccx already serving there: {who}"
             ))
@@ -78,21 +73,12 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 holders.first().map(|h| h.pid.to_string()).unwrap_or_else(|| "it".into())
             ));
         }
-        Ok(r) => detail.push(format!(
-            "GET http://{probe}/health → HTTP {}: not a ccx",
-            r.status
-        )),
-        Err(e) => detail.push(format!("GET http://{probe}/health failed: {e}: not a ccx")),
+        Ok(r) => detail.push(format!("GET {health_url} → HTTP {}: not a ccx", r.status)),
+        Err(e) => detail.push(format!("GET {health_url} failed: {e}: not a ccx")),
     }
     Outcome::fail(format!("{addr} is already in use by {who}"))
         .detail(detail)
         .fix("stop that program, or set CCX_PORT to a free port (CCX_PORT=0 picks one)")
-}
-
-fn is_ccx(body: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(body)
-        .map(|v| v["service"] == "ccx")
-        .unwrap_or(false)
 }
 
 /// A process holding a listening socket.

@@ -20,7 +20,6 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::binaries::server_program;
 use super::{skipped_for_url, Outcome};
-use crate::config::Config;
 use crate::doctor::server::ServerProcess;
 use crate::doctor::signatures::{self, Finding, Observed, Severity};
 use crate::doctor::{human_duration, Ctx, Status};
@@ -85,7 +84,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     };
     let deadline = Instant::now() + opts.spawn_timeout;
     let user_server = opts.server_cmd.is_some();
-    let probe = probe_authority(&config);
+    let probe = config.endpoint().authority();
     let started = Instant::now();
     let mut ready = server.ready.clone();
     let url: String = loop {
@@ -220,16 +219,6 @@ fn top_fix(findings: &[Finding]) -> Option<String> {
         .iter()
         .find(|f| f.severity == Severity::Cause)
         .map(|f| f.fix.clone())
-}
-
-/// Where a server configured with `config` is reached (loopback for an
-/// unspecified bind address).
-fn probe_authority(config: &Config) -> String {
-    config
-        .ws_url()
-        .trim_start_matches("ws://")
-        .trim_end_matches("/ws/mcp")
-        .to_string()
 }
 
 /// The signal that ended the server: its own death by a signal, or the
