@@ -764,7 +764,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
-fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+/// A duration greater than zero: every flag and variable that waits for
+/// something (deadlines, timeouts, grace periods) takes this.
+pub fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     match parse_duration(raw)? {
         d if d.is_zero() => Err(format!("{DURATION_FORMATS}, greater than zero")),
         d => Ok(d),

@@ -7,12 +7,13 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `exit` | every exit code of the CLI |
-//! | `protocol` | wire types: requests, notifications, error codes |
+//! | `protocol` | wire types: requests, notifications, error codes; the readiness line, the health body, the endpoint (a server's URLs) |
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
 //! | `shell` | what a shell command line runs (programs, `cd`, PATH) |
-//! | `process` | process groups, output framing, reaping, tracking of escaped descendants |
-//! | `server` | the server process (`run`: bind, readiness line, signals), axum routes (`/ws/mcp`, `/ws`, health and probes), sessions, guards, drain |
+//! | `process` | which requests may run, process groups, the parked launcher, output framing, reaping, tracking of escaped descendants |
+//! | `guards` | who may open a session over HTTP: token, Origin, Host |
 //! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) and the doctor's MCP client |
+//! | `server` | the server process (`run`: bind, readiness line, signals), axum routes (`/ws/mcp`, `/ws`, `/mcp`, health and probes), sessions, drain |
 //! | `client` | the one WebSocket client (doctor, exec, stress, tests) |
 //! | `exec` | one command on a server, streamed to local stdout/stderr, its result as an `Exit` |
 //! | `lifecycle` | the background server: state dir, pid file, log, start, stop |
@@ -26,6 +27,7 @@ pub mod config;
 pub mod doctor;
 pub mod exec;
 pub mod exit;
+pub mod guards;
 pub mod lifecycle;
 pub mod mcp;
 pub mod process;

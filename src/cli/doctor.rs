@@ -51,10 +51,10 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub port: Option<u16>,
     /// How long the started server may take to become ready (e.g. 10s, 500ms).
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = config::parse_positive_duration, default_value = "10s")]
     pub spawn_timeout: Duration,
     /// Deadline of each network exchange: handshake, echo (e.g. 5s).
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = config::parse_positive_duration, default_value = "5s")]
     pub timeout: Duration,
     /// Check an MCP server instead: initialize, tools/list, a tools/call of `execute` —
     /// over stdio (`ccx mcp`, or --server-cmd) or Streamable HTTP (--url http://…/mcp).
@@ -77,13 +77,6 @@ fn parse_url_or_mcp(raw: &str) -> Result<String, String> {
         return Ok(raw.to_string());
     }
     parse_url(raw).map_err(|e| format!("{e} (or, with --mcp, http://127.0.0.1:8003/mcp)"))
-}
-
-fn parse_duration(raw: &str) -> Result<Duration, String> {
-    match config::parse_duration(raw)? {
-        d if d.is_zero() => Err("a duration greater than zero".into()),
-        d => Ok(d),
-    }
 }
 
 /// The doctor's options from its flags and the process environment.

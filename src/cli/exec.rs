@@ -19,7 +19,7 @@ pub struct ExecArgs {
     pub url: Option<String>,
     /// How long the command may run (e.g. 30, 2.5s, 500ms); the server then ends
     /// its process group and ccx exits 124.
-    #[arg(long, value_name = "DURATION", value_parser = parse_positive)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_positive_duration)]
     pub timeout: Option<Duration>,
     /// Give up (exit 253) when nothing at all comes from the server for this
     /// long, pinging it meanwhile; `off` waits forever [default: 60s].
@@ -66,17 +66,10 @@ pub fn run(args: ExecArgs) -> Result<Exit, CliError> {
     Ok(runtime()?.block_on(crate::exec::run(options, params, args.json))?)
 }
 
-fn parse_positive(raw: &str) -> Result<Duration, String> {
-    match config::parse_duration(raw)? {
-        d if d.is_zero() => Err("a duration greater than zero".into()),
-        d => Ok(d),
-    }
-}
-
 fn parse_keepalive(raw: &str) -> Result<Keep, String> {
     match raw {
         "off" => Ok(Keep(None)),
-        _ => parse_positive(raw).map(|d| Keep(Some(KeepAlive::within(d)))),
+        _ => config::parse_positive_duration(raw).map(|d| Keep(Some(KeepAlive::within(d)))),
     }
 }
 

@@ -33,7 +33,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub insecure_no_auth: bool,
     /// Background only: how long to wait for the server to be ready before stopping it (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = config::parse_positive_duration)]
     pub ready_timeout: Duration,
     /// Internal (set by `ccx serve` for the server it starts): leave the
     /// launcher's session, so the server has no controlling terminal.

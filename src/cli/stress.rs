@@ -43,7 +43,7 @@ pub struct StressArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
     /// Stop starting requests after this long per target (e.g. 10s, 500ms).
-    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_positive_duration)]
     pub duration: Option<Duration>,
     /// Run this shell command line (success: exit status 0) instead of echo.
     #[arg(long, value_name = "CMD", conflicts_with = "cases")]
@@ -56,7 +56,7 @@ pub struct StressArgs {
     #[arg(long, value_enum, default_value_t = ModeArg::Persistent)]
     pub mode: ModeArg,
     /// Per-request timeout (a case's own "timeout" wins).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = config::parse_positive_duration)]
     pub timeout: Duration,
     /// Lowest success rate, in percent, for a target to pass (e.g. 99.5).
     #[arg(long, value_name = "PERCENT", default_value = "100", value_parser = parse_percent)]
@@ -203,13 +203,6 @@ fn progress_bar(plan: &Plan, label: &str) -> ProgressBar {
     bar.set_prefix(label.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
-}
-
-fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
-    match config::parse_duration(raw)? {
-        d if d.is_zero() => Err("a duration greater than zero".into()),
-        d => Ok(d),
-    }
 }
 
 fn parse_percent(raw: &str) -> Result<f64, String> {

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::process::admission::{check_allowed, check_strings};
 use crate::process::{self, Event, SpawnError, StopReason};
 use crate::protocol::{CompletionStatus, ExecuteParams};
-use crate::server::session::{check_allowed, check_strings};
 
 pub const NAME: &str = "execute";
 

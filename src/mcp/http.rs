@@ -2,7 +2,7 @@
 //! messages, `Mcp-Session-Id` sessions, GET for the server's stream, DELETE
 //! to end a session, the handshake-less revision served statelessly) behind
 //! the same guards as the WebSocket: Host (DNS rebinding), Origin and the
-//! bearer token (`crate::server::guards`).
+//! bearer token (`crate::guards`).
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Tools;
 use crate::config::Config;
-use crate::server::guards;
+use crate::guards;
 
 /// Where the endpoint is served.
 pub const PATH: &str = "/mcp";

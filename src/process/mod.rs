@@ -8,12 +8,14 @@
 //! [`Event`]s (wire types from `protocol`) and takes stop requests.
 //!
 //! The process toolkit lives in its submodules, each written once:
-//! `spec` (execute → Spec, timeout rule, environment scrubbing), `group`
+//! `spec` (execute → Spec, timeout rule, environment scrubbing),
+//! `admission` (which requests may run: strings, allowlist), `group`
 //! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
 //! reaping without stealing statuses), `procfs` (every /proc read) and
 //! `resolve` (PATH lookups).
 
+pub mod admission;
 pub mod group;
 pub mod launcher;
 pub mod lines;

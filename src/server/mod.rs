@@ -12,7 +12,6 @@
 
 pub mod bootstrap;
 pub mod connections;
-pub mod guards;
 pub mod info;
 pub mod probes;
 pub mod session;
@@ -41,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::guards;
 
 /// Initial read buffer of a WebSocket session (grows for larger frames).
 const WS_READ_BUFFER: usize = 4 * 1024;
