@@ -15,12 +15,7 @@ use super::{output, runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::process::reaper;
-use crate::stress::report::{self, Settings, StressReport, SCHEMA_VERSION};
-use crate::stress::{cases, direct, run_target, Event, Mode, Plan, Progress, Target, Workload};
-
-/// Requests per client when neither `--requests` nor `--duration` is given
-/// (with `--cases`: one pass over the cases).
-const DEFAULT_REQUESTS: u64 = 50;
+use crate::stress::{self, cases, direct, report, Event, Mode, Plan, Progress, Target, Workload};
 
 #[derive(Debug, Args)]
 pub struct StressArgs {
@@ -100,38 +95,19 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         (None, Some(command)) => (Workload::Command(command.clone()), Some(command.clone())),
         (None, None) => (Workload::Echo, None),
     };
-    let requests = match (args.requests, args.duration, &workload) {
-        (Some(n), _, _) => Some(n),
-        (None, Some(_), _) => None,
-        (None, None, Workload::Cases(cases)) => Some(cases.len() as u64),
-        (None, None, _) => Some(DEFAULT_REQUESTS),
+    let mode = match args.mode {
+        ModeArg::Persistent => Mode::Persistent,
+        ModeArg::Oneshot => Mode::Oneshot,
     };
-    let plan = Plan {
-        clients: args.clients,
-        requests,
-        duration: args.duration,
-        mode: match args.mode {
-            ModeArg::Persistent => Mode::Persistent,
-            ModeArg::Oneshot => Mode::Oneshot,
-        },
-        timeout: args.timeout,
-        workload: workload.clone(),
-    };
-    let settings = Settings {
-        clients: plan.clients,
-        requests_per_client: plan.requests,
-        duration_s: plan.duration.map(|d| d.as_secs_f64()),
-        mode: plan.mode.as_str().into(),
-        timeout_s: plan.timeout.as_secs_f64(),
-        workload: match workload {
-            Workload::Echo => "echo",
-            Workload::Command(_) => "command",
-            Workload::Cases(_) => "cases",
-        }
-        .into(),
-        workload_detail: detail,
-        min_success_percent: args.min_success,
-    };
+    let plan = Plan::new(
+        args.clients,
+        args.requests,
+        args.duration,
+        mode,
+        args.timeout,
+        workload,
+    );
+    let settings = plan.settings(detail, args.min_success);
 
     let runtime = runtime()?;
     if args.direct {
@@ -140,23 +116,22 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         let _guard = runtime.enter();
         crate::process::supervise_children();
     }
-    let mut reports = Vec::new();
-    for target in &targets {
+    let mut bars = Vec::new();
+    let report = runtime.block_on(stress::run_all(&targets, &plan, settings, |target| {
+        if let Some(previous) = bars.last() {
+            ProgressBar::finish_and_clear(previous);
+        }
         let bar = progress_bar(&plan, &target.label());
-        let progress = Arc::new(Bar(bar.clone()));
-        reports.push(runtime.block_on(run_target(target, &plan, args.min_success, progress)));
-        bar.finish_and_clear();
+        bars.push(bar.clone());
+        Arc::new(Bar(bar))
+    }));
+    if let Some(last) = bars.last() {
+        last.finish_and_clear();
     }
     if args.direct {
         reaper::kill_orphans();
     }
-    let passed = reports.iter().all(|t| t.met_min_success);
-    let report = StressReport {
-        schema_version: SCHEMA_VERSION,
-        settings,
-        targets: reports,
-        passed,
-    };
+    let passed = report.passed;
     let text = if args.json {
         let mut json = serde_json::to_string_pretty(&report)
             .map_err(|e| CliError::Io(std::io::Error::other(e)))?;

@@ -23,7 +23,9 @@ use tokio::time::{timeout, Instant};
 use crate::client::{Client, ClientError, ConnectOptions, RunOutcome};
 use crate::protocol::{CompletionStatus, ExecuteParams};
 use cases::Case;
-use report::{CaseReport, Cause, FailureGroup, Latency, TargetKind, TargetReport};
+use report::{
+    CaseReport, Cause, FailureGroup, Latency, Settings, StressReport, TargetKind, TargetReport,
+};
 
 /// Where requests go.
 #[derive(Debug, Clone)]
@@ -137,6 +139,78 @@ pub struct Plan {
     /// Per-request timeout when a case has none.
     pub timeout: Duration,
     pub workload: Workload,
+}
+
+/// Requests per client when neither a count nor a duration is given (with
+/// cases: one pass over them).
+pub const DEFAULT_REQUESTS: u64 = 50;
+
+impl Plan {
+    /// A plan from what was asked: `requests` per client, else for
+    /// `duration`, else one pass over the cases, else [`DEFAULT_REQUESTS`].
+    pub fn new(
+        clients: u32,
+        requests: Option<u64>,
+        duration: Option<Duration>,
+        mode: Mode,
+        timeout: Duration,
+        workload: Workload,
+    ) -> Plan {
+        let requests = match (requests, duration, &workload) {
+            (Some(n), _, _) => Some(n),
+            (None, Some(_), _) => None,
+            (None, None, Workload::Cases(cases)) => Some(cases.len() as u64),
+            (None, None, _) => Some(DEFAULT_REQUESTS),
+        };
+        Plan {
+            clients,
+            requests,
+            duration,
+            mode,
+            timeout,
+            workload,
+        }
+    }
+
+    /// The plan as the report states it.
+    pub fn settings(&self, workload_detail: Option<String>, min_success_percent: f64) -> Settings {
+        Settings {
+            clients: self.clients,
+            requests_per_client: self.requests,
+            duration_s: self.duration.map(|d| d.as_secs_f64()),
+            mode: self.mode.as_str().into(),
+            timeout_s: self.timeout.as_secs_f64(),
+            workload: match self.workload {
+                Workload::Echo => "echo",
+                Workload::Command(_) => "command",
+                Workload::Cases(_) => "cases",
+            }
+            .into(),
+            workload_detail,
+            min_success_percent,
+        }
+    }
+}
+
+/// Runs the plan against each target in turn and reports them side by
+/// side; `progress_for` gives each target's progress receiver.
+pub async fn run_all(
+    targets: &[Target],
+    plan: &Plan,
+    settings: Settings,
+    mut progress_for: impl FnMut(&Target) -> Arc<dyn Progress>,
+) -> StressReport {
+    let mut reports = Vec::new();
+    for target in targets {
+        let progress = progress_for(target);
+        reports.push(run_target(target, plan, settings.min_success_percent, progress).await);
+    }
+    StressReport {
+        schema_version: report::SCHEMA_VERSION,
+        passed: reports.iter().all(|t| t.met_min_success),
+        settings,
+        targets: reports,
+    }
 }
 
 /// The server's SIGTERM→SIGKILL grace and the network, on top of a command's timeout.

@@ -212,7 +212,7 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
 pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     all_pids()
         .into_iter()
-        .filter(|&p| parent_of(p) == Some(pid))
+        .filter(|&p| ppid(p) == Some(pid))
         .filter_map(|p| Some((p, state(p)?)))
         .filter(|&(p, state)| state == 'Z' || !is_parked_launcher(p))
         .collect()
@@ -222,17 +222,13 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
 pub fn launcher_pids(pid: u32) -> Vec<u32> {
     all_pids()
         .into_iter()
-        .filter(|&p| parent_of(p) == Some(pid) && state(p) != Some('Z') && is_parked_launcher(p))
+        .filter(|&p| ppid(p) == Some(pid) && state(p) != Some('Z') && is_parked_launcher(p))
         .collect()
 }
 
 fn is_parked_launcher(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"__launch".as_slice()))
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    stat_field(pid, 3)?.parse().ok()
 }
 
 /// The one-letter state of a process (R, S, T, Z, …).
@@ -276,11 +272,12 @@ pub fn ppid(pid: u32) -> Option<u32> {
     stat_field(pid, 3)?.parse().ok()
 }
 
-/// Live (non-zombie) descendants of `pid`, at any depth.
+/// Live (non-zombie) descendants of `pid`, at any depth, but for parked
+/// launchers (they belong to the server, and end with it).
 pub fn descendants(pid: u32) -> Vec<u32> {
     let parents: Vec<(u32, u32)> = all_pids()
         .into_iter()
-        .filter(|&p| state(p) != Some('Z'))
+        .filter(|&p| state(p) != Some('Z') && !is_parked_launcher(p))
         .filter_map(|p| Some((p, ppid(p)?)))
         .collect();
     let mut found = vec![pid];
