@@ -40,7 +40,7 @@ use super::tracking::Scope;
 use super::Spec;
 
 /// How long commands must pause before the next launcher is parked.
-const QUIET: Duration = Duration::from_millis(2);
+const QUIET: Duration = Duration::from_millis(5);
 /// The first argument that makes `ccx` a launcher.
 pub const ARG: &str = "__launch";
 /// Exit code of a launcher that could not exec its shell (as a shell's

@@ -219,9 +219,11 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         for pump in pumps.into_iter().flatten() {
             let _ = pump.await;
         }
-        let _ = tokio::task::spawn_blocking(move || scope.release()).await;
         let completed = completion(status, ending, pid, started.elapsed());
         let _ = events_tx.send(Event::Completed(completed)).await;
+        // Every process of the command is gone: its cgroup goes back to
+        // the pool off the async threads, after the client has its answer.
+        tokio::task::spawn_blocking(move || scope.release());
     });
 
     Ok((

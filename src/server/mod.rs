@@ -44,6 +44,8 @@ use crate::guards;
 
 /// Initial read buffer of a WebSocket session (grows for larger frames).
 const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes of frames a WebSocket session gathers before writing them.
+const WS_WRITE_BATCH: usize = 64 * 1024;
 
 /// Why the server could not run.
 #[derive(Debug, Error)]
@@ -313,15 +315,17 @@ async fn websocket(
         }
     };
     let max = state.config.ws_max_size;
-    // The library's defaults (128 KiB read buffer, 128 KiB write batching)
-    // cost ~140 KB per idle session. The read buffer grows on demand up to
-    // a frame of WS_MAX_SIZE, and every frame is written at once (the
-    // session's bounded queue already batches and bounds what is pending).
+    // The library's default 128 KiB read buffer cost ~140 KB per idle
+    // session: it starts small and grows on demand up to a frame of
+    // WS_MAX_SIZE. Frames queued together (the session's writer feeds all
+    // that is ready, then flushes) leave in one write of up to
+    // WS_WRITE_BATCH: with a write per frame, 100-byte lines cost one
+    // `sendto` each. The write buffer is empty until a session writes.
     let upgrade = upgrade
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0);
+        .write_buffer_size(WS_WRITE_BATCH);
     let permit = state.sessions.clone().try_acquire_owned().ok();
     let tracker = state.tracker.clone();
     upgrade.on_upgrade(move |socket| {
