@@ -41,6 +41,8 @@ use super::Spec;
 
 /// How long commands must pause before the next launcher is parked.
 const QUIET: Duration = Duration::from_millis(5);
+/// This process's own binary, as the kernel keeps it.
+const SELF_EXE: &str = "/proc/self/exe";
 /// The first argument that makes `ccx` a launcher.
 pub const ARG: &str = "__launch";
 /// Exit code of a launcher that could not exec its shell (as a shell's
@@ -206,8 +208,12 @@ fn park(exe: &std::path::Path) -> std::io::Result<Option<Parked>> {
     let Some(dir) = scope.prepare() else {
         return Ok(None);
     };
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg(ARG)
+    // `/proc/self/exe`, resolved in the child before its exec, is this
+    // very binary even after an upgrade replaced the file on disk: a
+    // launcher always speaks its server's request format.
+    let mut cmd = tokio::process::Command::new(SELF_EXE);
+    cmd.arg0(exe)
+        .arg(ARG)
         .arg(&dir)
         .env_clear()
         .stdin(Stdio::piped())
