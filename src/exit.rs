@@ -49,6 +49,30 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// The exit a report's `exit_code` stands for (the doctor's JSON carries
+    /// the number): 128 + N is Interrupted(N); a code no other variant
+    /// has is Remote.
+    pub fn from_code(code: u8) -> Exit {
+        const NAMED: [Exit; 9] = [
+            Exit::Success,
+            Exit::Failure,
+            Exit::Usage,
+            Exit::Internal,
+            Exit::Unreachable,
+            Exit::Rejected,
+            Exit::ConnectionLost,
+            Exit::TimedOut,
+            Exit::StdoutClosed,
+        ];
+        match NAMED.into_iter().find(|e| e.code() == code) {
+            Some(exit) => exit,
+            None if code > 128 => Exit::Interrupted(code - 128),
+            None => Exit::Remote(code),
+        }
+    }
+}
+
 impl From<Exit> for std::process::ExitCode {
     fn from(exit: Exit) -> Self {
         std::process::ExitCode::from(exit.code())
@@ -58,6 +82,15 @@ impl From<Exit> for std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::Exit;
+
+    #[test]
+    fn every_code_reads_back_as_an_exit_with_that_code() {
+        for code in 0..=255u8 {
+            assert_eq!(Exit::from_code(code).code(), code);
+        }
+        assert_eq!(Exit::from_code(1), Exit::Failure);
+        assert_eq!(Exit::from_code(130), Exit::Interrupted(2));
+    }
 
     /// README.md's one exit-code table: (code column, meaning) rows.
     fn readme_rows() -> Vec<(String, String)> {

@@ -126,7 +126,7 @@ pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
         render::human(&report, style(&args, color))
     };
     super::output::print(&text)?;
-    Ok(exit_of(report.exit_code))
+    Ok(Exit::from_code(report.exit_code))
 }
 
 /// `--compare URL [URL]`.
@@ -139,7 +139,7 @@ fn run_compare(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
         render::compare_human(&report, style(&args, color))
     };
     super::output::print(&text)?;
-    Ok(exit_of(report.exit_code))
+    Ok(Exit::from_code(report.exit_code))
 }
 
 /// How the human report is drawn: colour for a terminal (or as --color
@@ -148,16 +148,6 @@ fn style(args: &DoctorArgs, color: ColorChoice) -> render::Style {
     render::Style {
         color: use_color(color, std::io::stdout().is_terminal()),
         verbose: args.verbose,
-    }
-}
-
-fn exit_of(code: u8) -> Exit {
-    match code {
-        0 => Exit::Success,
-        1 => Exit::Failure,
-        3 => Exit::Internal,
-        n if n > 128 => Exit::Interrupted(n - 128),
-        _ => Exit::Failure,
     }
 }
 

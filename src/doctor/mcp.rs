@@ -97,7 +97,7 @@ pub async fn run(opts: &McpOptions, interrupted: impl std::future::Future<Output
     if let Some(client) = ctx.client.take() {
         client.close().await;
     }
-    let exit_code = ran.exit_code(opts.strict);
+    let exit_code = ran.exit(opts.strict).code();
     Report {
         schema_version: SCHEMA_VERSION,
         ccx_version: crate::VERSION.into(),

@@ -291,7 +291,7 @@ pub(crate) async fn run_steps(
         server.stop().await;
     }
 
-    let exit_code = ran.exit_code(opts.strict);
+    let exit_code = ran.exit(opts.strict).code();
     let report = Report {
         schema_version: SCHEMA_VERSION,
         ccx_version: crate::VERSION.into(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::steps::Outcome;
 use super::{human_duration, millis, signal_name, Status, StepId, StepResult};
+use crate::exit::Exit;
 
 /// A set of checks the runner drives: what each step may take, and the step
 /// itself (which may leave state behind for the next).
@@ -32,15 +33,14 @@ impl Ran {
         self.steps.iter().any(|s| s.status.is_failure())
     }
 
-    /// 0 when everything passed (warnings too, unless `strict`), 1 on a
-    /// failure, 128 + N when signal N interrupted the run, as a shell
-    /// reports it.
-    pub fn exit_code(&self, strict: bool) -> u8 {
+    /// Success when everything passed (warnings too, unless `strict`),
+    /// Failure on a failure, Interrupted(N) when signal N stopped the run.
+    pub fn exit(&self, strict: bool) -> Exit {
         let warned = self.steps.iter().any(|s| s.status == Status::Warn);
         match self.interruption {
-            Some(n) => u8::try_from(128 + n).unwrap_or(1),
-            None if self.failed() || (strict && warned) => 1,
-            None => 0,
+            Some(n) => Exit::Interrupted(u8::try_from(n).unwrap_or(0)),
+            None if self.failed() || (strict && warned) => Exit::Failure,
+            None => Exit::Success,
         }
     }
 
@@ -152,7 +152,7 @@ mod tests {
         let statuses: Vec<_> = ran.steps.iter().map(|r| r.status).collect();
         assert_eq!(statuses, [Status::Pass, Status::Fail, Status::Skip]);
         assert_eq!(ran.steps[2].summary, "skipped because `binaries` failed");
-        assert_eq!(ran.exit_code(false), 1);
+        assert_eq!(ran.exit(false), Exit::Failure);
     }
 
     #[tokio::test]
@@ -166,7 +166,10 @@ mod tests {
         let mut s = Script(vec![(StepId::Config, Status::Warn)], vec![], SHORT);
         let never = std::pin::pin!(std::future::pending::<i32>());
         let ran = run(&IDS, &mut s, never).await;
-        assert_eq!((ran.exit_code(false), ran.exit_code(true)), (0, 1));
+        assert_eq!(
+            (ran.exit(false), ran.exit(true)),
+            (Exit::Success, Exit::Failure)
+        );
         assert_eq!(ran.error(), None);
     }
 
@@ -189,7 +192,7 @@ mod tests {
             "interrupted by SIGINT while this step ran"
         );
         assert_eq!(ran.steps[2].summary, "the doctor was interrupted by SIGINT");
-        assert_eq!(ran.exit_code(false), 130);
+        assert_eq!(ran.exit(false).code(), 130);
         assert_eq!(ran.error().as_deref(), Some("interrupted by SIGINT"));
     }
 }
