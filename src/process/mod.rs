@@ -12,8 +12,9 @@
 //! `admission` (which requests may run: strings, allowlist), `group`
 //! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
-//! reaping without stealing statuses), `procfs` (every /proc read) and
-//! `resolve` (PATH lookups).
+//! reaping without stealing statuses), `launcher` (a process parked inside
+//! the next command's cgroup), `procfs` (every /proc read) and `resolve`
+//! (PATH lookups).
 
 pub mod admission;
 pub mod group;

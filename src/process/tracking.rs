@@ -19,7 +19,9 @@
 //! code in the child between fork and exec, and a move done by the server
 //! after `spawn()` returns loses the race in practice (measured: `setsid
 //! sleep & sleep` had forked both sleeps, outside the cgroup, before the
-//! server's write to `cgroup.procs` landed). So a POSIX shell (sh, dash,
+//! server's write to `cgroup.procs` landed). So a command usually starts in
+//! a parked launcher that moved itself into its cgroup ahead of time (see
+//! `launcher`); without one, a POSIX shell (sh, dash,
 //! bash, zsh, ksh, ash, …) moves *itself* first: the command line becomes
 //! `{ echo $$ >'<cgroup>/cgroup.procs'; } 2>/dev/null; <command>`, all on
 //! the command's first line (error line numbers are unchanged). Everything
