@@ -450,7 +450,7 @@ async fn after_a_pause_a_command_runs_in_the_parked_launcher_with_its_own_enviro
         assert!(
             eventually(Duration::from_secs(10), || children_of(server.pid())
                 .is_empty()
-                && parked_launchers(server.pid()) == 1),
+                && launcher_pids(server.pid()).len() == 1),
             "no launcher parked before round {round}"
         );
         let mut params = exec(script);
@@ -479,11 +479,6 @@ async fn after_a_pause_a_command_runs_in_the_parked_launcher_with_its_own_enviro
     }
 }
 
-/// Launchers parked by `pid`.
-fn parked_launchers(pid: u32) -> usize {
-    launcher_pids(pid).len()
-}
-
 /// A parked launcher never outlives its server, even one killed with
 /// SIGKILL: its stdin closes and it exits without running anything.
 #[tokio::test(flavor = "multi_thread")]
@@ -495,9 +490,11 @@ async fn a_parked_launcher_ends_with_its_server_even_on_sigkill() {
         eprintln!("no writable cgroup v2 here: no launcher to check");
         return;
     }
-    assert!(eventually(Duration::from_secs(10), || parked_launchers(
+    assert!(eventually(Duration::from_secs(10), || launcher_pids(
         server.pid()
-    ) == 1));
+    )
+    .len()
+        == 1));
     let launchers: Vec<u32> = launcher_pids(server.pid());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.pid() as i32),

@@ -250,14 +250,7 @@ fn park(exe: &std::path::Path) -> std::io::Result<Option<Parked>> {
 /// own, minus the hidden names, plus the request's, plus the marker).
 /// `None` when a field holds a NUL.
 fn encode(spec: &Spec, marker: (&str, &str)) -> Option<Vec<u8>> {
-    let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os()
-        .filter(|(k, _)| !spec.hidden_env.iter().any(|h| OsStr::new(h) == k))
-        .collect();
-    for (k, v) in &spec.env {
-        env.insert(k.into(), v.into());
-    }
-    env.insert(marker.0.into(), marker.1.into());
-
+    let env = spec.environment(marker);
     let mut out = Vec::with_capacity(spec.command.len() + 4096);
     let mut field = |bytes: &[u8]| -> Option<()> {
         if bytes.contains(&0) {

@@ -252,13 +252,10 @@ fn spawn_direct(spec: &Spec) -> Result<(tokio::process::Child, Arc<Scope>), Spaw
         _ => spec.command.clone(),
     };
     let mut cmd = tokio::process::Command::new(&spec.shell);
-    cmd.arg("-c").arg(&command);
-    for name in spec.hidden_env.iter() {
-        cmd.env_remove(name);
-    }
-    let (marker, id) = scope.marker();
-    cmd.envs(&spec.env)
-        .env(marker, id)
+    cmd.arg("-c")
+        .arg(&command)
+        .env_clear()
+        .envs(spec.environment(scope.marker()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

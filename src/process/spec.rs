@@ -10,6 +10,7 @@
 //! (`CCX_COMMAND_ID`, see `tracking`).
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -101,6 +102,19 @@ pub fn execute_timeout(
 }
 
 impl Spec {
+    /// The command's whole environment: this process's own, minus the
+    /// hidden names, plus the request's variables, plus the marker.
+    pub fn environment(&self, marker: (&str, &str)) -> BTreeMap<OsString, OsString> {
+        let mut env: BTreeMap<OsString, OsString> = std::env::vars_os()
+            .filter(|(k, _)| !self.hidden_env.iter().any(|h| OsStr::new(h) == k))
+            .collect();
+        for (k, v) in &self.env {
+            env.insert(k.into(), v.into());
+        }
+        env.insert(marker.0.into(), marker.1.into());
+        env
+    }
+
     /// The process an `execute` request asks for, under `rules`.
     pub fn from_execute(params: &ExecuteParams, rules: &Rules) -> Result<Spec, SpecError> {
         Ok(Spec {
