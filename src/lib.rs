@@ -10,7 +10,7 @@
 //! | `protocol` | wire types: requests, notifications, error codes; the readiness line, the health body, the endpoint (a server's URLs) |
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
 //! | `shell` | what a shell command line runs (programs, `cd`, PATH) |
-//! | `process` | which requests may run, process groups, the parked launcher, output framing, reaping, tracking of escaped descendants |
+//! | `process` | which requests may run, process groups, clone3 into a cgroup, output framing, reaping, tracking of escaped descendants |
 //! | `guards` | who may open a session over HTTP: token, Origin, Host |
 //! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) and the doctor's MCP client |
 //! | `server` | the server process (`run`: bind, readiness line, signals), axum routes (`/ws/mcp`, `/ws`, `/mcp`, health and probes), sessions, drain |

@@ -12,13 +12,12 @@
 //! `admission` (which requests may run: strings, allowlist), `group`
 //! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
-//! reaping without stealing statuses), `launcher` (a process parked inside
-//! the next command's cgroup), `procfs` (every /proc read) and `resolve`
-//! (PATH lookups).
+//! reaping without stealing statuses), `clone3` (a shell born inside its
+//! cgroup), `procfs` (every /proc read) and `resolve` (PATH lookups).
 
 pub mod admission;
+pub mod clone3;
 pub mod group;
-pub mod launcher;
 pub mod lines;
 pub mod procfs;
 pub mod reaper;
@@ -27,7 +26,9 @@ pub mod spec;
 pub mod tracking;
 pub mod utf8;
 
+use std::ffi::OsStr;
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -39,6 +40,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
@@ -47,6 +49,7 @@ pub use resolve::{resolve_program, ResolveError};
 pub use spec::{Rules, Spec, SpecError};
 
 use crate::protocol::{Completed, CompletionStatus, Output, StreamKind};
+use clone3::Clone3Error;
 use lines::LineFramer;
 use tracking::Scope;
 
@@ -117,11 +120,7 @@ pub fn supervise_children() -> tracking::Mode {
         );
     }
     tokio::spawn(reaper::run());
-    let mode = tracking::init();
-    if mode == tracking::Mode::CgroupV2 {
-        launcher::enable();
-    }
-    mode
+    tracking::init()
 }
 
 impl Running {
@@ -173,12 +172,20 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
             return Err(SpawnError::BadCwd(dir.clone()));
         }
     }
-    let (mut child, scope) = match launcher::start(&spec) {
-        Some(launched) => launched,
-        None => spawn_direct(&spec)?,
+    let scope = Arc::new(Scope::new());
+    let started = match spawn_cloned(&spec, &scope) {
+        Some(started) => started,
+        None => spawn_direct(&spec, &scope),
     };
+    let mut child = started.map_err(|source| {
+        scope.release();
+        SpawnError::Shell {
+            shell: spec.shell.clone(),
+            source,
+        }
+    })?;
     let started = Instant::now();
-    let pid = child.id().unwrap_or_default();
+    let pid = child.pid;
     let group = Group(pid);
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -191,14 +198,8 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         group_gone: group_gone.clone(),
     };
     let pumps = [
-        child
-            .stdout
-            .take()
-            .map(|r| tokio::spawn(pump(StreamKind::Stdout).run(r))),
-        child
-            .stderr
-            .take()
-            .map(|r| tokio::spawn(pump(StreamKind::Stderr).run(r))),
+        tokio::spawn(pump(StreamKind::Stdout).run(child.stdout)),
+        tokio::spawn(pump(StreamKind::Stderr).run(child.stderr)),
     ];
 
     let (stop_tx, stop_rx) = watch::channel(None);
@@ -206,7 +207,7 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
     tokio::spawn(async move {
         let scope = command_scope;
         let (status, ending, stopping) =
-            supervise(&mut child, group, &spec, started, stop_rx).await;
+            supervise(&mut child.exit, group, &spec, started, stop_rx).await;
         reaper::unregister(pid);
         // The shell is gone; what it left behind ends too: members of its
         // group, and processes that escaped it (cgroup, or adopted orphans
@@ -220,14 +221,14 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         let escaped_stop = scope.stop(spec.kill_grace.min(LEFTOVER_GRACE));
         tokio::join!(group_stop, escaped_stop);
         let _ = group_gone_tx.send(true);
-        for pump in pumps.into_iter().flatten() {
+        for pump in pumps {
             let _ = pump.await;
         }
         let completed = completion(status, ending, pid, started.elapsed());
         let _ = events_tx.send(Event::Completed(completed)).await;
         // Every process of the command is gone: its cgroup goes back to
-        // the pool off the async threads, after the client has its answer.
-        tokio::task::spawn_blocking(move || scope.release());
+        // the pool (one small read), after the client has its answer.
+        scope.release();
     });
 
     Ok((
@@ -241,11 +242,97 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
     ))
 }
 
-/// Spawns the shell itself (no launcher parked): with a cgroup, a POSIX
+/// A command's shell, however it was started.
+struct Child {
+    pid: u32,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    exit: Exit,
+}
+
+/// How a shell's exit is awaited.
+enum Exit {
+    Pidfd(clone3::Pidfd),
+    Std(tokio::process::Child),
+}
+
+impl Exit {
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Exit::Pidfd(pidfd) => pidfd.wait().await,
+            Exit::Std(child) => child.wait().await,
+        }
+    }
+}
+
+/// Set once clone3 proved unavailable (kernel, seccomp): every later
+/// command goes straight to [`spawn_direct`].
+static CLONE3_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+/// Set once a refused clone3 has been logged.
+static CLONE3_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Starts the shell with clone3 (see `clone3`), born inside the command's
+/// cgroup when there is one. `None`: clone3 cannot start it here, use
+/// [`spawn_direct`].
+fn spawn_cloned(spec: &Spec, scope: &Scope) -> Option<std::io::Result<Child>> {
+    if CLONE3_UNAVAILABLE.load(Ordering::Relaxed) {
+        return None;
+    }
+    // A path is exec'd as it is (exec reports what is wrong with it); a
+    // bare name is looked up on PATH, as std::process would.
+    let program = match spec.shell.as_os_str().as_encoded_bytes().contains(&b'/') {
+        true => spec.shell.clone(),
+        false => match resolve_program(&spec.shell.to_string_lossy(), None) {
+            Ok(path) => path,
+            Err(e) => {
+                return Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    e.to_string(),
+                )))
+            }
+        },
+    };
+    let cgroup = scope.prepare().and_then(|_| scope.cgroup_fd());
+    let env = spec.environment(scope.marker());
+    let args = [OsStr::new("-c"), OsStr::new(&spec.command)];
+    let launch = clone3::Launch {
+        program: &program,
+        args: &args,
+        env: &env,
+        cwd: spec.cwd.as_deref(),
+        cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
+    };
+    let started = reaper::register_spawn(|| {
+        let started = clone3::spawn(&launch)?;
+        let pid = started.pid;
+        Ok::<_, Clone3Error>((started, pid))
+    });
+    match started {
+        Ok(s) => Some(Ok(Child {
+            pid: s.pid,
+            stdout: s.stdout,
+            stderr: s.stderr,
+            exit: Exit::Pidfd(s.exit),
+        })),
+        Err(Clone3Error::Spawn(e)) => Some(Err(e)),
+        Err(Clone3Error::Unsupported(e)) => {
+            CLONE3_UNAVAILABLE.store(true, Ordering::Relaxed);
+            tracing::info!("{e}: commands are started with posix_spawn");
+            None
+        }
+        Err(Clone3Error::Refused(e)) => {
+            if !CLONE3_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("clone3 refused a command ({e}); starting it with posix_spawn");
+            }
+            None
+        }
+    }
+}
+
+/// Spawns the shell with `std::process` (no clone3): with a cgroup, a POSIX
 /// shell moves itself into it before it runs anything of the command (see
 /// `tracking` for why, and for other shells).
-fn spawn_direct(spec: &Spec) -> Result<(tokio::process::Child, Arc<Scope>), SpawnError> {
-    let scope = Arc::new(Scope::new());
+fn spawn_direct(spec: &Spec, scope: &Scope) -> std::io::Result<Child> {
     let self_moving = tracking::is_posix_shell(&spec.shell);
     let command = match scope.prepare() {
         Some(dir) if self_moving => format!("{}{}", tracking::shell_prefix(&dir), spec.command),
@@ -263,23 +350,25 @@ fn spawn_direct(spec: &Spec) -> Result<(tokio::process::Child, Arc<Scope>), Spaw
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
-    let child = reaper::register_spawn(|| {
+    let mut child = reaper::register_spawn(|| {
         let child = cmd.spawn()?;
         let pid = child.id().unwrap_or_default();
-        Ok((child, pid))
-    })
-    .map_err(|source| {
-        scope.release();
-        SpawnError::Shell {
-            shell: spec.shell.clone(),
-            source,
-        }
+        Ok::<_, std::io::Error>((child, pid))
     })?;
+    let pid = child.id().unwrap_or_default();
     if !self_moving {
-        scope.enter(child.id().unwrap_or_default());
+        scope.enter(pid);
     }
-    launcher::started_directly();
-    Ok((child, scope))
+    let pipe = |fd: Option<std::io::Result<std::os::fd::OwnedFd>>| {
+        fd.unwrap_or_else(|| Err(std::io::Error::other("no pipe")))
+            .and_then(pipe::Receiver::from_owned_fd)
+    };
+    Ok(Child {
+        pid,
+        stdout: pipe(child.stdout.take().map(|s| s.into_owned_fd()))?,
+        stderr: pipe(child.stderr.take().map(|s| s.into_owned_fd()))?,
+        exit: Exit::Std(child),
+    })
 }
 
 /// Why ccx ended the process, if it did.
@@ -296,7 +385,7 @@ type Stopping = Pin<Box<dyn Future<Output = Stopped> + Send>>;
 /// [`Group::stop`] on the whole group. Returns a stop still in progress
 /// (members that outlive the leader are in its grace period).
 async fn supervise(
-    child: &mut tokio::process::Child,
+    child: &mut Exit,
     group: Group,
     spec: &Spec,
     started: Instant,

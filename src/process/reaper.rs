@@ -62,7 +62,7 @@ impl Drop for InFlight {
 
 /// Runs `spawn` and registers the pid it returns as owned (its exit status
 /// belongs to the caller). Holds no lock while spawning.
-pub fn register_spawn<T>(spawn: impl FnOnce() -> std::io::Result<(T, u32)>) -> std::io::Result<T> {
+pub fn register_spawn<T, E>(spawn: impl FnOnce() -> Result<(T, u32), E>) -> Result<T, E> {
     SPAWNING.fetch_add(1, Ordering::SeqCst);
     let _in_flight = InFlight;
     let (value, pid) = spawn()?;

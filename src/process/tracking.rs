@@ -15,28 +15,28 @@
 //!   parent died is re-parented to it; when the command ends, such adopted
 //!   orphans carrying the command's marker are ended too.
 //!
-//! Moving a command into its cgroup without a race: safe Rust cannot run
-//! code in the child between fork and exec, and a move done by the server
-//! after `spawn()` returns loses the race in practice (measured: `setsid
+//! Putting a command into its cgroup without a race: a move done by the
+//! server after the spawn loses the race in practice (measured: `setsid
 //! sleep & sleep` had forked both sleeps, outside the cgroup, before the
-//! server's write to `cgroup.procs` landed). So a command usually starts in
-//! a parked launcher that moved itself into its cgroup ahead of time (see
-//! `launcher`); without one, a POSIX shell (sh, dash,
-//! bash, zsh, ksh, ash, …) moves *itself* first: the command line becomes
-//! `{ echo $$ >'<cgroup>/cgroup.procs'; } 2>/dev/null; <command>`, all on
-//! the command's first line (error line numbers are unchanged). Everything
-//! the command starts is then born inside the cgroup. If that write fails
-//! the command still runs, tracked by its marker. For another CCX_SHELL the
-//! server moves the shell right after the spawn (best effort: children
-//! forked before the move are tracked by the marker only).
+//! server's write to `cgroup.procs` landed), and any move is slow (see
+//! `clone3`). So the shell is born inside its cgroup (`clone3` with
+//! `CLONE_INTO_CGROUP`). Where clone3 is refused (a seccomp filter), a
+//! POSIX shell (sh, dash, bash, zsh, ksh, ash, …) moves *itself* first: the
+//! command line becomes `{ echo $$ >'<cgroup>/cgroup.procs'; } 2>/dev/null;
+//! <command>`, all on the command's first line (error line numbers are
+//! unchanged), so everything the command starts is born inside the cgroup.
+//! If that write fails the command still runs, tracked by its marker. For
+//! another CCX_SHELL the server moves the shell right after the spawn (best
+//! effort: children forked before the move are tracked by the marker only).
 //!
 //! The marker alone misses a process that clears its environment (or
 //! whose environment cannot be read) and escapes its group; the cgroup
 //! misses nothing born inside it.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -70,7 +70,7 @@ struct Tracker {
     /// `<own cgroup>/ccx.<pid>`, when cgroups are in use.
     base: Option<PathBuf>,
     /// Empty command cgroups ready for reuse.
-    pool: Mutex<Vec<PathBuf>>,
+    pool: Mutex<Vec<CommandCgroup>>,
 }
 
 static TRACKER: OnceLock<Tracker> = OnceLock::new();
@@ -194,12 +194,27 @@ pub fn remove_all() {
     }
 }
 
+/// One command's cgroup: its directory, and the directory opened once for
+/// `clone3`'s `CLONE_INTO_CGROUP` (`None` if it could not be opened).
+#[derive(Debug, Clone)]
+struct CommandCgroup {
+    dir: PathBuf,
+    fd: Option<Arc<OwnedFd>>,
+}
+
+impl CommandCgroup {
+    fn new(dir: PathBuf) -> CommandCgroup {
+        let fd = open_dir(&dir).map(Arc::new);
+        CommandCgroup { dir, fd }
+    }
+}
+
 /// What ties one command's processes together.
 #[derive(Debug)]
 pub struct Scope {
     /// The marker's value, `<server pid>.<n>`.
     id: String,
-    cgroup: Mutex<Option<PathBuf>>,
+    cgroup: Mutex<Option<CommandCgroup>>,
 }
 
 impl Scope {
@@ -221,22 +236,32 @@ impl Scope {
         format!("{MARKER_VAR}={}", self.id)
     }
 
+    fn assigned(&self) -> std::sync::MutexGuard<'_, Option<CommandCgroup>> {
+        self.cgroup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn cgroup(&self) -> Option<PathBuf> {
-        self.cgroup
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.assigned().as_ref().map(|c| c.dir.clone())
+    }
+
+    /// The prepared cgroup's directory descriptor, for `CLONE_INTO_CGROUP`.
+    pub fn cgroup_fd(&self) -> Option<Arc<OwnedFd>> {
+        self.assigned().as_ref().and_then(|c| c.fd.clone())
     }
 
     /// Assigns the command an empty cgroup (reused, or created), when
-    /// cgroups are in use; returns its directory.
+    /// cgroups are in use; returns its directory (the same one when called
+    /// again).
     pub fn prepare(&self) -> Option<PathBuf> {
         let base = base()?;
-        let dir = take_from_pool().or_else(|| {
+        if let Some(dir) = self.cgroup() {
+            return Some(dir);
+        }
+        let cgroup = take_from_pool().or_else(|| {
             let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let dir = base.join(n.to_string());
             match std::fs::create_dir(&dir) {
-                Ok(()) => Some(dir),
+                Ok(()) => Some(CommandCgroup::new(dir)),
                 Err(e) => {
                     tracing::warn!(
                         "cannot create cgroup {}: {e}; tracking by marker only",
@@ -246,7 +271,8 @@ impl Scope {
                 }
             }
         })?;
-        *self.cgroup.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.clone());
+        let dir = cgroup.dir.clone();
+        *self.assigned() = Some(cgroup);
         Some(dir)
     }
 
@@ -333,9 +359,9 @@ impl Scope {
 
     /// Gives the cgroup back for reuse once the command is over (or removes it).
     pub fn release(&self) {
-        let taken = self.cgroup.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(dir) = taken {
-            give_back(dir);
+        let taken = self.assigned().take();
+        if let Some(cgroup) = taken {
+            give_back(cgroup);
         }
     }
 }
@@ -343,6 +369,26 @@ impl Scope {
 impl Default for Scope {
     fn default() -> Self {
         Scope::new()
+    }
+}
+
+/// A cgroup directory opened for `clone3`'s `CLONE_INTO_CGROUP`; `None`
+/// (tracking by marker only) if it cannot be opened.
+pub fn open_dir(dir: &Path) -> Option<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)
+    {
+        Ok(file) => Some(file.into()),
+        Err(e) => {
+            tracing::warn!(
+                "cannot open cgroup {}: {e}; tracking by marker only",
+                dir.display()
+            );
+            None
+        }
     }
 }
 
@@ -376,7 +422,7 @@ pub fn shell_prefix(dir: &Path) -> String {
     )
 }
 
-fn take_from_pool() -> Option<PathBuf> {
+fn take_from_pool() -> Option<CommandCgroup> {
     TRACKER
         .get()?
         .pool
@@ -386,26 +432,24 @@ fn take_from_pool() -> Option<PathBuf> {
 }
 
 /// Returns an empty cgroup to the pool; one still populated, or over the
-/// pool's size, is removed instead (or left for [`remove_all`]).
-fn give_back(dir: PathBuf) {
-    let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
-        .map(|s| s.trim().is_empty())
-        .unwrap_or(false);
-    let frozen = std::fs::read_to_string(dir.join("cgroup.freeze"))
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false);
-    if frozen {
-        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+/// pool's size, is removed instead (or left for [`remove_all`]). One read
+/// of `cgroup.events` says both whether it is empty and whether something
+/// froze it (a child born into a frozen cgroup would be frozen).
+fn give_back(cgroup: CommandCgroup) {
+    let events = std::fs::read_to_string(cgroup.dir.join("cgroup.events")).unwrap_or_default();
+    let empty = events.lines().any(|l| l == "populated 0");
+    if events.lines().any(|l| l == "frozen 1") {
+        let _ = std::fs::write(cgroup.dir.join("cgroup.freeze"), "0");
     }
     if let Some(tracker) = TRACKER.get() {
         let mut pool = tracker.pool.lock().unwrap_or_else(|p| p.into_inner());
         if empty && pool.len() < POOL_MAX {
-            pool.push(dir);
+            pool.push(cgroup);
             return;
         }
     }
     if empty {
-        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(&cgroup.dir);
     }
 }
 

@@ -206,29 +206,13 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Children of `pid` (any state, zombies included) but for its parked
-/// launcher: a `ccx __launch` process waiting for the next command
-/// (src/process/launcher.rs), which belongs to the server, not to a command.
+/// Children of `pid` (any state, zombies included).
 pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     all_pids()
         .into_iter()
         .filter(|&p| ppid(p) == Some(pid))
         .filter_map(|p| Some((p, state(p)?)))
-        .filter(|&(p, state)| state == 'Z' || !is_parked_launcher(p))
         .collect()
-}
-
-/// The live launchers parked by the server `pid`.
-pub fn launcher_pids(pid: u32) -> Vec<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&p| ppid(p) == Some(pid) && state(p) != Some('Z') && is_parked_launcher(p))
-        .collect()
-}
-
-fn is_parked_launcher(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"__launch".as_slice()))
 }
 
 /// The one-letter state of a process (R, S, T, Z, …).
@@ -272,12 +256,11 @@ pub fn ppid(pid: u32) -> Option<u32> {
     stat_field(pid, 3)?.parse().ok()
 }
 
-/// Live (non-zombie) descendants of `pid`, at any depth, but for parked
-/// launchers (they belong to the server, and end with it).
+/// Live (non-zombie) descendants of `pid`, at any depth.
 pub fn descendants(pid: u32) -> Vec<u32> {
     let parents: Vec<(u32, u32)> = all_pids()
         .into_iter()
-        .filter(|&p| state(p) != Some('Z') && !is_parked_launcher(p))
+        .filter(|&p| state(p) != Some('Z'))
         .filter_map(|p| Some((p, ppid(p)?)))
         .collect();
     let mut found = vec![pid];
