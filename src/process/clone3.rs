@@ -15,7 +15,8 @@
 //! only make raw system calls: everything it needs (paths, argv, envp,
 //! descriptors) is built here beforehand, and it reports a failed exec
 //! through shared memory. `CLONE_PIDFD` gives a descriptor that becomes
-//! readable when the child exits, which is how its status is awaited.
+//! readable when the child exits, which is how its status is awaited; the
+//! child's exit sends no SIGCHLD (its exit signal is 0).
 //!
 //! Only on x86_64 Linux; [`spawn`] says [`Clone3Error::Unsupported`]
 //! elsewhere, and when the kernel or a seccomp filter (Docker's default
@@ -131,7 +132,10 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
     let mut args = CloneArgs {
         flags,
         pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // No SIGCHLD: the pidfd says when the child exits, so its exit
+        // wakes neither a signal handler nor the orphan reaper, whose
+        // waitid(P_ALL) does not see such children (only __WALL does).
+        exit_signal: 0,
         stack: stack.as_mut_ptr() as u64,
         stack_size: stack.len() as u64,
         cgroup: launch.cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
@@ -158,7 +162,10 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
     let failed = context.error.load(Ordering::Acquire);
     if failed != 0 {
         // The child exited with 127 without running anything: reap it.
-        let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
+        let _ = waitid(
+            Id::PIDFd(pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::__WALL,
+        );
         return Err(Clone3Error::Spawn(io::Error::from_raw_os_error(failed)));
     }
     Ok(Started {
@@ -182,7 +189,7 @@ impl Pidfd {
             let mut ready = self.0.readable().await?;
             match waitid(
                 Id::PIDFd(self.0.get_ref().as_fd()),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::__WALL,
             ) {
                 Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::from_raw(code << 8)),
                 Ok(WaitStatus::Signaled(_, signal, core)) => {

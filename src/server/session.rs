@@ -1,9 +1,10 @@
 //! One WebSocket session: a reader loop that dispatches JSON-RPC requests
 //! (cc_executor's methods `execute`, `control`, `hook_status`, `pong`, and
-//! ccx's `server.info`) and sends cc_executor's `ping` heartbeat, a writer
-//! task that owns the socket's sending half (it writes every frame that is
-//! ready, then flushes once), and at most one running process whose events
-//! are forwarded through a bounded queue.
+//! ccx's `server.info`) and sends cc_executor's `ping` heartbeat, and a
+//! writer task that owns the socket's sending half (it writes every frame
+//! that is ready, then flushes once). At most one process runs; the writer
+//! takes its events straight from the process's bounded queue (no task in
+//! between: each hop between tasks is a wake-up on the path of every line).
 //!
 //! The session ends its process group when the client leaves, when keep-alive
 //! fails, and when the server shuts down (then it closes with 1001). When
@@ -18,8 +19,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::AppState;
@@ -36,8 +36,8 @@ use crate::protocol::{
 const OUTGOING_QUEUE: usize = 16;
 /// Most frames the writer hands to the socket before one flush.
 const WRITE_BATCH: usize = 64;
-/// Most process events the forwarder takes from the process at once.
-const FORWARD_BATCH: usize = 64;
+/// Most process events the writer takes from the process at once.
+const EVENT_BATCH: usize = 64;
 
 /// WebSocket close codes used by the server.
 pub mod close_code {
@@ -49,14 +49,28 @@ pub mod close_code {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
-/// The process a session is running, and the task forwarding its events.
+/// The process a session is running.
 struct Active {
     running: Running,
-    forwarder: JoinHandle<()>,
-    /// Set by the forwarder just before it queues `process.completed`: from
-    /// then on the session is free for the next `execute`, even if the
-    /// forwarder task has not returned yet.
+    /// Resolves once the writer has written `process.completed` (or is gone).
+    done: oneshot::Receiver<()>,
+    /// Set by the writer just before it writes `process.completed`: from
+    /// then on the session is free for the next `execute`.
     completed: Arc<AtomicBool>,
+}
+
+/// What the session hands to its writer.
+enum Outgoing {
+    Frame(Message),
+    /// The events of the process just started, to be written as they come
+    /// until its completion.
+    Follow(Follow),
+}
+
+struct Follow {
+    events: mpsc::Receiver<Event>,
+    completed: Arc<AtomicBool>,
+    done: oneshot::Sender<()>,
 }
 
 impl Active {
@@ -67,7 +81,7 @@ impl Active {
 
 struct Session {
     state: Arc<AppState>,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Outgoing>,
     active: Option<Active>,
 }
 
@@ -179,7 +193,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         active.running.stop(end, grace);
         if end == StopReason::Shutdown {
             // Let the client see process.completed before the close frame.
-            let _ = timeout(grace + Duration::from_millis(500), active.forwarder).await;
+            let _ = timeout(grace + Duration::from_millis(500), active.done).await;
         }
     }
     if end == StopReason::Shutdown {
@@ -194,11 +208,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     tracing::debug!(%session_id, "session closed");
 }
 
-/// Waits for the forwarder of the active process to end; never resolves when idle.
+/// Waits for the active process's completion to be written; never
+/// resolves when idle.
 async fn finished(active: &mut Option<Active>) {
     match active {
         Some(a) => {
-            let _ = (&mut a.forwarder).await;
+            let _ = (&mut a.done).await;
         }
         None => std::future::pending().await,
     }
@@ -248,26 +263,79 @@ fn clip_reason(reason: &str) -> String {
     reason[..end].to_string()
 }
 
-/// Sends every queued frame: all frames that are ready go to the socket
-/// together and are flushed once (many small lines must not cost one write
-/// each). A failed send, or frames the client has not taken within
-/// `stall_limit` (WS_PING_TIMEOUT: the client is dead or stuck), ends the
-/// writer, and with it the session.
+/// Sends every queued frame, and the events of the running process as they
+/// come: all frames that are ready go to the socket together and are
+/// flushed once (many small lines must not cost one write each). A failed
+/// send, or frames the client has not taken within `stall_limit`
+/// (WS_PING_TIMEOUT: the client is dead or stuck), ends the writer, and
+/// with it the session.
+///
+/// Order: `process.completed` is written only after every frame the
+/// session queued before it (a CANCEL's answer and `process.canceled` come
+/// first).
 async fn write_all(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
     stall_limit: Duration,
 ) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        let closing = batch.iter().any(|m| matches!(m, Message::Close(_)));
+    let mut queued = Vec::with_capacity(WRITE_BATCH);
+    let mut events = Vec::with_capacity(EVENT_BATCH);
+    let mut frames = Vec::with_capacity(WRITE_BATCH);
+    let mut follow: Option<Follow> = None;
+    let mut next_follow: Option<Follow> = None;
+    loop {
+        tokio::select! {
+            biased;
+            n = rx.recv_many(&mut queued, WRITE_BATCH) => if n == 0 { break },
+            n = next_events(&mut follow, &mut events) => if n == 0 {
+                // The process's queue closed without a completion.
+                follow = None;
+                continue;
+            },
+        }
+        for outgoing in queued.drain(..) {
+            match outgoing {
+                Outgoing::Frame(message) => frames.push(message),
+                Outgoing::Follow(next) => follow = Some(next),
+            }
+        }
+        let mut finished = false;
+        for event in events.drain(..) {
+            frames.push(Message::Text(event_json(event, &mut finished).into()));
+            if finished {
+                // Frames the session queued before the completion go
+                // before it; only then is the session free for the next
+                // `execute` (whose frames must come after).
+                let completion = frames.pop();
+                while let Ok(outgoing) = rx.try_recv() {
+                    match outgoing {
+                        Outgoing::Frame(message) => frames.push(message),
+                        Outgoing::Follow(next) => {
+                            next_follow = Some(next);
+                            break;
+                        }
+                    }
+                }
+                frames.extend(completion);
+                if let Some(f) = &follow {
+                    f.completed.store(true, Ordering::Release);
+                }
+                break;
+            }
+        }
+        let closing = frames.iter().any(|m| matches!(m, Message::Close(_)));
         let sent = timeout(stall_limit, async {
-            for message in batch.drain(..) {
+            for message in frames.drain(..) {
                 sink.feed(message).await?;
             }
             sink.flush().await
         })
         .await;
+        if finished {
+            if let Some(done) = std::mem::replace(&mut follow, next_follow.take()) {
+                let _ = done.done.send(());
+            }
+        }
         match sent {
             Ok(Ok(())) if !closing => {}
             Ok(Ok(())) => break,
@@ -284,12 +352,38 @@ async fn write_all(
     // Senders must learn at once that nobody writes any more; closing a
     // stuck socket may itself block, hence its own deadline.
     drop(rx);
+    drop(follow);
     let _ = timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+/// The next events of the followed process; never resolves without one.
+async fn next_events(follow: &mut Option<Follow>, events: &mut Vec<Event>) -> usize {
+    match follow {
+        Some(f) => f.events.recv_many(events, EVENT_BATCH).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One event as its frame; `finished` is set by the completion.
+fn event_json(event: Event, finished: &mut bool) -> String {
+    match event {
+        Event::Output(o) => notification_json(method::PROCESS_OUTPUT, &o),
+        Event::Completed(c) => {
+            *finished = true;
+            tracing::info!(
+                pid = c.pid,
+                status = c.status.as_str(),
+                exit_code = c.exit_code,
+                "completed"
+            );
+            notification_json(method::PROCESS_COMPLETED, &c)
+        }
+    }
 }
 
 impl Session {
     async fn send(&self, message: Message) {
-        let _ = self.out.send(message).await;
+        let _ = self.out.send(Outgoing::Frame(message)).await;
     }
 
     /// cc_executor's heartbeat: a `ping` notification with the time. Skipped
@@ -300,7 +394,9 @@ impl Session {
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
         let frame = notification_json(method::PING, &serde_json::json!({ "timestamp": now }));
-        let _ = self.out.try_send(Message::Text(frame.into()));
+        let _ = self
+            .out
+            .try_send(Outgoing::Frame(Message::Text(frame.into())));
     }
 
     async fn send_frame(&self, frame: Frame) {
@@ -408,10 +504,18 @@ impl Session {
         self.reply(request.id, &status).await;
         self.notify(method::PROCESS_STARTED, &status).await;
         let completed = Arc::new(AtomicBool::new(false));
-        let forwarder = tokio::spawn(forward(events, self.out.clone(), completed.clone()));
+        let (done_tx, done) = oneshot::channel();
+        let _ = self
+            .out
+            .send(Outgoing::Follow(Follow {
+                events,
+                completed: completed.clone(),
+                done: done_tx,
+            }))
+            .await;
         self.active = Some(Active {
             running,
-            forwarder,
+            done,
             completed,
         });
         Ok(())
@@ -547,35 +651,6 @@ fn notification_json(method: &str, params: &impl serde::Serialize) -> String {
         params,
     })
     .unwrap_or_default()
-}
-
-/// Forwards a process's events to the writer, in order, until completion.
-async fn forward(
-    mut events: mpsc::Receiver<Event>,
-    out: mpsc::Sender<Message>,
-    completed: Arc<AtomicBool>,
-) {
-    let mut batch = Vec::with_capacity(FORWARD_BATCH);
-    while events.recv_many(&mut batch, FORWARD_BATCH).await > 0 {
-        for event in batch.drain(..) {
-            let (text, last) = match event {
-                Event::Output(o) => (notification_json(method::PROCESS_OUTPUT, &o), false),
-                Event::Completed(c) => {
-                    completed.store(true, Ordering::Release);
-                    tracing::info!(
-                        pid = c.pid,
-                        status = c.status.as_str(),
-                        exit_code = c.exit_code,
-                        "completed"
-                    );
-                    (notification_json(method::PROCESS_COMPLETED, &c), true)
-                }
-            };
-            if out.send(Message::Text(text.into())).await.is_err() || last {
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
