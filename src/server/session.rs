@@ -501,18 +501,28 @@ impl Session {
             pgid: Some(running.pgid()),
         };
         tracing::info!(pid = running.pid, "started");
-        self.reply(request.id, &status).await;
-        self.notify(method::PROCESS_STARTED, &status).await;
+        // The answer, `process.started` and the process's events go to the
+        // writer together, so that the first two share one write.
+        let mut handed = Vec::with_capacity(3);
+        if let Some(id) = request.id {
+            handed.push(Outgoing::Frame(Message::Text(
+                response_json(&id, &status).into(),
+            )));
+        }
+        let started = Frame::notification(method::PROCESS_STARTED, &status).to_json();
+        handed.push(Outgoing::Frame(Message::Text(started.into())));
         let completed = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = oneshot::channel();
-        let _ = self
-            .out
-            .send(Outgoing::Follow(Follow {
-                events,
-                completed: completed.clone(),
-                done: done_tx,
-            }))
-            .await;
+        handed.push(Outgoing::Follow(Follow {
+            events,
+            completed: completed.clone(),
+            done: done_tx,
+        }));
+        if let Ok(permits) = self.out.reserve_many(handed.len()).await {
+            for (permit, outgoing) in permits.zip(handed) {
+                permit.send(outgoing);
+            }
+        }
         self.active = Some(Active {
             running,
             done,
