@@ -278,9 +278,10 @@ async fn write_all(
     mut rx: mpsc::Receiver<Outgoing>,
     stall_limit: Duration,
 ) {
-    let mut queued = Vec::with_capacity(WRITE_BATCH);
-    let mut events = Vec::with_capacity(EVENT_BATCH);
-    let mut frames = Vec::with_capacity(WRITE_BATCH);
+    // Empty until used: an idle session holds little (P5).
+    let mut queued = Vec::new();
+    let mut events = Vec::new();
+    let mut frames = Vec::new();
     let mut follow: Option<Follow> = None;
     let mut next_follow: Option<Follow> = None;
     loop {
