@@ -422,7 +422,13 @@ fn stress_direct_beside_a_real_server_both_succeed_in_one_table() {
         "25",
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
     let report = report(&out);
     assert!(report.passed);
     assert_eq!(report.targets.len(), 2);

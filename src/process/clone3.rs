@@ -113,6 +113,9 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
 
     let (out_r, out_w) = pipe_pair()?;
     let (err_r, err_w) = pipe_pair()?;
+    // Everything that can fail is done before the child exists.
+    let stdout = pipe::Receiver::from_owned_fd(out_r)?;
+    let stderr = pipe::Receiver::from_owned_fd(err_r)?;
     let null = dev_null()?;
 
     let context = ChildContext {
@@ -168,13 +171,30 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
         );
         return Err(Clone3Error::Spawn(io::Error::from_raw_os_error(failed)));
     }
+    // SAFETY: an OwnedFd keeps its descriptor open, unchanged, for as long
+    // as the AsyncFd owns it.
+    let exit = match unsafe { AsyncFd::register(pidfd) } {
+        Ok(exit) => Pidfd(exit),
+        Err(e) => {
+            // Cannot await it (the reactor refused the pidfd): end it now
+            // rather than leave a child nobody reaps.
+            let (pidfd, cause) = e.into_parts();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = waitid(
+                Id::PIDFd(pidfd.as_fd()),
+                WaitPidFlag::WEXITED | WaitPidFlag::__WALL,
+            );
+            return Err(Clone3Error::Spawn(cause));
+        }
+    };
     Ok(Started {
         pid,
-        stdout: pipe::Receiver::from_owned_fd(out_r)?,
-        stderr: pipe::Receiver::from_owned_fd(err_r)?,
-        // SAFETY: an OwnedFd keeps its descriptor open, unchanged, for as
-        // long as the AsyncFd owns it.
-        exit: Pidfd(unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?),
+        stdout,
+        stderr,
+        exit,
     })
 }
 
