@@ -453,8 +453,13 @@ fn stress_direct_beside_a_real_server_both_succeed_in_one_table() {
         "--requests",
         "5",
     ]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {table}",
+        stderr(&out)
+    );
     let header = table
         .lines()
         .find(|l| l.starts_with("target"))
