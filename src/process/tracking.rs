@@ -374,7 +374,7 @@ impl Default for Scope {
 
 /// A cgroup directory opened for `clone3`'s `CLONE_INTO_CGROUP`; `None`
 /// (tracking by marker only) if it cannot be opened.
-pub fn open_dir(dir: &Path) -> Option<OwnedFd> {
+fn open_dir(dir: &Path) -> Option<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
         .read(true)

@@ -400,19 +400,14 @@ impl Session {
             .try_send(Outgoing::Frame(Message::Text(frame.into())));
     }
 
-    async fn send_frame(&self, frame: Frame) {
-        self.send(Message::Text(frame.to_json().into())).await;
-    }
-
     async fn notify(&self, method: &str, params: impl serde::Serialize) {
-        self.send_frame(Frame::notification(method, params)).await;
+        self.send(notification(method, params)).await;
     }
 
     /// Answers a request; requests without an id (notifications) get no result.
     async fn reply(&self, id: Option<RawId>, result: impl serde::Serialize) {
-        if let Some(id) = id {
-            self.send(Message::Text(response_json(&id, result).into()))
-                .await;
+        if let Some(message) = response(id, result) {
+            self.send(message).await;
         }
     }
 
@@ -504,14 +499,11 @@ impl Session {
         tracing::info!(pid = running.pid, "started");
         // The answer, `process.started` and the process's events go to the
         // writer together, so that the first two share one write.
-        let mut handed = Vec::with_capacity(3);
-        if let Some(id) = request.id {
-            handed.push(Outgoing::Frame(Message::Text(
-                response_json(&id, &status).into(),
-            )));
-        }
-        let started = Frame::notification(method::PROCESS_STARTED, &status).to_json();
-        handed.push(Outgoing::Frame(Message::Text(started.into())));
+        let mut handed: Vec<Outgoing> = response(request.id, &status)
+            .into_iter()
+            .chain([notification(method::PROCESS_STARTED, &status)])
+            .map(Outgoing::Frame)
+            .collect();
         let completed = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = oneshot::channel();
         handed.push(Outgoing::Follow(Follow {
@@ -645,6 +637,16 @@ fn hook_status() -> Value {
         "enabled": false,
         "message": "ccx runs no hooks",
     })
+}
+
+/// A notification frame.
+fn notification(method: &str, params: impl serde::Serialize) -> Message {
+    Message::Text(Frame::notification(method, params).to_json().into())
+}
+
+/// The answer to a request; none for a notification (it has no id).
+fn response(id: Option<RawId>, result: impl serde::Serialize) -> Option<Message> {
+    id.map(|id| Message::Text(response_json(&id, result).into()))
 }
 
 /// A notification serialized straight from its parameters (no intermediate
