@@ -26,9 +26,9 @@ use super::AppState;
 use crate::process::admission::{check_allowed, check_strings};
 use crate::process::{self, Event, Running, SpawnError, StopReason};
 use crate::protocol::{
-    error_json, method, parse_request, response_json, Connected, ControlParams, ControlResult,
-    ErrorCode, ExecuteParams, Frame, InfoParams, ProcessStatus, RawId, Request, RpcError,
-    CAPABILITIES,
+    error_json, method, parse_request, response_json, Completed, Connected, ControlParams,
+    ControlResult, ErrorCode, ExecuteParams, Frame, InfoParams, ProcessStatus, RawId, Request,
+    RpcError, CAPABILITIES,
 };
 
 /// Frames queued for the writer; with output chunks of up to 64 KiB this
@@ -62,12 +62,15 @@ struct Active {
 /// What the session hands to its writer.
 enum Outgoing {
     Frame(Message),
-    /// The events of the process just started, to be written as they come
-    /// until its completion.
+    /// The process just started: the frames that announce it, then its
+    /// events as they come until its completion.
     Follow(Follow),
 }
 
 struct Follow {
+    /// The `execute` answer and `process.started`: one hand-over, so they
+    /// always share one write.
+    announce: Vec<Message>,
     events: mpsc::Receiver<Event>,
     completed: Arc<AtomicBool>,
     done: oneshot::Sender<()>,
@@ -297,13 +300,16 @@ async fn write_all(
         for outgoing in queued.drain(..) {
             match outgoing {
                 Outgoing::Frame(message) => frames.push(message),
-                Outgoing::Follow(next) => follow = Some(next),
+                Outgoing::Follow(mut next) => {
+                    frames.append(&mut next.announce);
+                    follow = Some(next);
+                }
             }
         }
-        let mut finished = false;
+        let mut finished = None;
         for event in events.drain(..) {
             frames.push(Message::Text(event_json(event, &mut finished).into()));
-            if finished {
+            if finished.is_some() {
                 // Frames the session queued before the completion go
                 // before it; only then is the session free for the next
                 // `execute` (whose frames must come after).
@@ -318,6 +324,9 @@ async fn write_all(
                     }
                 }
                 frames.extend(completion);
+                if let Some(next) = &mut next_follow {
+                    frames.append(&mut next.announce);
+                }
                 if let Some(f) = &follow {
                     f.completed.store(true, Ordering::Release);
                 }
@@ -332,7 +341,8 @@ async fn write_all(
             sink.flush().await
         })
         .await;
-        if finished {
+        if let Some(completed) = &finished {
+            log_completion(completed);
             if let Some(done) = std::mem::replace(&mut follow, next_follow.take()) {
                 let _ = done.done.send(());
             }
@@ -365,21 +375,26 @@ async fn next_events(follow: &mut Option<Follow>, events: &mut Vec<Event>) -> us
     }
 }
 
-/// One event as its frame; `finished` is set by the completion.
-fn event_json(event: Event, finished: &mut bool) -> String {
+/// One event as its frame; `finished` takes the completion (logged once
+/// its frame is written: the log line is not on the client's path).
+fn event_json(event: Event, finished: &mut Option<Completed>) -> String {
     match event {
         Event::Output(o) => notification_json(method::PROCESS_OUTPUT, &o),
         Event::Completed(c) => {
-            *finished = true;
-            tracing::info!(
-                pid = c.pid,
-                status = c.status.as_str(),
-                exit_code = c.exit_code,
-                "completed"
-            );
-            notification_json(method::PROCESS_COMPLETED, &c)
+            let frame = notification_json(method::PROCESS_COMPLETED, &c);
+            *finished = Some(c);
+            frame
         }
     }
+}
+
+fn log_completion(c: &Completed) {
+    tracing::info!(
+        pid = c.pid,
+        status = c.status.as_str(),
+        exit_code = c.exit_code,
+        "completed"
+    );
 }
 
 impl Session {
@@ -499,23 +514,19 @@ impl Session {
         tracing::info!(pid = running.pid, "started");
         // The answer, `process.started` and the process's events go to the
         // writer together, so that the first two share one write.
-        let mut handed: Vec<Outgoing> = response(request.id, &status)
+        let announce = response(request.id, &status)
             .into_iter()
             .chain([notification(method::PROCESS_STARTED, &status)])
-            .map(Outgoing::Frame)
             .collect();
         let completed = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = oneshot::channel();
-        handed.push(Outgoing::Follow(Follow {
+        let follow = Follow {
+            announce,
             events,
             completed: completed.clone(),
             done: done_tx,
-        }));
-        if let Ok(permits) = self.out.reserve_many(handed.len()).await {
-            for (permit, outgoing) in permits.zip(handed) {
-                permit.send(outgoing);
-            }
-        }
+        };
+        let _ = self.out.send(Outgoing::Follow(follow)).await;
         self.active = Some(Active {
             running,
             done,
