@@ -15,16 +15,17 @@
 //! only make raw system calls: everything it needs (paths, argv, envp,
 //! descriptors) is built here beforehand, and it reports a failed exec
 //! through shared memory. `CLONE_PIDFD` gives a descriptor that becomes
-//! readable when the child exits, which is how its status is awaited; the
-//! child's exit sends no SIGCHLD (its exit signal is 0).
+//! readable when the child exits, which is how its status is awaited.
+//! (Its exit signal of 0 lasts only until exec, which resets it to
+//! SIGCHLD: see `sigchld` for how the server keeps that signal cheap.)
 //!
 //! Only on x86_64 Linux; [`spawn`] says [`Clone3Error::Unsupported`]
 //! elsewhere, and when the kernel or a seccomp filter (Docker's default
 //! profile answers ENOSYS) refuses clone3: the caller then uses
 //! `std::process`.
 //!
-//! This is the crate's one module with `unsafe` code: the system call, the
-//! child's code, and taking ownership of the pidfd.
+//! This is one of the crate's two modules with `unsafe` code: the system call, the
+//! child's code, and taking ownership of the pidfd (with `sigchld`).
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -46,6 +47,11 @@ use tokio::net::unix::pipe;
 
 /// The child's stack until it execs: a few frames of raw system calls.
 const CHILD_STACK: usize = 64 * 1024;
+
+thread_local! {
+    /// The stack this thread's children run on until they exec.
+    static CHILD_STACKS: std::cell::Cell<Option<Box<[u8]>>> = const { std::cell::Cell::new(None) };
+}
 
 /// What the shell is started with.
 pub struct Launch<'a> {
@@ -93,29 +99,22 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
         )));
     }
     let program = c_string(launch.program.as_os_str())?;
-    let mut argv_owned = vec![program.clone()];
+    let mut args = StringBlock::default();
+    args.push(&[program.as_bytes()])?;
     for arg in launch.args {
-        argv_owned.push(c_string(arg)?);
+        args.push(&[arg.as_bytes()])?;
     }
-    let env_owned = launch
-        .env
-        .iter()
-        .map(|(k, v)| {
-            let mut entry = k.clone();
-            entry.push("=");
-            entry.push(v);
-            c_string(&entry)
-        })
-        .collect::<io::Result<Vec<_>>>()?;
+    let mut env = StringBlock::default();
+    for (k, v) in launch.env {
+        env.push(&[k.as_bytes(), b"=", v.as_bytes()])?;
+    }
     let cwd = launch.cwd.map(|d| c_string(d.as_os_str())).transpose()?;
-    let argv = null_terminated(&argv_owned);
-    let envp = null_terminated(&env_owned);
+    let argv = args.pointers();
+    let envp = env.pointers();
 
-    let (out_r, out_w) = pipe_pair()?;
-    let (err_r, err_w) = pipe_pair()?;
+    let (stdout, out_w) = pipe_pair()?;
+    let (stderr, err_w) = pipe_pair()?;
     // Everything that can fail is done before the child exists.
-    let stdout = pipe::Receiver::from_owned_fd(out_r)?;
-    let stderr = pipe::Receiver::from_owned_fd(err_r)?;
     let null = dev_null()?;
 
     let context = ChildContext {
@@ -126,18 +125,25 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
         stdio: [null, out_w.as_raw_fd(), err_w.as_raw_fd()],
         error: AtomicI32::new(0),
     };
-    let mut stack = vec![0u8; CHILD_STACK].into_boxed_slice();
+    // This thread's child stack, reused: the thread is suspended while a
+    // child runs on it (CLONE_VFORK), so one per thread is enough, and no
+    // command pays for a fresh zeroed 64 KiB.
+    let mut stack = CHILD_STACKS
+        .take()
+        .unwrap_or_else(|| vec![0u8; CHILD_STACK].into_boxed_slice());
     let mut pidfd: RawFd = -1;
     let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64;
     if launch.cgroup.is_some() {
         flags |= CLONE_INTO_CGROUP;
     }
-    let mut args = CloneArgs {
+    let mut clone_args = CloneArgs {
         flags,
         pidfd: &mut pidfd as *mut RawFd as u64,
-        // No SIGCHLD: the pidfd says when the child exits, so its exit
-        // wakes neither a signal handler nor the orphan reaper, whose
-        // waitid(P_ALL) does not see such children (only __WALL does).
+        // No exit signal while the child is ours: a child whose exec failed
+        // exits unseen by the orphan reaper (waitid(P_ALL) sees such a
+        // child only with __WALL). exec resets it to SIGCHLD, so a command
+        // does send SIGCHLD when it exits (see `sigchld`); its status is
+        // awaited on the pidfd.
         exit_signal: 0,
         stack: stack.as_mut_ptr() as u64,
         stack_size: stack.len() as u64,
@@ -145,12 +151,13 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
         ..CloneArgs::default()
     };
     let ret = with_signals_blocked(|| {
-        // SAFETY: `args` describes a stack of our own that outlives the
+        // SAFETY: `clone_args` describes a stack of our own that outlives the
         // child's use of it (CLONE_VFORK: this thread is suspended until the
         // child execs or exits), and `child_main` only reads `context` and
         // makes raw system calls.
-        unsafe { clone3_vfork(&mut args, &context) }
+        unsafe { clone3_vfork(&mut clone_args, &context) }
     });
+    CHILD_STACKS.set(Some(stack));
     drop((out_w, err_w));
     if ret < 0 {
         let error = io::Error::from_raw_os_error((-ret) as i32);
@@ -359,19 +366,75 @@ fn c_string(s: &OsStr) -> io::Result<CString> {
     })
 }
 
-fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
+/// NUL-terminated strings in one buffer (argv or envp): two allocations
+/// however many strings, where a `CString` each cost one.
+#[derive(Default)]
+struct StringBlock {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl StringBlock {
+    /// Appends one string made of `parts`; none may contain a NUL byte.
+    fn push(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        if let Some(part) = parts.iter().find(|p| p.contains(&0)) {
+            let s = OsStr::from_bytes(part);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{s:?} contains a NUL byte"),
+            ));
+        }
+        self.starts.push(self.bytes.len());
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
+        self.bytes.push(0);
+        Ok(())
+    }
+
+    /// The null-terminated pointer array execve takes; it borrows the
+    /// block, which must not change while the pointers are in use.
+    fn pointers(&self) -> Pointers<'_> {
+        let base = self.bytes.as_ptr();
+        Pointers {
+            // SAFETY: every start is an offset inside `bytes`.
+            array: self
+                .starts
+                .iter()
+                .map(|&s| unsafe { base.add(s) }.cast::<libc::c_char>())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect(),
+            _block: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Pointers into a [`StringBlock`], which outlives them.
+struct Pointers<'a> {
+    array: Vec<*const libc::c_char>,
+    _block: std::marker::PhantomData<&'a StringBlock>,
+}
+
+impl Pointers<'_> {
+    fn as_ptr(&self) -> *const *const libc::c_char {
+        self.array.as_ptr()
+    }
 }
 
 /// A close-on-exec pipe whose ends are both above fd 2 (the child dup2s
-/// onto 0, 1 and 2 in order and must not clobber a source).
-fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+/// onto 0, 1 and 2 in order and must not clobber a source): the read end
+/// non-blocking in the reactor, the write end, for the child, blocking.
+fn pipe_pair() -> io::Result<(pipe::Receiver, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    Ok((above_stdio(r)?, above_stdio(w)?))
+    let (r, w) = (above_stdio(r)?, above_stdio(w)?);
+    // A new pipe's read end has no status flag set: one F_SETFL, no
+    // F_GETFL, and no fstat to prove it is a pipe (tokio's checked
+    // constructor does both).
+    nix::fcntl::fcntl(
+        r.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+    )?;
+    Ok((pipe::Receiver::from_owned_fd_unchecked(r)?, w))
 }
 
 /// /dev/null, opened once for every child's stdin.

@@ -7,7 +7,10 @@
 //! [`all_pids`] and [`socket_holders`] walk the whole host; they are for
 //! one-shot diagnostics (`stop`, the doctor), never for a command's path.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// The fields of /proc/PID/stat that ccx uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,14 +103,34 @@ pub fn own_children() -> Vec<u32> {
 /// first live thread, the main one while it lives). One read: cheap
 /// enough for every command's end.
 pub fn main_thread_children() -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_to_string(format!("/proc/self/task/{me}/children"))
+    static CHILDREN: OnceLock<Option<File>> = OnceLock::new();
+    let file = CHILDREN.get_or_init(|| {
+        File::open(format!("/proc/self/task/{}/children", std::process::id())).ok()
+    });
+    file.as_ref()
+        .and_then(|f| reread(f).ok())
         .map(|list| {
             list.split_whitespace()
                 .filter_map(|p| p.parse().ok())
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A /proc or sysfs file kept open, read again from its start: the kernel
+/// renders it anew for a read at offset 0 (one system call instead of an
+/// open, a read and a close).
+pub fn reread(file: &File) -> std::io::Result<String> {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut buf, text.len() as u64)?;
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(text).map_err(std::io::Error::other)
 }
 
 /// Every pid on the host. A full walk: diagnostics only.

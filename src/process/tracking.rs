@@ -220,9 +220,10 @@ pub struct Scope {
 impl Scope {
     /// A new scope; its cgroup (if any) is assigned by [`Scope::enter`].
     pub fn new() -> Scope {
+        static SERVER_PID: OnceLock<u32> = OnceLock::new();
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Scope {
-            id: format!("{}.{n}", std::process::id()),
+            id: format!("{}.{n}", SERVER_PID.get_or_init(std::process::id)),
             cgroup: Mutex::new(None),
         }
     }
