@@ -21,8 +21,6 @@ fn exec(command: &str) -> ExecuteParams {
     ExecuteParams::command(command)
 }
 
-/// A number unique to this run, so that test processes can be found by
-/// their command line without matching anyone else's.
 /// A tag no other test of this run uses (tests run side by side and look
 /// for their own processes by it).
 fn unique() -> String {
@@ -34,7 +32,7 @@ fn unique() -> String {
     )
 }
 
-/// Children of `pid` (any state), from /proc.
+/// How long until the next `process.completed`, if it comes within `limit`.
 async fn completed_within(client: &mut Client, limit: Duration) -> Option<Duration> {
     let began = Instant::now();
     let waited = tokio::time::timeout(limit, async {
@@ -74,6 +72,54 @@ async fn a_grandchild_left_behind_is_ended_and_reaped_without_a_zombie() {
             .is_empty()),
         "children of the server (zombies?): {:?}",
         children_of(server.pid())
+    );
+}
+
+/// An orphan that exits while its command still runs is reaped at once
+/// (SIGCHLD, read from a signalfd: the server blocks the signal in every
+/// thread), not at the next periodic pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_orphan_that_exits_while_its_command_runs_is_reaped_at_once() {
+    let server = TestServer::start();
+    for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        // SIGCHLD is signal 17: bit 16.
+        assert_ne!(blocked & (1 << 16), 0, "SIGCHLD not blocked: {status}");
+    }
+    let mut client = server.client().await;
+    let tag = unique();
+    // The subshell exits at once; its sleep, re-parented to the server,
+    // exits 0.2 s later, while the command still runs for 3 s.
+    client
+        .execute(&exec(&format!("(sleep 0.2{tag} &); sleep 3.{tag}")))
+        .await
+        .unwrap();
+    let zombies = || {
+        children_of(server.pid())
+            .into_iter()
+            .filter(|&(_, state)| state == 'Z')
+            .count()
+    };
+    let orphan_exited = Instant::now() + Duration::from_millis(300);
+    let mut worst = 0;
+    while Instant::now() < orphan_exited + Duration::from_millis(900) {
+        if Instant::now() > orphan_exited + Duration::from_millis(100) {
+            worst = worst.max(zombies());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.control(ControlType::Cancel).await.unwrap();
+    assert!(completed_within(&mut client, Duration::from_secs(5))
+        .await
+        .is_some());
+    assert_eq!(
+        worst, 0,
+        "a zombie child of the server outlived its exit by 100 ms or more"
     );
 }
 

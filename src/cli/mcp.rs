@@ -21,6 +21,8 @@ pub fn run(_args: McpArgs, color: ColorChoice) -> Result<Exit, CliError> {
     for warning in startup_warnings(&env, &config) {
         tracing::warn!("{warning}");
     }
+    // Before any thread exists, so that all inherit it (process::sigchld).
+    crate::process::sigchld::block();
     let runtime = runtime()?;
     let served = runtime.block_on(serve(config));
     // tokio reads stdin in a blocking thread that only EOF ends: after a

@@ -71,6 +71,8 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
         }
         return background(&args, config);
     }
+    // Before any thread exists, so that all inherit it (process::sigchld).
+    crate::process::sigchld::block();
     init_logging(color);
     for warning in warnings {
         tracing::warn!("{warning}");

@@ -109,6 +109,10 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     );
     let settings = plan.settings(detail, args.min_success);
 
+    if args.direct {
+        // Before any thread exists, so that all inherit it (process::sigchld).
+        crate::process::sigchld::block();
+    }
     let runtime = runtime()?;
     if args.direct {
         // As the server does: escaped descendants are tracked, re-parented

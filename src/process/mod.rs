@@ -12,8 +12,9 @@
 //! `admission` (which requests may run: strings, allowlist), `group`
 //! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
-//! reaping without stealing statuses), `clone3` (a shell born inside its
-//! cgroup), `procfs` (every /proc read) and `resolve` (PATH lookups).
+//! reaping without stealing statuses), `sigchld` (how the reaper hears
+//! SIGCHLD), `clone3` (a shell born inside its cgroup), `procfs` (every
+//! /proc read) and `resolve` (PATH lookups).
 
 pub mod admission;
 pub mod clone3;
@@ -22,6 +23,7 @@ pub mod lines;
 pub mod procfs;
 pub mod reaper;
 pub mod resolve;
+pub mod sigchld;
 pub mod spec;
 pub mod tracking;
 pub mod utf8;
@@ -189,41 +191,43 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
     let group = Group(pid);
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let (group_gone_tx, group_gone) = watch::channel(false);
-    let budget = Arc::new(OutputBudget::new(spec.max_output));
-    let pump = |stream| Pump {
-        stream,
-        events: events_tx.clone(),
-        budget: budget.clone(),
-        group_gone: group_gone.clone(),
-    };
-    let pumps = [
-        tokio::spawn(pump(StreamKind::Stdout).run(child.stdout)),
-        tokio::spawn(pump(StreamKind::Stderr).run(child.stderr)),
-    ];
-
     let (stop_tx, stop_rx) = watch::channel(None);
     let command_scope = scope.clone();
+    // One task per command: its two pipes and its supervision are polled
+    // together (each task more is a wake-up, often on another thread, on
+    // the path of every command).
     tokio::spawn(async move {
         let scope = command_scope;
-        let (status, ending, stopping) =
-            supervise(&mut child.exit, group, &spec, started, stop_rx).await;
-        reaper::unregister(pid);
-        // The shell is gone; what it left behind ends too: members of its
-        // group, and processes that escaped it (cgroup, or adopted orphans
-        // carrying its marker).
-        let group_stop = async {
-            match stopping {
-                Some(stop) => stop.await,
-                None => group.stop(spec.kill_grace.min(LEFTOVER_GRACE)).await,
-            }
+        let (group_gone_tx, group_gone) = watch::channel(false);
+        let budget = Arc::new(OutputBudget::new(spec.max_output));
+        let pump = |stream| Pump {
+            stream,
+            events: events_tx.clone(),
+            budget: budget.clone(),
+            group_gone: group_gone.clone(),
         };
-        let escaped_stop = scope.stop(spec.kill_grace.min(LEFTOVER_GRACE));
-        tokio::join!(group_stop, escaped_stop);
-        let _ = group_gone_tx.send(true);
-        for pump in pumps {
-            let _ = pump.await;
-        }
+        let stdout = pump(StreamKind::Stdout).run(child.stdout);
+        let stderr = pump(StreamKind::Stderr).run(child.stderr);
+        let supervision = async {
+            let (status, ending, stopping) =
+                supervise(&mut child.exit, group, &spec, started, stop_rx).await;
+            reaper::unregister(pid);
+            // The shell is gone; what it left behind ends too: members of
+            // its group, and processes that escaped it (cgroup, or adopted
+            // orphans carrying its marker).
+            let group_stop = async {
+                match stopping {
+                    Some(stop) => stop.await,
+                    None => group.stop(spec.kill_grace.min(LEFTOVER_GRACE)).await,
+                }
+            };
+            let escaped_stop = scope.stop(spec.kill_grace.min(LEFTOVER_GRACE));
+            tokio::join!(group_stop, escaped_stop);
+            // From now on a pipe that stays silent is held by an escapee.
+            let _ = group_gone_tx.send(true);
+            (status, ending)
+        };
+        let ((), (), (status, ending)) = tokio::join!(stdout, stderr, supervision);
         let completed = completion(status, ending, pid, started.elapsed());
         let _ = events_tx.send(Event::Completed(completed)).await;
         // Every process of the command is gone: its cgroup goes back to

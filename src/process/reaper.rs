@@ -24,7 +24,6 @@ use std::time::Duration;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::procfs;
 
@@ -40,6 +39,11 @@ static SPAWNING: AtomicUsize = AtomicUsize::new(0);
 const RETRY: Duration = Duration::from_millis(20);
 /// A pass runs at least this often, whatever the signals say.
 const TICK: Duration = Duration::from_secs(2);
+/// How long a pass waits after SIGCHLD. Most SIGCHLDs are a command's own
+/// shell exiting, which its supervisor reaps at once: a pass right away
+/// would find that zombie owned, and would run on the command's completion
+/// path, then again [`RETRY`] later. Orphans are reaped a few ms later.
+const SETTLE: Duration = Duration::from_millis(5);
 
 fn owned() -> MutexGuard<'static, Option<HashMap<u32, u32>>> {
     OWNED
@@ -92,31 +96,15 @@ pub fn become_subreaper() -> std::io::Result<()> {
 
 /// Reaps zombies re-parented to us, on every SIGCHLD and every few seconds.
 pub async fn run() {
-    let mut sigchld = match signal(SignalKind::child()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("cannot watch SIGCHLD ({e}); reaping orphans every 2 s only");
-            None
-        }
-    };
+    let mut sigchld = super::sigchld::Sigchld::listen();
     let mut tick = tokio::time::interval(TICK);
     let mut retry = false;
     loop {
         let soon = tokio::time::sleep(RETRY);
-        match sigchld.as_mut() {
-            Some(s) => {
-                tokio::select! {
-                    _ = s.recv() => {}
-                    _ = tick.tick() => {}
-                    _ = soon, if retry => {}
-                }
-            }
-            None => {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = soon, if retry => {}
-                }
-            }
+        tokio::select! {
+            _ = sigchld.recv() => tokio::time::sleep(SETTLE).await,
+            _ = tick.tick() => {}
+            _ = soon, if retry => {}
         }
         retry = reap_orphans() == Pass::Blocked;
     }
