@@ -24,8 +24,8 @@
 //! profile answers ENOSYS) refuses clone3: the caller then uses
 //! `std::process`.
 //!
-//! This is one of the crate's two modules with `unsafe` code: the system call, the
-//! child's code, and taking ownership of the pidfd (with `sigchld`).
+//! One of the crate's two modules with `unsafe` code (with `sigchld`): the
+//! system call, the child's code, and taking ownership of the pidfd.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -395,13 +395,11 @@ impl StringBlock {
     /// The null-terminated pointer array execve takes; it borrows the
     /// block, which must not change while the pointers are in use.
     fn pointers(&self) -> Pointers<'_> {
-        let base = self.bytes.as_ptr();
         Pointers {
-            // SAFETY: every start is an offset inside `bytes`.
             array: self
                 .starts
                 .iter()
-                .map(|&s| unsafe { base.add(s) }.cast::<libc::c_char>())
+                .map(|&s| self.bytes[s..].as_ptr().cast::<libc::c_char>())
                 .chain(std::iter::once(std::ptr::null()))
                 .collect(),
             _block: std::marker::PhantomData,

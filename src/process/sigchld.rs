@@ -11,9 +11,8 @@
 //! shell's pidfd and pipes. Where SIGCHLD is not blocked (tests that run a
 //! server inside their own runtime), tokio's handler is used as before.
 //!
-//! With `sigchld` (clone3 being the other), one of the crate's two modules
-//! with `unsafe` code: probing `pidfd_open`, and handing the signalfd to
-//! the reactor.
+//! One of the crate's two modules with `unsafe` code (with `clone3`):
+//! probing `pidfd_open`, and handing the signalfd to the reactor.
 #![allow(unsafe_code)]
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
