@@ -511,7 +511,6 @@ impl Session {
             pid: running.pid,
             pgid: Some(running.pgid()),
         };
-        tracing::info!(pid = running.pid, "started");
         // The answer, `process.started` and the process's events go to the
         // writer together, so that the first two share one write.
         let announce = response(request.id, &status)
@@ -527,6 +526,8 @@ impl Session {
             done: done_tx,
         };
         let _ = self.out.send(Outgoing::Follow(follow)).await;
+        // Logged once the writer has the answer (not on the client's path).
+        tracing::info!(pid = running.pid, "started");
         self.active = Some(Active {
             running,
             done,
