@@ -358,12 +358,15 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 }
 
 fn c_string(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{s:?} contains a NUL byte"),
-        )
-    })
+    CString::new(s.as_bytes()).map_err(|_| contains_nul(s))
+}
+
+/// Why a string cannot go to exec.
+fn contains_nul(s: &OsStr) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{s:?} contains a NUL byte"),
+    )
 }
 
 /// NUL-terminated strings in one buffer (argv or envp): two allocations
@@ -378,11 +381,7 @@ impl StringBlock {
     /// Appends one string made of `parts`; none may contain a NUL byte.
     fn push(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         if let Some(part) = parts.iter().find(|p| p.contains(&0)) {
-            let s = OsStr::from_bytes(part);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{s:?} contains a NUL byte"),
-            ));
+            return Err(contains_nul(OsStr::from_bytes(part)));
         }
         self.starts.push(self.bytes.len());
         for part in parts {

@@ -120,7 +120,7 @@ pub fn main_thread_children() -> Vec<u32> {
 /// A /proc or sysfs file kept open, read again from its start: the kernel
 /// renders it anew for a read at offset 0 (one system call instead of an
 /// open, a read and a close).
-pub fn reread(file: &File) -> std::io::Result<String> {
+fn reread(file: &File) -> std::io::Result<String> {
     let mut text = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

@@ -34,9 +34,7 @@ pub fn block() -> bool {
     if !pidfd_open_works() {
         return false;
     }
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGCHLD);
-    set.thread_block().is_ok()
+    only_sigchld().thread_block().is_ok()
 }
 
 /// Whether `pidfd_open(2)` works here: tokio then awaits its children on
@@ -113,10 +111,15 @@ impl Sigchld {
 }
 
 fn signal_fd() -> std::io::Result<AsyncFd<SignalFd>> {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGCHLD);
-    let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let flags = SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC;
+    let fd = SignalFd::with_flags(&only_sigchld(), flags)?;
     // SAFETY: a SignalFd owns its descriptor and keeps it open, unchanged,
     // for as long as the AsyncFd owns the SignalFd.
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+fn only_sigchld() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set
 }
