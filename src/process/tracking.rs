@@ -33,9 +33,10 @@
 //! whose environment cannot be read) and escapes its group; the cgroup
 //! misses nothing born inside it.
 
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -207,6 +208,56 @@ impl CommandCgroup {
         let fd = open_dir(&dir).map(Arc::new);
         CommandCgroup { dir, fd }
     }
+
+    /// One of the cgroup's files (`cgroup.events`, `cgroup.procs`), read
+    /// through the open directory: a one-name lookup instead of the whole
+    /// path's, and no `stat` for a size hint. Empty when it cannot be read.
+    fn read(&self, file: &str) -> String {
+        let Some(dir) = &self.fd else {
+            return std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        };
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(dir.as_ref(), file, flags, rustix::fs::Mode::empty())
+        else {
+            return String::new();
+        };
+        // Read until end of file, without File::read_to_string's fstat
+        // and lseek for a size hint.
+        let mut file = std::fs::File::from(fd);
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            match file.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// What `cgroup.events` says now (`None`: it cannot be read).
+    fn events(&self) -> Option<Events> {
+        let text = self.read("cgroup.events");
+        let flag = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .map(|v| v == "1")
+        };
+        Some(Events {
+            populated: flag("populated")?,
+            frozen: flag("frozen").unwrap_or(false),
+        })
+    }
+}
+
+/// A command cgroup's `cgroup.events`: whether any live process is in it
+/// or below it (a sub-cgroup the command made), and whether it is frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Events {
+    populated: bool,
+    frozen: bool,
 }
 
 /// What ties one command's processes together.
@@ -215,6 +266,9 @@ pub struct Scope {
     /// The marker's value, `<server pid>.<n>`.
     id: String,
     cgroup: Mutex<Option<CommandCgroup>>,
+    /// The last look at the cgroup (see [`Scope::anything_left`]) found it
+    /// empty and thawed: it can go back to the pool without another read.
+    found_empty: AtomicBool,
 }
 
 impl Scope {
@@ -225,6 +279,7 @@ impl Scope {
         Scope {
             id: format!("{}.{n}", SERVER_PID.get_or_init(std::process::id)),
             cgroup: Mutex::new(None),
+            found_empty: AtomicBool::new(false),
         }
     }
 
@@ -303,24 +358,44 @@ impl Scope {
     /// alive: members of its cgroup, and orphans adopted by this server
     /// that carry its marker. Does not include zombies.
     pub fn members(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = match self.cgroup() {
-            Some(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect(),
-            None => Vec::new(),
-        };
-        let entry = self.marker_entry();
-        pids.extend(
-            reaper::adopted()
-                .into_iter()
-                .filter(|&p| procfs::environ_contains(p, &entry)),
-        );
+        let procs = self
+            .assigned()
+            .as_ref()
+            .map(|c| c.read("cgroup.procs"))
+            .unwrap_or_default();
+        let mut pids: Vec<u32> = procs
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        pids.extend(self.adopted_members());
         pids.sort_unstable();
         pids.dedup();
         pids.retain(|&p| procfs::is_alive(p));
         pids
+    }
+
+    /// Orphans adopted by this server that carry the command's marker.
+    fn adopted_members(&self) -> Vec<u32> {
+        let entry = self.marker_entry();
+        reaper::adopted()
+            .into_iter()
+            .filter(|&p| procfs::environ_contains(p, &entry))
+            .collect()
+    }
+
+    /// Whether anything of the command is left outside its process group:
+    /// a live process in its cgroup or below it (a sub-cgroup the command
+    /// made), or an adopted orphan carrying its marker. One read of
+    /// `cgroup.events` where [`Scope::members`] would list the cgroup; an
+    /// empty, thawed cgroup is remembered for [`Scope::release`].
+    fn anything_left(&self) -> bool {
+        let events = self.assigned().as_ref().and_then(CommandCgroup::events);
+        let reusable = events.is_some_and(|e| !e.populated && !e.frozen);
+        self.found_empty.store(reusable, Ordering::Relaxed);
+        match events {
+            Some(events) if events.populated => true,
+            _ => !self.adopted_members().is_empty(),
+        }
     }
 
     /// Ends every remaining process of the command (SIGTERM + SIGCONT,
@@ -331,7 +406,7 @@ impl Scope {
         let cgroup = self.cgroup();
         let first = stop_with(
             grace,
-            || !self.members().is_empty(),
+            || self.anything_left(),
             || {
                 let _ = self.freeze(false);
                 self.signal_members(Signal::SIGTERM);
@@ -362,7 +437,7 @@ impl Scope {
     pub fn release(&self) {
         let taken = self.assigned().take();
         if let Some(cgroup) = taken {
-            give_back(cgroup);
+            give_back(cgroup, self.found_empty.load(Ordering::Relaxed));
         }
     }
 }
@@ -433,15 +508,21 @@ fn take_from_pool() -> Option<CommandCgroup> {
 }
 
 /// Returns an empty cgroup to the pool; one still populated, or over the
-/// pool's size, is removed instead (or left for [`remove_all`]). One read
-/// of `cgroup.events` says both whether it is empty and whether something
-/// froze it (a child born into a frozen cgroup would be frozen).
-fn give_back(cgroup: CommandCgroup) {
-    let events = std::fs::read_to_string(cgroup.dir.join("cgroup.events")).unwrap_or_default();
-    let empty = events.lines().any(|l| l == "populated 0");
-    if events.lines().any(|l| l == "frozen 1") {
-        let _ = std::fs::write(cgroup.dir.join("cgroup.freeze"), "0");
-    }
+/// pool's size, is removed instead (or left for [`remove_all`]). Unless the
+/// caller just saw it empty and thawed, one read of `cgroup.events` says
+/// both whether it is empty and whether something froze it (a child born
+/// into a frozen cgroup would be frozen).
+fn give_back(cgroup: CommandCgroup, known_empty: bool) {
+    let empty = known_empty
+        || match cgroup.events() {
+            Some(events) => {
+                if events.frozen {
+                    let _ = std::fs::write(cgroup.dir.join("cgroup.freeze"), "0");
+                }
+                !events.populated
+            }
+            None => false,
+        };
     if let Some(tracker) = TRACKER.get() {
         let mut pool = tracker.pool.lock().unwrap_or_else(|p| p.into_inner());
         if empty && pool.len() < POOL_MAX {
