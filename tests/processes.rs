@@ -295,6 +295,42 @@ async fn the_tracking_mechanism_is_reported_and_a_cgroup_catches_an_env_clearing
     );
 }
 
+/// A command that makes a cgroup inside its own and moves an escapee
+/// there (out of its group, without its marker) still ends with it: the
+/// escapee is no member of the command's cgroup.procs, but it keeps the
+/// cgroup populated, and cgroup.kill reaches it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escapee_in_a_sub_cgroup_the_command_made_ends_with_the_command() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let info = client.info(&[]).await.unwrap();
+    if info.process_tracking.as_deref() != Some("cgroup-v2") {
+        eprintln!("no writable cgroup v2 here: nothing to test");
+        return;
+    }
+    let tag = unique();
+    let escapee = format!("sleep 305.{tag}");
+    let script = format!(
+        r#"cg=$(awk -F: '$1=="0"{{print $3}}' /proc/self/cgroup)
+mnt=$(awk '{{for(i=1;i<=NF;i++) if($i=="-" && $(i+1)=="cgroup2"){{print $5; exit}}}}' /proc/self/mountinfo)
+d="$mnt$cg/sub.{tag}"
+mkdir "$d" || exit 3
+setsid env -i sh -c "echo \$\$ > '$d/cgroup.procs' && exec {escapee}" &
+for i in $(seq 100); do [ -s "$d/cgroup.procs" ] && break; sleep 0.05; done
+echo moved $(cat "$d/cgroup.procs")"#
+    );
+    let mut params = exec(&script);
+    params.timeout = Some(30.0);
+    let outcome = client.run(&params).await.unwrap();
+    assert_eq!(outcome.completed.exit_code, 0, "{outcome:?}");
+    assert!(outcome.stdout.starts_with("moved "), "{outcome:?}");
+    assert!(
+        eventually(Duration::from_secs(3), || pids_with_cmdline(&escapee)
+            .is_empty()),
+        "the escapee in a sub-cgroup survived its command"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_never_see_the_token_unless_passed_by_name() {
     let server = TestServer::start_with(

@@ -162,20 +162,29 @@ fn sweep_stale(parent: &Path) {
     }
 }
 
-/// Kills (when asked) and removes a tree of command cgroups.
+/// Kills (when asked) and removes a tree of command cgroups, with any
+/// sub-cgroup a command made inside its own.
 fn remove_tree(dir: &Path, kill_first: bool) {
     if let Ok(children) = std::fs::read_dir(dir) {
         for child in children.flatten().filter(|c| c.path().is_dir()) {
             if kill_first {
                 let _ = std::fs::write(child.path().join("cgroup.kill"), "1");
             }
-            let until = std::time::Instant::now() + Duration::from_secs(1);
-            while std::fs::remove_dir(child.path()).is_err() && std::time::Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            remove_tree(&child.path(), false);
         }
     }
-    let _ = std::fs::remove_dir(dir);
+    // A killed cgroup empties a moment later.
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {}
+            _ => return,
+        }
+        if std::time::Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// SIGKILLs every command cgroup of this server (on exit).
