@@ -30,8 +30,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::protocol::{
-    method, Completed, Connected, ControlParams, ControlResult, ControlType, ExecuteParams, Frame,
-    InfoParams, Output, ProcessStatus, RpcError, ServerInfo, StreamKind,
+    method, Completed, Connected, ControlParams, ControlResult, ControlType, Endpoint,
+    ExecuteParams, Frame, InfoParams, Output, ProcessStatus, RpcError, Scheme, ServerInfo,
+    StreamKind,
 };
 
 /// Where and how to connect.
@@ -223,24 +224,20 @@ pub fn continues(output: &Output) -> bool {
 }
 
 /// Checks that `url` is one the client can connect to (`ws://HOST[:PORT]/…`),
-/// so that commands can refuse a bad `--url` before doing anything.
+/// so that commands can refuse a bad `--url` before doing anything. The
+/// URL is read by [`Endpoint::parse`], like every server URL in ccx.
 pub fn check_url(url: &str) -> Result<(), ClientError> {
     let invalid = |reason: &str| ClientError::InvalidUrl {
         url: url.into(),
         reason: reason.into(),
     };
-    if url.starts_with("wss://") {
-        return Err(invalid(WSS_UNSUPPORTED));
-    }
-    if !url.starts_with("ws://") {
-        return Err(invalid("expected ws://HOST:PORT/ws/mcp"));
-    }
-    let request = url
-        .into_client_request()
-        .map_err(|e| invalid(&e.to_string()))?;
-    match request.uri().host() {
-        Some(h) if !h.is_empty() => Ok(()),
-        _ => Err(invalid("the URL names no host")),
+    match Endpoint::parse(url)
+        .map_err(|e| invalid(&e.reason))?
+        .scheme()
+    {
+        Scheme::Ws => Ok(()),
+        Scheme::Wss => Err(invalid(WSS_UNSUPPORTED)),
+        Scheme::Http | Scheme::Https => Err(invalid("expected ws://HOST:PORT/ws/mcp")),
     }
 }
 
@@ -727,5 +724,34 @@ fn ws_error(e: tungstenite::Error) -> ClientError {
         }
         tungstenite::Error::Io(io) => ClientError::Io(io),
         other => ClientError::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(url: &str) -> String {
+        match check_url(url) {
+            Err(ClientError::InvalidUrl { reason, .. }) => reason,
+            other => panic!("{url}: expected an invalid URL, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_plain_websocket_urls_with_a_host_are_accepted() {
+        for good in [
+            "ws://127.0.0.1:8003/ws/mcp",
+            "ws://[::1]:1/ws/mcp",
+            "ws://host",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
+        assert!(reason("wss://h:1/ws/mcp").contains("wss://"));
+        assert!(reason("http://127.0.0.1:1/").contains("expected ws://"));
+        assert_eq!(reason("ws://"), "no host");
+        assert!(reason("ws://u:p@h:1/ws/mcp").contains("CCX_TOKEN"));
+        assert!(reason("ws://h:99999/ws/mcp").contains("port"));
+        assert!(reason("localhost:8003").contains("no scheme"));
     }
 }
