@@ -117,18 +117,21 @@ pub fn main_thread_children() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// A /proc or sysfs file kept open, read again from its start: the kernel
-/// renders it anew for a read at offset 0 (one system call instead of an
-/// open, a read and a close).
-fn reread(file: &File) -> std::io::Result<String> {
+/// A /proc or sysfs file read from its start to its end with `pread`:
+/// the kernel renders such a file anew for a read at offset 0, so one kept
+/// open is read again with one system call instead of an open, a read and
+/// a close; and no `fstat` sizes the buffer (`std::fs::read_to_string`
+/// does one for a size these files do not report).
+pub(super) fn reread(file: &File) -> std::io::Result<String> {
     let mut text = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = file.read_at(&mut buf, text.len() as u64)?;
-        if n == 0 {
-            break;
+        match file.read_at(&mut buf, text.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        text.extend_from_slice(&buf[..n]);
     }
     String::from_utf8(text).map_err(std::io::Error::other)
 }

@@ -33,7 +33,6 @@
 //! whose environment cannot be read) and escapes its group; the cgroup
 //! misses nothing born inside it.
 
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -230,20 +229,7 @@ impl CommandCgroup {
         else {
             return String::new();
         };
-        // Read until end of file, without File::read_to_string's fstat
-        // and lseek for a size hint.
-        let mut file = std::fs::File::from(fd);
-        let mut bytes = Vec::new();
-        let mut chunk = [0u8; 512];
-        loop {
-            match file.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
+        procfs::reread(&std::fs::File::from(fd)).unwrap_or_default()
     }
 
     /// What `cgroup.events` says now (`None`: it cannot be read).
