@@ -28,7 +28,6 @@
 //! system call, the child's code, and taking ownership of the pidfd.
 #![allow(unsafe_code)]
 
-use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -58,7 +57,7 @@ pub struct Launch<'a> {
     /// The program to exec (a path; no PATH lookup happens in the child).
     pub program: &'a Path,
     pub args: &'a [&'a OsStr],
-    pub env: &'a BTreeMap<&'a OsStr, &'a OsStr>,
+    pub env: &'a [(&'a OsStr, &'a OsStr)],
     pub cwd: Option<&'a Path>,
     /// The cgroup (a directory descriptor) the child is born in.
     pub cgroup: Option<BorrowedFd<'a>>,

@@ -110,18 +110,25 @@ pub fn execute_timeout(
 impl Spec {
     /// The command's whole environment: this process's own (as it was at
     /// the first command: the server never changes it), minus the hidden
-    /// names, plus the request's variables, plus the marker. Borrowed: no
-    /// variable is copied until exec's strings are built.
-    pub fn environment<'a>(&'a self, marker: (&'a str, &'a str)) -> BTreeMap<&'a OsStr, &'a OsStr> {
-        let mut env: BTreeMap<&OsStr, &OsStr> = inherited_environment()
-            .iter()
-            .filter(|(k, _)| !self.hidden_env.iter().any(|h| OsStr::new(h) == k))
-            .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
-            .collect();
-        for (k, v) in &self.env {
-            env.insert(OsStr::new(k), OsStr::new(v));
-        }
-        env.insert(OsStr::new(marker.0), OsStr::new(marker.1));
+    /// names, plus the request's variables, plus the marker; each name once.
+    /// Borrowed, and in a plain list (no map to sort: exec takes any order):
+    /// no variable is copied until exec's strings are built.
+    pub fn environment<'a>(&'a self, marker: (&'a str, &'a str)) -> Vec<(&'a OsStr, &'a OsStr)> {
+        let replaced = |name: &OsStr| {
+            name == marker.0
+                || self.hidden_env.iter().any(|h| name == h.as_str())
+                || name.to_str().is_some_and(|n| self.env.contains_key(n))
+        };
+        let inherited = inherited_environment();
+        let mut env = Vec::with_capacity(inherited.len() + self.env.len() + 1);
+        env.extend(
+            inherited
+                .iter()
+                .filter(|(k, _)| !replaced(k))
+                .map(|(k, v)| (k.as_os_str(), v.as_os_str())),
+        );
+        env.extend(self.env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
+        env.push((OsStr::new(marker.0), OsStr::new(marker.1)));
         env
     }
 
@@ -167,5 +174,39 @@ mod tests {
         let names = ["CCX_TOKEN", "CCX_PORT", "PATH", "HOME", "CCX_PROJECT"].map(String::from);
         let hidden = hidden_names(names, &["CCX_PROJECT".to_string()]);
         assert_eq!(hidden, ["CCX_PORT", "CCX_TOKEN"]);
+    }
+
+    #[test]
+    fn a_command_sees_each_variable_once_the_request_winning() {
+        let inherited = inherited_environment();
+        let [(first, _), (second, _), ..] = inherited else {
+            panic!("the test process has fewer than two variables");
+        };
+        let (first, second) = (first.to_str().unwrap(), second.to_str().unwrap());
+        let spec = Spec {
+            shell: "/bin/sh".into(),
+            command: "true".into(),
+            cwd: None,
+            env: [(first.to_string(), "from the request".to_string())].into(),
+            hidden_env: vec![second.to_string()].into(),
+            timeout: None,
+            kill_grace: Duration::from_secs(1),
+            max_output: 1,
+        };
+        let env = spec.environment(("CCX_MARK", "m1"));
+        let value = |name: &str| -> Vec<&OsStr> {
+            env.iter()
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        assert_eq!(value(first), [OsStr::new("from the request")]);
+        assert!(value(second).is_empty(), "a hidden variable was passed");
+        assert_eq!(value("CCX_MARK"), [OsStr::new("m1")]);
+        assert_eq!(
+            env.len(),
+            inherited.len(),
+            "one replaced, one hidden, one added"
+        );
     }
 }
