@@ -111,9 +111,10 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
     let argv = args.pointers();
     let envp = env.pointers();
 
-    let (stdout, out_w) = pipe_pair()?;
-    let (stderr, err_w) = pipe_pair()?;
-    // Everything that can fail is done before the child exists.
+    let (out_r, out_w) = pipe_pair()?;
+    let (err_r, err_w) = pipe_pair()?;
+    // All the child needs is ready before it exists; only the parent's
+    // side (the reactor) is set up once it runs.
     let null = dev_null()?;
 
     let context = ChildContext {
@@ -178,14 +179,22 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
         );
         return Err(Clone3Error::Spawn(io::Error::from_raw_os_error(failed)));
     }
+    // The child runs; what is left is the parent's side: the pidfd and the
+    // pipes' read ends go into the reactor.
     // SAFETY: an OwnedFd keeps its descriptor open, unchanged, for as long
     // as the AsyncFd owns it.
-    let exit = match unsafe { AsyncFd::register(pidfd) } {
-        Ok(exit) => Pidfd(exit),
-        Err(e) => {
-            // Cannot await it (the reactor refused the pidfd): end it now
-            // rather than leave a child nobody reaps.
-            let (pidfd, cause) = e.into_parts();
+    let registered = match unsafe { AsyncFd::register(pidfd) } {
+        Ok(exit) => match reader(out_r).and_then(|out| Ok((out, reader(err_r)?))) {
+            Ok((stdout, stderr)) => Ok((Pidfd(exit), stdout, stderr)),
+            Err(cause) => Err((exit.into_inner(), cause)),
+        },
+        Err(e) => Err(e.into_parts()),
+    };
+    let (exit, stdout, stderr) = match registered {
+        Ok(parts) => parts,
+        Err((pidfd, cause)) => {
+            // Cannot await it: end it now rather than leave a child nobody
+            // reaps or reads.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -412,11 +421,17 @@ impl Pointers<'_> {
 }
 
 /// A close-on-exec pipe whose ends are both above fd 2 (the child dup2s
-/// onto 0, 1 and 2 in order and must not clobber a source): the read end
-/// non-blocking in the reactor, the write end, for the child, blocking.
-fn pipe_pair() -> io::Result<(pipe::Receiver, OwnedFd)> {
+/// onto 0, 1 and 2 in order and must not clobber a source), both blocking:
+/// (read end, write end).
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let (r, w) = (above_stdio(r)?, above_stdio(w)?);
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// A pipe's read end, made non-blocking and registered with the reactor.
+/// Done once the child runs: the child needs none of it, so it is not on
+/// the path to the command's start.
+fn reader(r: OwnedFd) -> io::Result<pipe::Receiver> {
     // A new pipe's read end has no status flag set: one F_SETFL, no
     // F_GETFL, and no fstat to prove it is a pipe (tokio's checked
     // constructor does both).
@@ -424,7 +439,7 @@ fn pipe_pair() -> io::Result<(pipe::Receiver, OwnedFd)> {
         r.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
     )?;
-    Ok((pipe::Receiver::from_owned_fd_unchecked(r)?, w))
+    pipe::Receiver::from_owned_fd_unchecked(r)
 }
 
 /// /dev/null, opened once for every child's stdin.
