@@ -179,7 +179,7 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         Some(started) => started,
         None => spawn_direct(&spec, &scope),
     };
-    let mut child = started.map_err(|source| {
+    let child = started.map_err(|source| {
         scope.release();
         SpawnError::Shell {
             shell: spec.shell.clone(),
@@ -206,11 +206,17 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
             budget: budget.clone(),
             group_gone: group_gone.clone(),
         };
-        let stdout = pump(StreamKind::Stdout).run(child.stdout);
-        let stderr = pump(StreamKind::Stderr).run(child.stderr);
+        let Child {
+            mut stdout,
+            mut stderr,
+            mut exit,
+            ..
+        } = child;
+        let stdout_pump = pump(StreamKind::Stdout).run(&mut stdout);
+        let stderr_pump = pump(StreamKind::Stderr).run(&mut stderr);
         let supervision = async {
             let (status, ending, stopping) =
-                supervise(&mut child.exit, group, &spec, started, stop_rx).await;
+                supervise(&mut exit, group, &spec, started, stop_rx).await;
             reaper::unregister(pid);
             // The shell is gone; what it left behind ends too: members of
             // its group, and processes that escaped it (cgroup, or adopted
@@ -227,11 +233,14 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
             let _ = group_gone_tx.send(true);
             (status, ending)
         };
-        let ((), (), (status, ending)) = tokio::join!(stdout, stderr, supervision);
+        let ((), (), (status, ending)) = tokio::join!(stdout_pump, stderr_pump, supervision);
         let completed = completion(status, ending, pid, started.elapsed());
         let _ = events_tx.send(Event::Completed(completed)).await;
-        // Every process of the command is gone: its cgroup goes back to
-        // the pool (one small read), after the client has its answer.
+        // The consumer (woken by the send) writes the completion first;
+        // closing the pipes and the pidfd and returning the cgroup to the
+        // pool are not on the client's path.
+        tokio::task::yield_now().await;
+        drop((stdout, stderr, exit));
         scope.release();
     });
 
@@ -507,7 +516,7 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, mut reader: impl AsyncRead + Unpin) {
+    async fn run(mut self, reader: &mut (impl AsyncRead + Unpin)) {
         let mut buf = vec![0u8; FIRST_READ];
         let mut framer = LineFramer::new(self.stream);
         let mut ready = Vec::new();
@@ -515,7 +524,7 @@ impl Pump {
         let mut consumer_gone = false;
         loop {
             let read = if framer.has_partial() && !capped && !consumer_gone {
-                match timeout(IDLE_FLUSH, self.read(&mut reader, &mut buf)).await {
+                match timeout(IDLE_FLUSH, self.read(reader, &mut buf)).await {
                     Ok(read) => read,
                     Err(_) => {
                         framer.flush_partial(&mut ready);
@@ -524,7 +533,7 @@ impl Pump {
                     }
                 }
             } else {
-                self.read(&mut reader, &mut buf).await
+                self.read(reader, &mut buf).await
             };
             let Some(n) = read else {
                 break;
