@@ -444,3 +444,74 @@ fn doctor_mcp_passes_against_ccx_and_an_sdk_server_and_names_a_failing_tool_call
     assert!(failed.summary.contains("isError"), "{report:?}");
     assert!(failed.fix.is_some(), "{report:?}");
 }
+
+/// An `initialize` over `/mcp`: (status, lowercase head, body).
+fn mcp_initialize(port: u16, id: u64) -> (u16, String, String) {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "limit-test", "version": "1"}}});
+    http(port, "POST", "/mcp", &[], &body.to_string())
+}
+
+fn session_id(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no Mcp-Session-Id in {head}"))
+}
+
+fn active_sessions(port: u16) -> u64 {
+    let (status, _, body) = http(port, "GET", "/health", &[], "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["active_sessions"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sessions_count_against_ccx_max_sessions_with_websocket_ones() {
+    let server = TestServer::start_with(&[("CCX_MAX_SESSIONS", "3")], &[]);
+    let port = server.port;
+    let _websocket = server.client().await;
+    let (status, head, body) = mcp_initialize(port, 1);
+    assert_eq!(status, 200, "{head}{body}");
+    let first = session_id(&head);
+    let (status, head, body) = mcp_initialize(port, 2);
+    assert_eq!(status, 200, "{head}{body}");
+    assert_eq!(
+        active_sessions(port),
+        3,
+        "one WebSocket and two MCP sessions"
+    );
+
+    // Full: one more MCP session is refused as a WebSocket one is: -32003.
+    let (status, head, body) = mcp_initialize(port, 3);
+    assert_eq!(status, 503, "{head}{body}");
+    assert!(head.contains("retry-after:"), "{head}");
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refusal["error"]["code"], -32003, "{body}");
+    assert_eq!(refusal["id"], 3, "{body}");
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CCX_MAX_SESSIONS"),
+        "{body}"
+    );
+    match ccx::client::Client::connect(&server.options()).await {
+        Err(ccx::client::ClientError::Rpc(e)) => assert_eq!(e.code, -32003, "{}", e.message),
+        Err(other) => panic!("expected -32003, got {other:?}"),
+        Ok(_) => panic!("a WebSocket session was accepted over the limit"),
+    }
+
+    // Ending an MCP session gives its place back.
+    let (status, head, body) = http(port, "DELETE", "/mcp", &[("Mcp-Session-Id", &first)], "");
+    assert!(status == 200 || status == 204, "{status} {head}{body}");
+    assert!(
+        eventually(Duration::from_secs(5), || active_sessions(port) == 2),
+        "the deleted session still counts: {}",
+        active_sessions(port)
+    );
+    let (status, head, body) = mcp_initialize(port, 4);
+    assert_eq!(status, 200, "{head}{body}");
+}

@@ -2,7 +2,8 @@
 //! messages, `Mcp-Session-Id` sessions, GET for the server's stream, DELETE
 //! to end a session, the handshake-less revision served statelessly) behind
 //! the same guards as the WebSocket: Host (DNS rebinding), Origin and the
-//! bearer token (`crate::guards`).
+//! bearer token (`crate::guards`), and the same session limit
+//! (CCX_MAX_SESSIONS, shared with WebSocket sessions: `super::sessions`).
 
 use std::sync::Arc;
 
@@ -13,20 +14,34 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::Semaphore;
+
+use super::sessions::CappedSessions;
 use super::Tools;
 use crate::config::Config;
 use crate::guards;
+use crate::protocol::ErrorCode;
 
 /// Where the endpoint is served.
 pub const PATH: &str = "/mcp";
 
-/// The `/mcp` route, guarded, for any router state. Every session's running
-/// commands end (with their process groups) when `shutdown` is cancelled.
+/// What the guard in front of the SDK needs.
+#[derive(Clone)]
+struct Guard {
+    config: Arc<Config>,
+    /// The server's session permits (CCX_MAX_SESSIONS).
+    sessions: Arc<Semaphore>,
+}
+
+/// The `/mcp` route, guarded, for any router state. Every open session holds
+/// one of `sessions`' permits. Every session's running commands end (with
+/// their process groups) when `shutdown` is cancelled.
 pub fn router<S: Clone + Send + Sync + 'static>(
     config: Arc<Config>,
+    sessions: Arc<Semaphore>,
     shutdown: &CancellationToken,
 ) -> Router<S> {
     let tools_config = config.clone();
@@ -39,22 +54,26 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .disable_allowed_origins();
     let service = StreamableHttpService::new(
         move || Ok(Tools::new(tools_config.clone())),
-        LocalSessionManager::default().into(),
+        CappedSessions::new(LocalSessionManager::default(), sessions.clone()).into(),
         transport,
     );
     Router::new()
         .route_service(PATH, service)
-        .layer(middleware::from_fn_with_state(config, guard))
+        .layer(middleware::from_fn_with_state(
+            Guard { config, sessions },
+            guard,
+        ))
 }
 
-async fn guard(State(config): State<Arc<Config>>, request: Request, next: Next) -> Response {
+async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let config = &guard.config;
     let query_token = request.uri().query().and_then(|q| {
         q.split('&')
             .filter_map(|pair| pair.split_once('='))
             .find(|(k, _)| *k == "token")
             .map(|(_, v)| v.to_string())
     });
-    if let Err(refusal) = guards::check(&config, request.headers(), query_token.as_deref()) {
+    if let Err(refusal) = guards::check(config, request.headers(), query_token.as_deref()) {
         tracing::info!(
             status = refusal.status.as_u16(),
             "refused MCP request: {}",
@@ -69,10 +88,13 @@ async fn guard(State(config): State<Arc<Config>>, request: Request, next: Next) 
         }
         return response;
     }
-    let request = match parse_checked(request, config.ws_max_size).await {
-        Ok(request) => request,
+    let (request, body) = match parse_checked(request, config.ws_max_size).await {
+        Ok(parsed) => parsed,
         Err(response) => return response,
     };
+    if let Some(refusal) = over_session_limit(&guard, &request, body.as_ref()) {
+        return refusal;
+    }
     let deleting = request.method() == Method::DELETE;
     let mut response = next.run(request).await;
     // The SDK answers a session's DELETE with 202 Accepted; the Python SDK
@@ -84,12 +106,46 @@ async fn guard(State(config): State<Arc<Config>>, request: Request, next: Next) 
     response
 }
 
+/// An `initialize` that would open a session while every session the
+/// server allows is open gets 503 with JSON-RPC's -32003, as a WebSocket
+/// over the limit does (the SDK would answer a bare 500). The session
+/// manager enforces the limit in any case; this only says it clearly.
+fn over_session_limit(guard: &Guard, request: &Request, body: Option<&Value>) -> Option<Response> {
+    let opens_session = request.method() == Method::POST
+        && !request.headers().contains_key("mcp-session-id")
+        && body.and_then(|b| b.get("method")).and_then(Value::as_str) == Some("initialize");
+    if !opens_session || guard.sessions.available_permits() > 0 {
+        return None;
+    }
+    let config = &guard.config;
+    let id = body
+        .and_then(|b| b.get("id"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let message = format!(
+        "Session limit exceeded: {} sessions are open ({})",
+        config.max_sessions,
+        config.variable_of("max_sessions", "CCX_MAX_SESSIONS")
+    );
+    let body = json!({"jsonrpc": "2.0", "id": id,
+        "error": {"code": ErrorCode::SessionLimit.code(), "message": message}});
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Some(response)
+}
+
 /// A POST whose body is not JSON gets JSON-RPC's -32700 (HTTP 400) here:
 /// the SDK would answer 415 with a plain-text body no JSON-RPC client reads.
-/// Bodies are bounded by WS_MAX_SIZE, as WebSocket messages are.
-async fn parse_checked(request: Request, limit: usize) -> Result<Request, Response> {
+/// Bodies are bounded by WS_MAX_SIZE, as WebSocket messages are. Returns the
+/// parsed body of a POST.
+async fn parse_checked(
+    request: Request,
+    limit: usize,
+) -> Result<(Request, Option<Value>), Response> {
     if request.method() != Method::POST {
-        return Ok(request);
+        return Ok((request, None));
     }
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, limit).await {
@@ -104,14 +160,20 @@ async fn parse_checked(request: Request, limit: usize) -> Result<Request, Respon
             ))
         }
     };
-    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            -32700,
-            format!("Parse error: the body is not JSON ({e})"),
-        ));
-    }
-    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+    let value = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) => value,
+        Err(e) => {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                format!("Parse error: the body is not JSON ({e})"),
+            ))
+        }
+    };
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        Some(value),
+    ))
 }
 
 fn rpc_error(status: StatusCode, code: i64, message: String) -> Response {

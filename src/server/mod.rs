@@ -198,6 +198,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(WS_PATH_DOCKER, get(websocket))
         .merge(crate::mcp::http::router(
             Arc::new(state.config.clone()),
+            state.sessions.clone(),
             &state.shutdown,
         ))
         .fallback(not_found)
