@@ -96,6 +96,15 @@ impl RpcError {
             data: None,
         }
     }
+
+    /// -32003 with cc_executor's wording; `variable` is the name the limit
+    /// was configured by (`MAX_SESSIONS` or `CCX_MAX_SESSIONS`).
+    pub fn session_limit(max: usize, variable: &str) -> Self {
+        RpcError::new(
+            ErrorCode::SessionLimit,
+            format!("Session limit exceeded: {max} sessions are open ({variable})"),
+        )
+    }
 }
 
 impl fmt::Display for RpcError {

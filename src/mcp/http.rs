@@ -15,15 +15,14 @@ use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::sessions::CappedSessions;
 use super::Tools;
 use crate::config::Config;
 use crate::guards;
-use crate::protocol::ErrorCode;
+use crate::protocol::RpcError;
 
 /// Where the endpoint is served.
 pub const PATH: &str = "/mcp";
@@ -122,13 +121,11 @@ fn over_session_limit(guard: &Guard, request: &Request, body: Option<&Value>) ->
         .and_then(|b| b.get("id"))
         .cloned()
         .unwrap_or(Value::Null);
-    let message = format!(
-        "Session limit exceeded: {} sessions are open ({})",
+    let error = RpcError::session_limit(
         config.max_sessions,
-        config.variable_of("max_sessions", "CCX_MAX_SESSIONS")
+        config.variable_of("max_sessions", "CCX_MAX_SESSIONS"),
     );
-    let body = json!({"jsonrpc": "2.0", "id": id,
-        "error": {"code": ErrorCode::SessionLimit.code(), "message": message}});
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": error});
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     response
         .headers_mut()

@@ -91,11 +91,10 @@ struct Session {
 /// Refuses a session over the limit: a JSON-RPC error -32003 (as
 /// cc_executor), then close 1013.
 pub async fn refuse_over_limit(mut socket: WebSocket, state: &AppState) {
-    let max = state.config.max_sessions;
-    let var = state.config.variable_of("max_sessions", "CCX_MAX_SESSIONS");
-    let error = RpcError::new(
-        ErrorCode::SessionLimit,
-        format!("Session limit exceeded: {max} sessions are open ({var})"),
+    let config = &state.config;
+    let error = RpcError::session_limit(
+        config.max_sessions,
+        config.variable_of("max_sessions", "CCX_MAX_SESSIONS"),
     );
     let _ = socket
         .send(Message::Text(error_json(None, &error).into()))
