@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::python::{require_venv, Venv};
-use common::{ccx_command, eventually, live_members, TestServer, BIN};
+use common::{ccx_command, eventually, live_members, pids_with_cmdline, TestServer, BIN};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "mcp-test-token";
@@ -514,4 +514,65 @@ async fn http_sessions_count_against_ccx_max_sessions_with_websocket_ones() {
     );
     let (status, head, body) = mcp_initialize(port, 4);
     assert_eq!(status, 200, "{head}{body}");
+}
+
+#[test]
+fn a_draining_server_finishes_running_mcp_calls_and_opens_no_new_session() {
+    let mut server = TestServer::start_with(&[("CCX_DRAIN_PERIOD", "30s")], &[]);
+    let port = server.port;
+    let (status, head, body) = mcp_initialize(port, 1);
+    assert_eq!(status, 200, "{head}{body}");
+    let session = session_id(&head);
+    let in_session = |body: &str| {
+        http(
+            port,
+            "POST",
+            "/mcp",
+            &[
+                ("Mcp-Session-Id", &session),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ],
+            body,
+        )
+    };
+    let (status, _, body) = in_session(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    assert!(status == 202 || status == 200, "{status} {body}");
+
+    let marker = "finished-after-the-drain-began";
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "execute", "arguments": {"command": format!("sleep 2; echo {marker}")}}})
+    .to_string();
+    let running = std::thread::scope(|scope| {
+        let call = scope.spawn(|| in_session(&call));
+        assert!(
+            eventually(Duration::from_secs(10), || !pids_with_cmdline(marker)
+                .is_empty()),
+            "the command did not start"
+        );
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(200));
+        // Draining: no new session (and no new command in this one).
+        let (status, head, body) = mcp_initialize(port, 3);
+        assert_eq!(status, 503, "{head}{body}");
+        assert!(body.contains("draining"), "{body}");
+        let (_, _, body) = in_session(
+            &json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+                "name": "execute", "arguments": {"command": "echo late"}}})
+            .to_string(),
+        );
+        assert!(
+            body.contains("draining"),
+            "a command started while draining: {body}"
+        );
+        call.join().unwrap()
+    });
+    // The call that was running finished: the drain waited for it.
+    let (status, _, body) = running;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(marker),
+        "the running call was cut short: {body}"
+    );
+    let exit = server.wait_exit(Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
 }

@@ -18,6 +18,7 @@ use rmcp::service::RequestContext;
 use rmcp::RoleServer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::process::admission::{check_allowed, check_strings};
@@ -102,9 +103,16 @@ fn refused(message: impl Into<String>) -> CallToolResult {
 /// Runs one `execute` call to its end.
 pub async fn call(
     config: &Config,
+    draining: Option<&CancellationToken>,
     arguments: Option<JsonObject>,
     context: RequestContext<RoleServer>,
 ) -> CallToolResult {
+    if draining.is_some_and(CancellationToken::is_cancelled) {
+        return refused(
+            "server is draining (SIGTERM received): it starts no new command; reconnect to \
+             another replica",
+        );
+    }
     let arguments = Value::Object(arguments.unwrap_or_default());
     let params: ExecuteParams = match serde_json::from_value(arguments) {
         Ok(p) => p,

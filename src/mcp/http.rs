@@ -12,17 +12,19 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::sessions::CappedSessions;
-use super::Tools;
+use super::{Drain, Tools};
 use crate::config::Config;
 use crate::guards;
-use crate::protocol::RpcError;
+use crate::protocol::{ErrorCode, RpcError};
 
 /// Where the endpoint is served.
 pub const PATH: &str = "/mcp";
@@ -33,17 +35,22 @@ struct Guard {
     config: Arc<Config>,
     /// The server's session permits (CCX_MAX_SESSIONS).
     sessions: Arc<Semaphore>,
+    drain: Drain,
 }
 
 /// The `/mcp` route, guarded, for any router state. Every open session holds
-/// one of `sessions`' permits. Every session's running commands end (with
-/// their process groups) when `shutdown` is cancelled.
+/// one of `sessions`' permits. Once the server drains, no session opens and
+/// no command starts, and the drain waits for running calls (`drain`).
+/// Every session's running commands end (with their process groups) when
+/// `shutdown` is cancelled.
 pub fn router<S: Clone + Send + Sync + 'static>(
     config: Arc<Config>,
     sessions: Arc<Semaphore>,
+    drain: Drain,
     shutdown: &CancellationToken,
 ) -> Router<S> {
     let tools_config = config.clone();
+    let draining = drain.draining.clone();
     let transport = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
         // ccx's own guards below apply the Host and Origin rules the
@@ -52,14 +59,18 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .disable_allowed_hosts()
         .disable_allowed_origins();
     let service = StreamableHttpService::new(
-        move || Ok(Tools::new(tools_config.clone())),
+        move || Ok(Tools::served(tools_config.clone(), draining.clone())),
         CappedSessions::new(LocalSessionManager::default(), sessions.clone()).into(),
         transport,
     );
     Router::new()
         .route_service(PATH, service)
         .layer(middleware::from_fn_with_state(
-            Guard { config, sessions },
+            Guard {
+                config,
+                sessions,
+                drain,
+            },
             guard,
         ))
 }
@@ -91,11 +102,20 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
-    if let Some(refusal) = over_session_limit(&guard, &request, body.as_ref()) {
+    if let Some(refusal) = refuse_new_session(&guard, &request, body.as_ref()) {
         return refusal;
     }
     let deleting = request.method() == Method::DELETE;
+    let calls_tool = body
+        .as_ref()
+        .and_then(|b| b.get("method"))
+        .and_then(Value::as_str)
+        == Some("tools/call");
+    let running = calls_tool.then(|| guard.drain.running.token());
     let mut response = next.run(request).await;
+    if let Some(token) = running {
+        response = hold_until_written(response, token);
+    }
     // The SDK answers a session's DELETE with 202 Accepted; the Python SDK
     // (and the spec's examples) expect 200 or 204, and log a failed
     // termination otherwise. The session is closed by then: say so.
@@ -105,32 +125,56 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
     response
 }
 
-/// An `initialize` that would open a session while every session the
-/// server allows is open gets 503 with JSON-RPC's -32003, as a WebSocket
-/// over the limit does (the SDK would answer a bare 500). The session
-/// manager enforces the limit in any case; this only says it clearly.
-fn over_session_limit(guard: &Guard, request: &Request, body: Option<&Value>) -> Option<Response> {
+/// An `initialize` that would open a session while the server drains, or
+/// while every session it allows is open, gets 503 with a JSON-RPC error
+/// and `Retry-After`, as a WebSocket upgrade does then (the SDK would open
+/// the session, or answer a bare 500 at the limit). The session manager
+/// enforces the limit in any case; this says it clearly.
+fn refuse_new_session(guard: &Guard, request: &Request, body: Option<&Value>) -> Option<Response> {
     let opens_session = request.method() == Method::POST
         && !request.headers().contains_key("mcp-session-id")
         && body.and_then(|b| b.get("method")).and_then(Value::as_str) == Some("initialize");
-    if !opens_session || guard.sessions.available_permits() > 0 {
+    if !opens_session {
         return None;
     }
     let config = &guard.config;
+    let error = if guard.drain.draining.is_cancelled() {
+        RpcError::new(
+            ErrorCode::Internal,
+            "server is draining (SIGTERM received): it takes no new sessions; connect to \
+             another replica",
+        )
+    } else if guard.sessions.available_permits() == 0 {
+        RpcError::session_limit(
+            config.max_sessions,
+            config.variable_of("max_sessions", "CCX_MAX_SESSIONS"),
+        )
+    } else {
+        return None;
+    };
+    tracing::info!(status = 503, "refused MCP session: {}", error.message);
     let id = body
         .and_then(|b| b.get("id"))
         .cloned()
         .unwrap_or(Value::Null);
-    let error = RpcError::session_limit(
-        config.max_sessions,
-        config.variable_of("max_sessions", "CCX_MAX_SESSIONS"),
-    );
     let body = json!({"jsonrpc": "2.0", "id": id, "error": error});
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     Some(response)
+}
+
+/// `response` with `token` held until its body has been written (or the
+/// client has gone): a tool call's answer streams after the handler has
+/// returned, and the drain must not end the session before it is out.
+fn hold_until_written(response: Response, token: TaskTrackerToken) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &token;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 /// A POST whose body is not JSON gets JSON-RPC's -32700 (HTTP 400) here:

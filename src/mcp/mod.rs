@@ -24,6 +24,9 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::config::Config;
 
 /// The name under which ccx introduces itself to MCP clients.
@@ -34,11 +37,36 @@ pub const SERVER_NAME: &str = "ccx";
 #[derive(Clone)]
 pub struct Tools {
     config: Arc<Config>,
+    /// Cancelled when the server serving the tools starts draining.
+    draining: Option<CancellationToken>,
+}
+
+/// The drain of the server that serves `/mcp` (`ccx serve`, on SIGTERM):
+/// once `draining` is cancelled, no session opens and `execute` starts no
+/// command; a running call holds `running` open until its answer is
+/// written, so the drain waits for it as it waits for a WebSocket
+/// session's command.
+#[derive(Clone)]
+pub struct Drain {
+    pub draining: CancellationToken,
+    pub running: TaskTracker,
 }
 
 impl Tools {
+    /// Tools with no server around them (`ccx mcp` over stdio).
     pub fn new(config: Arc<Config>) -> Self {
-        Tools { config }
+        Tools {
+            config,
+            draining: None,
+        }
+    }
+
+    /// Tools served by a server that drains.
+    pub fn served(config: Arc<Config>, draining: CancellationToken) -> Self {
+        Tools {
+            config,
+            draining: Some(draining),
+        }
     }
 
     fn catalogue() -> Vec<Tool> {
@@ -77,7 +105,13 @@ impl ServerHandler for Tools {
     ) -> Result<CallToolResponse, ErrorData> {
         match request.name.as_ref() {
             execute::NAME => {
-                let result = execute::call(&self.config, request.arguments, context).await;
+                let result = execute::call(
+                    &self.config,
+                    self.draining.as_ref(),
+                    request.arguments,
+                    context,
+                )
+                .await;
                 Ok(result.into())
             }
             other => Err(ErrorData::invalid_params(

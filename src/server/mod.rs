@@ -199,6 +199,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::mcp::http::router(
             Arc::new(state.config.clone()),
             state.sessions.clone(),
+            crate::mcp::Drain {
+                draining: state.drain.clone(),
+                running: state.tracker.clone(),
+            },
             &state.shutdown,
         ))
         .fallback(not_found)
