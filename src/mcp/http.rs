@@ -106,11 +106,7 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         return refusal;
     }
     let deleting = request.method() == Method::DELETE;
-    let calls_tool = body
-        .as_ref()
-        .and_then(|b| b.get("method"))
-        .and_then(Value::as_str)
-        == Some("tools/call");
+    let calls_tool = rpc_method(body.as_ref()) == Some("tools/call");
     let running = calls_tool.then(|| guard.drain.running.token());
     let mut response = next.run(request).await;
     if let Some(token) = running {
@@ -133,7 +129,7 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
 fn refuse_new_session(guard: &Guard, request: &Request, body: Option<&Value>) -> Option<Response> {
     let opens_session = request.method() == Method::POST
         && !request.headers().contains_key("mcp-session-id")
-        && body.and_then(|b| b.get("method")).and_then(Value::as_str) == Some("initialize");
+        && rpc_method(body) == Some("initialize");
     if !opens_session {
         return None;
     }
@@ -163,6 +159,11 @@ fn refuse_new_session(guard: &Guard, request: &Request, body: Option<&Value>) ->
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     Some(response)
+}
+
+/// The `method` of a JSON-RPC message.
+fn rpc_method(body: Option<&Value>) -> Option<&str> {
+    body?.get("method")?.as_str()
 }
 
 /// `response` with `token` held until its body has been written (or the
