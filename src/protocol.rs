@@ -25,6 +25,13 @@ pub const JSONRPC_VERSION: &str = "2.0";
 
 /// What the server announces it can do in `connected`.
 pub const CAPABILITIES: [&str; 3] = ["execute", "control", "stream"];
+/// What a draining server (SIGTERM received) answers a new session: a
+/// WebSocket upgrade, or an `initialize` on `/mcp`.
+pub const DRAINING_NO_SESSION: &str =
+    "server is draining (SIGTERM received): it takes no new sessions; connect to another replica";
+/// What a draining server answers an `execute`, on either endpoint.
+pub const DRAINING_NO_COMMAND: &str =
+    "server is draining (SIGTERM received): it starts no new command; reconnect to another replica";
 
 /// Method names, as they appear on the wire.
 pub mod method {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::process::admission::{check_allowed, check_strings};
 use crate::process::{self, Event, SpawnError, StopReason};
-use crate::protocol::{CompletionStatus, ExecuteParams};
+use crate::protocol::{CompletionStatus, ExecuteParams, DRAINING_NO_COMMAND};
 
 pub const NAME: &str = "execute";
 
@@ -108,10 +108,7 @@ pub async fn call(
     context: RequestContext<RoleServer>,
 ) -> CallToolResult {
     if draining.is_some_and(CancellationToken::is_cancelled) {
-        return refused(
-            "server is draining (SIGTERM received): it starts no new command; reconnect to \
-             another replica",
-        );
+        return refused(DRAINING_NO_COMMAND);
     }
     let arguments = Value::Object(arguments.unwrap_or_default());
     let params: ExecuteParams = match serde_json::from_value(arguments) {

@@ -24,7 +24,7 @@ use super::sessions::CappedSessions;
 use super::{Drain, Tools};
 use crate::config::Config;
 use crate::guards;
-use crate::protocol::{ErrorCode, RpcError};
+use crate::protocol::{ErrorCode, RpcError, DRAINING_NO_SESSION};
 
 /// Where the endpoint is served.
 pub const PATH: &str = "/mcp";
@@ -135,11 +135,7 @@ fn refuse_new_session(guard: &Guard, request: &Request, body: Option<&Value>) ->
     }
     let config = &guard.config;
     let error = if guard.drain.draining.is_cancelled() {
-        RpcError::new(
-            ErrorCode::Internal,
-            "server is draining (SIGTERM received): it takes no new sessions; connect to \
-             another replica",
-        )
+        RpcError::new(ErrorCode::Internal, DRAINING_NO_SESSION)
     } else if guard.sessions.available_permits() == 0 {
         RpcError::session_limit(
             config.max_sessions,

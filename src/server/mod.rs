@@ -298,9 +298,7 @@ async fn websocket(
         tracing::info!(status = 503, "refused upgrade: draining");
         let mut response = http_error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "server is draining (SIGTERM received): it takes no new sessions; connect to another \
-             replica"
-                .into(),
+            crate::protocol::DRAINING_NO_SESSION.into(),
         );
         response
             .headers_mut()

@@ -28,7 +28,7 @@ use crate::process::{self, Event, Running, SpawnError, StopReason};
 use crate::protocol::{
     error_json, method, parse_request, response_json, Completed, Connected, ControlParams,
     ControlResult, ErrorCode, ExecuteParams, Frame, InfoParams, ProcessStatus, RawId, Request,
-    RpcError, CAPABILITIES,
+    RpcError, CAPABILITIES, DRAINING_NO_COMMAND,
 };
 
 /// Frames queued for the writer; with output chunks of up to 64 KiB this
@@ -476,11 +476,7 @@ impl Session {
 
     async fn execute(&mut self, request: Request) -> Result<(), RpcError> {
         if self.state.is_draining() {
-            return Err(RpcError::new(
-                ErrorCode::Internal,
-                "server is draining (SIGTERM received): it starts no new command; reconnect to \
-                 another replica",
-            ));
+            return Err(RpcError::new(ErrorCode::Internal, DRAINING_NO_COMMAND));
         }
         self.reap_completed();
         if let Some(active) = &self.active {
