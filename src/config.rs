@@ -79,6 +79,10 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
         "CCX_MAX_PENDING",
         "connections still in HTTP (not yet upgraded) at once",
     ),
+    (
+        "CCX_PROCESS_TRACKING",
+        "how escaped descendants are tracked: auto (cgroup v2 where writable) or marker",
+    ),
 ];
 
 /// cc_executor's names for ccx's variables: `(ccx name, cc_executor name)`.
@@ -283,6 +287,19 @@ pub struct Config {
     pub warnings: Vec<ConfigWarning>,
     /// `CCX_*` variables passed through to commands (all others are hidden).
     pub pass_env: Vec<String>,
+    /// How escaped descendants of a command are tracked.
+    pub process_tracking: TrackingChoice,
+}
+
+/// `CCX_PROCESS_TRACKING`: which mechanism ties a command's escaped
+/// descendants to it (see docs/processes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrackingChoice {
+    /// A cgroup v2 subtree where one is writable, else subreaper+marker.
+    #[default]
+    Auto,
+    /// Subreaper+marker only, even where cgroups are writable.
+    Marker,
 }
 
 pub const DEFAULT_PORT: u16 = 8003;
@@ -314,6 +331,7 @@ impl Default for Config {
             sources: BTreeMap::new(),
             warnings: Vec::new(),
             pass_env: Vec::new(),
+            process_tracking: TrackingChoice::Auto,
         }
     }
 }
@@ -441,6 +459,9 @@ impl Config {
         let pass_env = l
             .parsed("pass_env", "CCX_PASS_ENV", parse_list)?
             .unwrap_or_default();
+        let process_tracking = l
+            .parsed("process_tracking", "CCX_PROCESS_TRACKING", parse_tracking)?
+            .unwrap_or(d.process_tracking);
         let state_dir = match &overrides.state_dir {
             Some(p) => {
                 l.sources.insert("state_dir", Source::Flag("--state-dir"));
@@ -487,6 +508,7 @@ impl Config {
             sources: l.sources,
             warnings: l.warnings,
             pass_env,
+            process_tracking,
         };
         config.check_bind_is_safe()?;
         Ok(config)
@@ -699,6 +721,14 @@ pub fn parse_port(raw: &str) -> Result<u16, String> {
     raw.trim()
         .parse()
         .map_err(|_| "a port number from 0 to 65535 (0 picks a free port)".into())
+}
+
+fn parse_tracking(raw: &str) -> Result<TrackingChoice, String> {
+    match raw.trim() {
+        "auto" => Ok(TrackingChoice::Auto),
+        "marker" => Ok(TrackingChoice::Marker),
+        _ => Err("auto or marker".into()),
+    }
 }
 
 fn parse_count(raw: &str) -> Result<usize, String> {

@@ -33,7 +33,7 @@ pub fn run(_args: McpArgs, color: ColorChoice) -> Result<Exit, CliError> {
 }
 
 async fn serve(config: Config) -> Result<Exit, CliError> {
-    crate::process::supervise_children();
+    crate::process::supervise_children(config.process_tracking);
     // Nothing to drain on stdio: SIGTERM, like SIGINT, stops at once.
     let shutdown = Shutdown::without_drain();
     shutdown.stop_on_signals();

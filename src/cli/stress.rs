@@ -118,7 +118,7 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         // As the server does: escaped descendants are tracked, re-parented
         // to us and reaped, not left to init.
         let _guard = runtime.enter();
-        crate::process::supervise_children();
+        crate::process::supervise_children(config.process_tracking);
     }
     let mut bars = Vec::new();
     let report = runtime.block_on(stress::run_all(&targets, &plan, settings, |target| {

@@ -114,15 +114,16 @@ pub struct Running {
 /// server, `ccx mcp` and `stress --direct` all need: a child subreaper (so
 /// descendants that leave their group are re-parented here and reaped),
 /// the orphan reaper task, and the tracking of escaped descendants (cgroup
-/// v2 or marker). Call once, inside a tokio runtime; returns the mode.
-pub fn supervise_children() -> tracking::Mode {
+/// v2 or marker, as `choice` allows). Call once, inside a tokio runtime;
+/// returns the mode.
+pub fn supervise_children(choice: crate::config::TrackingChoice) -> tracking::Mode {
     if let Err(e) = reaper::become_subreaper() {
         tracing::warn!(
             "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
         );
     }
     tokio::spawn(reaper::run());
-    tracking::init()
+    tracking::init(choice)
 }
 
 impl Running {
@@ -218,6 +219,12 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
             let (status, ending, stopping) =
                 supervise(&mut exit, group, &spec, started, stop_rx).await;
             reaper::unregister(pid);
+            // A shell ended by SIGKILL may have been killed through its
+            // cgroup (the command can write its own `cgroup.kill`): such
+            // a cgroup would kill the next command born into it.
+            if status.and_then(|s| s.signal()) == Some(libc::SIGKILL) {
+                scope.retire();
+            }
             // The shell is gone; what it left behind ends too: members of
             // its group, and processes that escaped it (cgroup, or adopted
             // orphans carrying its marker).

@@ -8,7 +8,9 @@
 //!   `ccx.<server pid>/` under its own cgroup and one child cgroup per
 //!   running command, moves the command's shell into it right after the
 //!   spawn, pauses its members with SIGSTOP and ends them with `cgroup.kill`.
-//!   Cgroups are reused once empty and removed when the server exits.
+//!   A cgroup is reused only when its command left it untouched (see
+//!   [`Scope::release`]); every other one is removed, and the whole tree
+//!   when the server exits.
 //! - **subreaper+marker**, always on: every command gets
 //!   `CCX_COMMAND_ID=<server pid>.<n>` in its environment, inherited by its
 //!   descendants. The server is a child subreaper, so a descendant whose
@@ -35,7 +37,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -45,6 +47,7 @@ use nix::unistd::Pid;
 
 use super::group::{stop_with, Stopped};
 use super::{procfs, reaper};
+use crate::config::TrackingChoice;
 
 /// The environment variable that marks a command's descendants.
 pub const MARKER_VAR: &str = "CCX_COMMAND_ID";
@@ -79,16 +82,22 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const POOL_MAX: usize = 64;
 
 /// Chooses the mechanism once, at server start: a cgroup v2 subtree when
-/// one can be created under our own cgroup, else subreaper+marker. Later
-/// calls return the first answer.
-pub fn init() -> Mode {
+/// one can be created under our own cgroup (and `choice` allows it), else
+/// subreaper+marker. Later calls return the first answer.
+pub fn init(choice: TrackingChoice) -> Mode {
     let tracker = TRACKER.get_or_init(|| Tracker {
-        base: match cgroup_base() {
-            Ok(base) => Some(base),
-            Err(why) => {
-                tracing::info!("process tracking: subreaper+marker ({why})");
+        base: match choice {
+            TrackingChoice::Marker => {
+                tracing::info!("process tracking: subreaper+marker (CCX_PROCESS_TRACKING=marker)");
                 None
             }
+            TrackingChoice::Auto => match cgroup_base() {
+                Ok(base) => Some(base),
+                Err(why) => {
+                    tracing::info!("process tracking: subreaper+marker ({why})");
+                    None
+                }
+            },
         },
         pool: Mutex::new(Vec::new()),
     });
@@ -154,7 +163,9 @@ fn sweep_stale(parent: &Path) {
         else {
             continue;
         };
-        if pid == std::process::id() || procfs::is_alive(pid) {
+        // A tree named after our own pid is a dead server's whose pid came
+        // back: its cgroups may have been killed, so none is kept.
+        if pid != std::process::id() && procfs::is_alive(pid) {
             continue;
         }
         remove_tree(&entry.path(), true);
@@ -232,6 +243,18 @@ impl CommandCgroup {
         procfs::reread(&std::fs::File::from(fd)).unwrap_or_default()
     }
 
+    /// Whether no cgroup exists below this one, live or dying (read from
+    /// `cgroup.stat`; `false` when it cannot be read).
+    fn has_no_descendants(&self) -> bool {
+        let stat = self.read("cgroup.stat");
+        let count = |name: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        count("nr_descendants") == Some(0) && count("nr_dying_descendants") == Some(0)
+    }
+
     /// What `cgroup.events` says now (`None`: it cannot be read).
     fn events(&self) -> Option<Events> {
         let text = self.read("cgroup.events");
@@ -261,9 +284,32 @@ pub struct Scope {
     /// The marker's value, `<server pid>.<n>`.
     id: String,
     cgroup: Mutex<Option<CommandCgroup>>,
-    /// The last look at the cgroup (see [`Scope::anything_left`]) found it
-    /// empty and thawed: it can go back to the pool without another read.
-    found_empty: AtomicBool,
+    /// What the command did to its cgroup, as far as the server saw: it
+    /// decides whether the cgroup may be reused (see [`Scope::release`]).
+    wear: Mutex<Wear>,
+}
+
+/// The history of one command's cgroup that decides its reuse.
+///
+/// A cgroup may be reused only if nothing could have changed it: the
+/// kernel keeps state in a cgroup that outlives its processes. Above all a
+/// cgroup that saw `cgroup.kill` keeps the kill's sequence number, and
+/// every process later born into it with `CLONE_INTO_CGROUP` is SIGKILLed
+/// at birth (Linux compares the sequence seen at fork with the target's).
+/// The server cannot read that number, so the rule is by history: any
+/// leftover, any kill, any freeze, a shell ended by SIGKILL (a command can
+/// write its own `cgroup.kill`), or a sub-cgroup the command made, and the
+/// cgroup is retired — removed, and a fresh one made for the next command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Wear {
+    /// No look since the shell exited (a spawn that failed, or a command
+    /// still running).
+    #[default]
+    Unseen,
+    /// The first look after the shell exited found it empty and thawed.
+    Clean,
+    /// Never reuse it.
+    Retired,
 }
 
 impl Scope {
@@ -274,7 +320,7 @@ impl Scope {
         Scope {
             id: format!("{}.{n}", SERVER_PID.get_or_init(std::process::id)),
             cgroup: Mutex::new(None),
-            found_empty: AtomicBool::new(false),
+            wear: Mutex::new(Wear::Unseen),
         }
     }
 
@@ -378,19 +424,34 @@ impl Scope {
             .collect()
     }
 
+    fn worn(&self) -> std::sync::MutexGuard<'_, Wear> {
+        self.wear.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the cgroup as never to be reused (see [`Wear`]).
+    pub fn retire(&self) {
+        *self.worn() = Wear::Retired;
+    }
+
     /// Whether anything of the command is left outside its process group:
     /// a live process in its cgroup or below it (a sub-cgroup the command
     /// made), or an adopted orphan carrying its marker. One read of
-    /// `cgroup.events` where [`Scope::members`] would list the cgroup; an
-    /// empty, thawed cgroup is remembered for [`Scope::release`].
+    /// `cgroup.events` where [`Scope::members`] would list the cgroup. The
+    /// first look decides whether the cgroup is clean (see [`Wear`]); a
+    /// later look never makes it clean again.
     fn anything_left(&self) -> bool {
         let events = self.assigned().as_ref().and_then(CommandCgroup::events);
-        let reusable = events.is_some_and(|e| !e.populated && !e.frozen);
-        self.found_empty.store(reusable, Ordering::Relaxed);
-        match events {
+        let left = match events {
             Some(events) if events.populated => true,
             _ => !self.adopted_members().is_empty(),
-        }
+        };
+        let clean = !left && events.is_some_and(|e| !e.frozen);
+        let mut wear = self.worn();
+        *wear = match *wear {
+            Wear::Unseen if clean => Wear::Clean,
+            _ => Wear::Retired,
+        };
+        left
     }
 
     /// Ends every remaining process of the command (SIGTERM + SIGCONT,
@@ -409,6 +470,7 @@ impl Scope {
             },
             || {
                 if let Some(dir) = &cgroup {
+                    self.retire();
                     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
                 }
                 self.signal_members(Signal::SIGKILL);
@@ -428,11 +490,13 @@ impl Scope {
         }
     }
 
-    /// Gives the cgroup back for reuse once the command is over (or removes it).
+    /// Gives the cgroup back for reuse once the command is over, when its
+    /// history allows (see [`Wear`]); removes it otherwise.
     pub fn release(&self) {
         let taken = self.assigned().take();
         if let Some(cgroup) = taken {
-            give_back(cgroup, self.found_empty.load(Ordering::Relaxed));
+            let wear = *self.worn();
+            give_back(cgroup, wear);
         }
     }
 }
@@ -502,31 +566,36 @@ fn take_from_pool() -> Option<CommandCgroup> {
         .pop()
 }
 
-/// Returns an empty cgroup to the pool; one still populated, or over the
-/// pool's size, is removed instead (or left for [`remove_all`]). Unless the
-/// caller just saw it empty and thawed, one read of `cgroup.events` says
-/// both whether it is empty and whether something froze it (a child born
-/// into a frozen cgroup would be frozen).
-fn give_back(cgroup: CommandCgroup, known_empty: bool) {
-    let empty = known_empty
-        || match cgroup.events() {
-            Some(events) => {
-                if events.frozen {
-                    let _ = std::fs::write(cgroup.dir.join("cgroup.freeze"), "0");
-                }
-                !events.populated
-            }
-            None => false,
-        };
-    if let Some(tracker) = TRACKER.get() {
-        let mut pool = tracker.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if empty && pool.len() < POOL_MAX {
-            pool.push(cgroup);
-            return;
+/// Returns a cgroup to the pool when it is fit for the next command, and
+/// removes it otherwise (see [`Wear`]). A cgroup no process was born in (a
+/// spawn that failed) is checked the same way as one whose command ended
+/// cleanly: empty, thawed, and without a sub-cgroup.
+fn give_back(cgroup: CommandCgroup, wear: Wear) {
+    let fit = match wear {
+        Wear::Retired => false,
+        Wear::Clean => cgroup.has_no_descendants(),
+        Wear::Unseen => {
+            cgroup.events().is_some_and(|e| !e.populated && !e.frozen)
+                && cgroup.has_no_descendants()
         }
-    }
-    if empty {
+    };
+    if fit {
+        if let Some(tracker) = TRACKER.get() {
+            let mut pool = tracker.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOL_MAX {
+                pool.push(cgroup);
+                return;
+            }
+        }
         let _ = std::fs::remove_dir(&cgroup.dir);
+        return;
+    }
+    // Sub-cgroups go first, and a killed cgroup empties a moment after
+    // the kill: removal may wait, so not on a runtime thread.
+    let remove = move || remove_tree(&cgroup.dir, false);
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+        Err(_) => remove(),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::protocol::ReadyLine;
 /// runtime, once per process: it makes this process the subreaper of every
 /// command and, on the way out, kills every one still alive.
 pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
-    crate::process::supervise_children();
+    crate::process::supervise_children(config.process_tracking);
     shutdown.stop_on_signals();
     let listener = bind(&config).await?;
     check_shell(&config)?;
