@@ -77,10 +77,9 @@ async fn leave_a_term_ignoring_leftover(server: &TestServer, tag: &str) {
         }
     }
     assert!(
-        eventually(Duration::from_secs(5), || pids_with_cmdline(&tag)
-            .is_empty()),
+        eventually(Duration::from_secs(5), || pids_with_cmdline(tag).is_empty()),
         "leftovers survived: {:?}",
-        pids_with_cmdline(&tag)
+        pids_with_cmdline(tag)
     );
 }
 
