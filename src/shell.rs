@@ -38,6 +38,12 @@ pub struct ProgramUse {
     pub path: Option<String>,
     /// The wrapper that starts it (`exec`, `env`, `sh -c`, …), if any.
     pub via: Option<String>,
+    /// Its arguments, quotes removed where the word is literal (as
+    /// written where the shell expands something in it).
+    pub args: Vec<String>,
+    /// Variables the line sets for it (`NAME=value` prefixes, `export`,
+    /// `env NAME=value`), values as written.
+    pub env: Vec<(String, String)>,
 }
 
 /// What a command line runs, and what it changes on the way.
@@ -98,6 +104,7 @@ struct State {
     cwd: Option<String>,
     path: Option<String>,
     functions: Vec<String>,
+    vars: Vec<(String, String)>,
 }
 
 /// `sh -c` inside `sh -c` … stops here.
@@ -268,8 +275,11 @@ impl Walker<'_> {
         self.run_words(&words, state, &mut scoped, self.via.map(String::from));
     }
 
-    /// A `NAME=value` the walk cares about (PATH only).
+    /// A `NAME=value`: remembered for the programs that see it; PATH also
+    /// changes where programs are looked up.
     fn assign(&mut self, state: &mut State, name: &str, raw: &str) {
+        state.vars.retain(|(n, _)| n != name);
+        state.vars.push((name.to_string(), raw.to_string()));
         if name != "PATH" {
             return;
         }
@@ -376,6 +386,11 @@ impl Walker<'_> {
                     cwd: scoped.cwd.clone(),
                     path: scoped.path.clone(),
                     via: via.clone(),
+                    args: args
+                        .iter()
+                        .map(|a| literal(a).unwrap_or_else(|| a.to_string()))
+                        .collect(),
+                    env: scoped.vars.clone(),
                 });
                 let base = name.rsplit('/').next().unwrap_or(&name).to_string();
                 if WRAPPERS.contains(&base.as_str()) {

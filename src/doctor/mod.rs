@@ -11,6 +11,7 @@
 pub mod compare;
 pub mod differences;
 pub mod mcp;
+pub mod python;
 pub mod render;
 mod runner;
 mod server;

@@ -126,7 +126,7 @@ pub fn diagnose(observed: &Observed) -> Vec<Finding> {
 
 /// The PyPI distribution that provides top-level module `module`: its own
 /// name unless python_packages.toml says otherwise.
-fn distribution_of(module: &str) -> String {
+pub fn distribution_of(module: &str) -> String {
     static TABLE: OnceLock<std::collections::BTreeMap<String, String>> = OnceLock::new();
     TABLE
         .get_or_init(|| toml::from_str(PYTHON_PACKAGES).unwrap_or_default())

@@ -3,6 +3,7 @@
 //! server, the connected client), and returns an [`Outcome`]: plain data,
 //! never printed here.
 
+mod address;
 mod binaries;
 mod config;
 pub(crate) mod echo;

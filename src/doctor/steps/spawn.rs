@@ -18,8 +18,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
+use super::address::{self, Announced};
 use super::binaries::server_program;
 use super::{skipped_for_url, Outcome};
+use crate::doctor::python;
 use crate::doctor::server::ServerProcess;
 use crate::doctor::signatures::{self, Finding, Observed, Severity};
 use crate::doctor::{human_duration, Ctx, Status};
@@ -87,24 +89,28 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let probe = config.endpoint().authority();
     let started = Instant::now();
     let mut ready = server.ready.clone();
-    let url: String = loop {
+    let host = config.host.to_string();
+    let flagged = opts
+        .server_cmd
+        .as_deref()
+        .and_then(|cmd| address::from_flags(cmd, &host));
+    let (url, elsewhere): (String, Option<Announced>) = loop {
         if let Some(line) = ready.borrow_and_update().clone() {
-            break line.url;
+            break (line.url, None);
         }
         tokio::select! {
             status = server.exited() => {
                 server.drain().await;
-                return exited_early(server, status, &what, resolved.as_deref());
+                return exited_early(server, status, &what, resolved.as_deref(), opts.server_cmd.as_deref());
             }
             _ = ready.changed() => {}
             _ = sleep(POLL), if user_server => {
-                let connect = timeout(POLL * 5, TcpStream::connect(probe.as_str())).await;
-                if matches!(connect, Ok(Ok(_))) {
-                    break config.ws_url();
+                if let Some(found) = listening(server, &probe, flagged.as_ref()).await {
+                    break found;
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                return hung(server, &what, opts.spawn_timeout, user_server, &probe, resolved.as_deref());
+                return hung(server, &what, opts.spawn_timeout, &probe, resolved.as_deref(), opts.server_cmd.as_deref());
             }
         }
     };
@@ -125,9 +131,26 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let pid = server.pid;
     // A server that started may still have printed something alarming: the
     // findings are kept (and shown as notes), without failing the step.
-    let findings = diagnose(server, None, resolved.as_deref());
+    let findings = diagnose(
+        server,
+        None,
+        resolved.as_deref(),
+        opts.server_cmd.as_deref(),
+    );
     detail.extend(findings.iter().map(|f| finding_line(f, None)));
     let note = started_note(&findings);
+    if let Some(announced) = elsewhere {
+        return Outcome::warn(format!(
+            "ready at {url}, on port {} ({}), not on CCX_PORT {}",
+            announced.port, announced.source, config.port
+        ))
+        .detail(detail)
+        .findings(findings)
+        .fix(format!(
+            "clients that use CCX_PORT (or cc_executor's default) look on port {}: start the server with --port {}, or point clients at port {} (CCX_PORT={} ccx doctor --server-cmd …)",
+            config.port, config.port, announced.port, announced.port
+        ));
+    }
     if before_ready > PIPE_BUFFER {
         return Outcome::warn(format!(
             "ready at {url}, but it wrote {} KiB to stderr before it was ready (more than a {} KiB pipe buffer)",
@@ -143,6 +166,36 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         .findings(findings)
 }
 
+/// Where a user's server accepts connections: CCX_HOST:CCX_PORT, the
+/// address it printed, or the one its flags name; `None` while none does.
+/// The second value is set when it is not CCX_HOST:CCX_PORT.
+async fn listening(
+    server: &ServerProcess,
+    expected: &str,
+    flagged: Option<&Announced>,
+) -> Option<(String, Option<Announced>)> {
+    let printed = {
+        let mut text = server.stderr().text();
+        text.push('\n');
+        text.push_str(&server.stdout().text());
+        address::from_output(&text)
+    };
+    let mut candidates: Vec<(String, Option<Announced>)> = vec![(expected.to_string(), None)];
+    for announced in printed.into_iter().chain(flagged.cloned()) {
+        let authority = announced.authority();
+        if !candidates.iter().any(|(a, _)| *a == authority) {
+            candidates.push((authority, Some(announced)));
+        }
+    }
+    for (authority, announced) in candidates {
+        let connect = timeout(POLL * 5, TcpStream::connect(authority.as_str())).await;
+        if matches!(connect, Ok(Ok(_))) {
+            return Some((format!("ws://{authority}/ws/mcp"), announced));
+        }
+    }
+    None
+}
+
 /// The program the server command starts, resolved on the PATH the server
 /// sees (not canonicalized: a venv's `python` is a symlink to the system
 /// one, and which of the two runs is the point).
@@ -155,8 +208,15 @@ fn resolved_program(ctx: &Ctx<'_>, program: &std::path::Path) -> Option<String> 
 }
 
 /// Known signatures in what the server printed (stderr, then stdout) and
-/// in how it died; causes first, harmless warnings last.
-fn diagnose(server: &ServerProcess, signal: Option<i32>, program: Option<&str>) -> Vec<Finding> {
+/// in how it died; causes first, harmless warnings last. For a Python
+/// server, what the project on disk says about an import failure comes
+/// first and replaces the generic reading of it.
+fn diagnose(
+    server: &ServerProcess,
+    signal: Option<i32>,
+    program: Option<&str>,
+    server_cmd: Option<&str>,
+) -> Vec<Finding> {
     let mut output = server.stderr().text();
     output.push('\n');
     output.push_str(&server.stdout().text());
@@ -165,6 +225,13 @@ fn diagnose(server: &ServerProcess, signal: Option<i32>, program: Option<&str>) 
         signal,
         program: program.map(String::from),
     });
+    if let (Some(cmd), Ok(base)) = (server_cmd, std::env::current_dir()) {
+        let grounded = python::diagnose(cmd, &base, &output);
+        if !grounded.is_empty() {
+            findings.retain(|f| f.id != "module-not-found");
+            findings.splice(0..0, grounded);
+        }
+    }
     findings.sort_by_key(|f| f.severity == Severity::Harmless);
     findings
 }
@@ -260,10 +327,11 @@ fn exited_early(
     status: std::io::Result<ExitStatus>,
     what: &str,
     program: Option<&str>,
+    server_cmd: Option<&str>,
 ) -> Outcome {
     let how = describe_status(&status);
     let signal = status.as_ref().ok().and_then(death_signal);
-    let findings = diagnose(server, signal, program);
+    let findings = diagnose(server, signal, program, server_cmd);
     let stderr = server.stderr().last_lines(15);
     let stdout = server.stdout().last_lines(15);
     let mut detail = vec![format!("command: {what}")];
@@ -321,11 +389,12 @@ fn hung(
     server: &mut ServerProcess,
     what: &str,
     after: Duration,
-    user_server: bool,
     probe: &str,
     program: Option<&str>,
+    server_cmd: Option<&str>,
 ) -> Outcome {
-    let findings = diagnose(server, None, program);
+    let user_server = server_cmd.is_some();
+    let findings = diagnose(server, None, program, server_cmd);
     let stderr = server.stderr().last_lines(10);
     let stdout = server.stdout().last_lines(10);
     let waited_for = if user_server {
