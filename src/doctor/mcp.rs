@@ -108,6 +108,7 @@ pub async fn run(opts: &McpOptions, interrupted: impl std::future::Future<Output
         steps: ran.steps,
         duration_ms: millis(started.elapsed()),
         server: None,
+        ended: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! process group before the report is returned, also when interrupted.
 
 pub mod compare;
+pub mod detached;
 pub mod differences;
 pub mod mcp;
 pub mod python;
@@ -151,6 +152,10 @@ pub struct Report {
     /// new optional field breaks no reader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerIdentity>,
+    /// Processes the server command left behind (a launcher that detached
+    /// its server) that the doctor ended, as `pid N (argv)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<String>,
 }
 
 impl Report {
@@ -177,6 +182,7 @@ impl Report {
             duration_ms: 0,
             error: Some(error),
             server: None,
+            ended: Vec::new(),
         }
     }
 }
@@ -288,9 +294,10 @@ pub(crate) async fn run_steps(
         }
         client.close().await;
     }
-    if let Some(server) = ctx.server.take() {
-        server.stop().await;
-    }
+    let ended = match ctx.server.take() {
+        Some(server) => server.stop().await,
+        None => Vec::new(),
+    };
 
     let exit_code = ran.exit(opts.strict).code();
     let report = Report {
@@ -303,6 +310,7 @@ pub(crate) async fn run_steps(
         steps: ran.steps,
         duration_ms: millis(started.elapsed()),
         server: ctx.server_identity.take(),
+        ended,
     };
     (report, info)
 }

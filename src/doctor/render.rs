@@ -102,6 +102,12 @@ pub fn human(report: &Report, style: Style) -> String {
             }
         }
     }
+    if !report.ended.is_empty() {
+        out.push_str(&format!(
+            "the doctor ended what the server command left running: {}\n",
+            report.ended.join(", ")
+        ));
+    }
     out.push_str(&verdict(report, &paint));
     out.push('\n');
     out
@@ -325,6 +331,7 @@ mod tests {
             duration_ms: 42,
             error: None,
             server: None,
+            ended: Vec::new(),
         }
     }
 

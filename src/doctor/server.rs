@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use crate::doctor::detached::Detached;
 use crate::process::Group;
 use crate::protocol::ReadyLine;
 
@@ -90,6 +91,9 @@ pub struct ServerProcess {
     stopped: bool,
     /// The write end of the bundled server's `--lifeline`: held, never written.
     _lifeline: Option<tokio::process::ChildStdin>,
+    /// A user's server command: its descendants, followed after they leave
+    /// it (see `crate::doctor::detached`).
+    pub detached: Option<Detached>,
 }
 
 impl ServerProcess {
@@ -127,6 +131,7 @@ impl ServerProcess {
             readers.push(tokio::spawn(read_stream(err, stderr.clone())));
         }
         let lifeline_pipe = child.stdin.take();
+        let detached = (!lifeline).then(|| Detached::follow(pid));
         Ok(ServerProcess {
             child,
             pid,
@@ -137,6 +142,7 @@ impl ServerProcess {
             readers,
             stopped: false,
             _lifeline: lifeline_pipe,
+            detached,
         })
     }
 
@@ -167,14 +173,20 @@ impl ServerProcess {
     }
 
     /// SIGTERM to the whole group, SIGKILL after a grace period, wait for
-    /// the leader and for every member, stop the readers.
-    pub async fn stop(mut self) {
+    /// the leader and for every member, stop the readers; then end what the
+    /// command left behind in other groups and sessions. Returns those, as
+    /// `pid N (argv)`.
+    pub async fn stop(mut self) -> Vec<String> {
         crate::process::stop_child(&mut self.child, self.group, STOP_GRACE).await;
         self.drain().await;
         for reader in &self.readers {
             reader.abort();
         }
         self.stopped = true;
+        match self.detached.as_mut() {
+            Some(detached) => detached.end_all(STOP_GRACE).await,
+            None => Vec::new(),
+        }
     }
 }
 

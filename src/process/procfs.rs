@@ -76,6 +76,70 @@ pub fn environ_contains(pid: u32, entry: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The direct children of `pid` (alive or zombie), from its threads'
+/// `children` files.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut children: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    children.sort_unstable();
+    children.dedup();
+    children
+}
+
+/// Where descriptor `fd` of `pid` points: a path, `pipe:[INODE]`,
+/// `socket:[INODE]`, `/dev/null`.
+pub fn fd_target(pid: u32, fd: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// The working directory of `pid`.
+pub fn cwd(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+/// The environment `pid` was started with (empty when unreadable).
+pub fn environ(pid: u32) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter_map(|entry| {
+            let at = entry.iter().position(|b| *b == b'=')?;
+            Some((
+                std::ffi::OsStr::from_bytes(&entry[..at]).to_os_string(),
+                std::ffi::OsStr::from_bytes(&entry[at + 1..]).to_os_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Whether any live process other than `except` holds `target` (such as
+/// `pipe:[123]`) open. A full walk: diagnostics only.
+pub fn anyone_holds(target: &str, except: &[u32]) -> bool {
+    all_pids()
+        .into_iter()
+        .filter(|p| !except.contains(p))
+        .any(|pid| {
+            is_alive(pid)
+                && std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == target))
+        })
+}
+
 /// This process's direct children (alive or zombie), from
 /// /proc/self/task/*/children: the cost grows with this process's threads
 /// and children, not with the number of processes on the host. Orphans

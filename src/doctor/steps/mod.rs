@@ -8,6 +8,7 @@ mod binaries;
 mod config;
 pub(crate) mod echo;
 mod handshake;
+mod left_behind;
 mod port;
 mod spawn;
 

@@ -20,6 +20,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::address::{self, Announced};
 use super::binaries::server_program;
+use super::left_behind;
 use super::{skipped_for_url, Outcome};
 use crate::doctor::python;
 use crate::doctor::server::ServerProcess;
@@ -94,17 +95,37 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         .server_cmd
         .as_deref()
         .and_then(|cmd| address::from_flags(cmd, &host));
+    let mut launcher: Option<std::io::Result<ExitStatus>> = None;
     let (url, elsewhere): (String, Option<Announced>) = loop {
         if let Some(line) = ready.borrow_and_update().clone() {
             break (line.url, None);
         }
         tokio::select! {
-            status = server.exited() => {
+            status = server.exited(), if launcher.is_none() => {
+                if let Some(detached) = server.detached.as_mut() {
+                    detached.launcher_exited();
+                    if !detached.running().is_empty() {
+                        // A launcher that detached its server: follow the server.
+                        launcher = Some(status);
+                        continue;
+                    }
+                    if !detached.died().is_empty() {
+                        server.drain().await;
+                        return left_behind::died(server, &status, &what).await;
+                    }
+                }
                 server.drain().await;
                 return exited_early(server, status, &what, resolved.as_deref(), opts.server_cmd.as_deref());
             }
             _ = ready.changed() => {}
             _ = sleep(POLL), if user_server => {
+                if let Some(detached) = server.detached.as_mut() {
+                    detached.scan();
+                    if let (Some(status), true) = (&launcher, detached.running().is_empty()) {
+                        server.drain().await;
+                        return left_behind::died(server, status, &what).await;
+                    }
+                }
                 if let Some(found) = listening(server, &probe, flagged.as_ref()).await {
                     break found;
                 }
@@ -115,11 +136,26 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         }
     };
     let before_ready = server.stderr().total;
-    let mut detail = vec![
-        format!("started: {what} (pid {}, own process group)", server.pid),
+    let mut detail = vec![format!(
+        "started: {what} (pid {}, own process group)",
+        server.pid
+    )];
+    let mut pid = server.pid;
+    if let (Some(status), Some(detached)) = (&launcher, &server.detached) {
+        for d in detached.running() {
+            detail.push(format!(
+                "the launcher {} and left pid {} running: {}",
+                describe_status(status),
+                d.pid,
+                d.argv.join(" ")
+            ));
+            pid = d.pid;
+        }
+    }
+    detail.extend([
         format!("ready after {} at {url}", human_duration(started.elapsed())),
         format!("stderr before ready: {before_ready} bytes"),
-    ];
+    ]);
     detail.extend(
         server
             .stderr()
@@ -128,7 +164,6 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             .map(|l| format!("stderr: {l}")),
     );
     ctx.target = Some(url.clone());
-    let pid = server.pid;
     // A server that started may still have printed something alarming: the
     // findings are kept (and shown as notes), without failing the step.
     let findings = diagnose(
@@ -220,13 +255,25 @@ fn diagnose(
     let mut output = server.stderr().text();
     output.push('\n');
     output.push_str(&server.stdout().text());
+    let base = std::env::current_dir().unwrap_or_default();
+    findings_in(&output, signal, program, server_cmd, &base)
+}
+
+/// The findings for what a server command run from `base` printed.
+pub(super) fn findings_in(
+    output: &str,
+    signal: Option<i32>,
+    program: Option<&str>,
+    server_cmd: Option<&str>,
+    base: &std::path::Path,
+) -> Vec<Finding> {
     let mut findings = signatures::diagnose(&Observed {
-        output: &output,
+        output,
         signal,
         program: program.map(String::from),
     });
-    if let (Some(cmd), Ok(base)) = (server_cmd, std::env::current_dir()) {
-        let grounded = python::diagnose(cmd, &base, &output);
+    if let Some(cmd) = server_cmd {
+        let grounded = python::diagnose(cmd, base, output);
         if !grounded.is_empty() {
             findings.retain(|f| f.id != "module-not-found");
             findings.splice(0..0, grounded);
@@ -238,7 +285,7 @@ fn diagnose(
 
 /// One detail line per finding: what it means, what proves it, and its fix
 /// (unless that is the step's own `fix:`, shown right below).
-fn finding_line(f: &Finding, step_fix: Option<&str>) -> String {
+pub(super) fn finding_line(f: &Finding, step_fix: Option<&str>) -> String {
     let kind = match f.severity {
         Severity::Cause => "known cause",
         Severity::Harmless => "harmless",
@@ -281,7 +328,7 @@ fn started_note(findings: &[Finding]) -> String {
 }
 
 /// The fix of the most relevant finding: the first cause.
-fn top_fix(findings: &[Finding]) -> Option<String> {
+pub(super) fn top_fix(findings: &[Finding]) -> Option<String> {
     findings
         .iter()
         .find(|f| f.severity == Severity::Cause)
@@ -305,7 +352,7 @@ fn signal_name(sig: i32) -> String {
 }
 
 /// How the server ended: "exited with exit status 1", "was killed by signal 11 (SIGSEGV)".
-fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
+pub(super) fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(s) => match (s.code(), death_signal(s)) {
             (Some(127), _) => "exited with exit status 127 (command not found)".into(),
@@ -375,7 +422,7 @@ fn exited_early(
 }
 
 /// The end of a line, short enough for a summary.
-fn short_tail(line: &str) -> String {
+pub(super) fn short_tail(line: &str) -> String {
     const KEEP: usize = 120;
     let line = line.trim_start_matches('…');
     let count = line.chars().count();
