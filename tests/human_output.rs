@@ -62,6 +62,7 @@ fn report(target: &str, steps: Vec<StepResult>, duration_ms: u64) -> Report {
         duration_ms,
         error: None,
         server: None,
+        ended: Vec::new(),
     }
 }
 

@@ -118,6 +118,13 @@ impl Descendant {
     }
 }
 
+/// The size of a file a descriptor points to (`None` for a pipe, a
+/// socket, nothing).
+fn file_size(target: Option<&str>) -> Option<u64> {
+    let target = target.filter(|t| t.starts_with('/'))?;
+    std::fs::metadata(target).ok().map(|m| m.len())
+}
+
 /// The last lines written to `path` after `offset`.
 fn new_lines(path: &str, offset: Option<u64>) -> Vec<String> {
     let Ok(bytes) = std::fs::read(path) else {
@@ -184,13 +191,30 @@ impl Detached {
                 .iter_mut()
                 .find(|d| d.pid == pid && d.start_ticks == stat.start_ticks)
             {
-                Some(known) => known.outputs = outputs,
+                Some(known) => {
+                    for ((now, before), offset) in outputs
+                        .iter()
+                        .zip(&known.outputs)
+                        .zip(known.offsets.iter_mut())
+                    {
+                        if now != before {
+                            *offset = file_size(now.as_deref());
+                        }
+                    }
+                    known.outputs = outputs;
+                    // A fork seen before its exec showed its parent's argv.
+                    let argv = procfs::cmdline(pid);
+                    if argv != known.argv && !argv.is_empty() {
+                        known.argv = argv;
+                        known.cwd = procfs::cwd(pid);
+                        known.env = procfs::environ(pid);
+                    }
+                }
                 None => {
-                    let offsets = outputs.clone().map(|t| {
-                        t.filter(|t| t.starts_with('/'))
-                            .and_then(|t| std::fs::metadata(t).ok())
-                            .map(|m| m.len())
-                    });
+                    let offsets = [
+                        file_size(outputs[0].as_deref()),
+                        file_size(outputs[1].as_deref()),
+                    ];
                     self.seen.push(Descendant {
                         pid,
                         start_ticks: stat.start_ticks,

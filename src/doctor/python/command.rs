@@ -77,6 +77,19 @@ impl PythonRun {
         })
     }
 
+    /// A command line whose Python start cannot be read (a wrapper script,
+    /// a variable as the program): it runs from `base`, as `python`.
+    pub fn opaque(server_cmd: &str, base: &Path) -> PythonRun {
+        PythonRun {
+            program: "python".into(),
+            cwd: base.to_path_buf(),
+            target: Target::Module(String::new()),
+            rest: Vec::new(),
+            env: Vec::new(),
+            argv: shell_words::split(server_cmd).unwrap_or_else(|_| vec![server_cmd.to_string()]),
+        }
+    }
+
     /// The value of a variable the line sets (`PYTHONPATH`).
     pub fn var(&self, name: &str) -> Option<&str> {
         self.env

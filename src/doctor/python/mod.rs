@@ -20,17 +20,26 @@ use crate::doctor::signatures::Finding;
 /// and ran from `base` (the launcher's working directory); empty when the
 /// command starts no Python program or the output shows no import failure.
 pub fn diagnose(server_cmd: &str, base: &Path, output: &str) -> Vec<Finding> {
-    let Ok(analysis) = crate::shell::analyze(server_cmd) else {
-        return Vec::new();
-    };
-    let Some(run) = PythonRun::find(&analysis.programs, base) else {
-        return Vec::new();
-    };
+    // A line the doctor cannot read as a Python start (a wrapper script
+    // that runs Python) is still read against the project it runs in: an
+    // import failure of the project's own package is never advice to
+    // install that name from a registry.
+    let read = crate::shell::analyze(server_cmd)
+        .ok()
+        .and_then(|analysis| PythonRun::find(&analysis.programs, base));
+    let opaque = read.is_none();
+    let run = read.unwrap_or_else(|| PythonRun::opaque(server_cmd, base));
     let project = project::Project::discover(&run.cwd);
-    diagnosis::diagnose(&diagnosis::Failure {
+    let mut findings = diagnosis::diagnose(&diagnosis::Failure {
         output,
         run: &run,
         project: &project,
         base,
-    })
+    });
+    if opaque {
+        // Which interpreter ran is unknown here: the generic reading,
+        // which names the one the command resolves to, says more.
+        findings.retain(|f| f.id != "missing-dependency");
+    }
+    findings
 }
