@@ -12,6 +12,8 @@ pub mod compare;
 pub mod differences;
 pub mod mcp;
 pub mod render;
+pub mod render_github;
+pub mod render_junit;
 mod runner;
 mod server;
 pub mod signatures;
