@@ -449,7 +449,7 @@ printf '%s\n' "${COMPREPLY[@]}"
     for format in ["human", "json", "junit", "github"] {
         assert!(formats.iter().any(|f| f == format), "{formats:?}");
     }
-    // HTML_COMPLETION
+    assert!(complete("ccx stress --ht").iter().any(|f| f == "--html"));
 }
 
 #[test]
@@ -532,4 +532,310 @@ fn man(page: &Path) -> Output {
         .env("MAN_KEEP_FORMATTING", "0")
         .output()
         .expect("run man")
+}
+
+/// Headless Chromium with nothing in the background and no way off the
+/// machine: every host name and address resolves to "not found" (so not
+/// even a background service of the browser opens a connection), a fresh
+/// profile, and the net log and console written out for the test to read.
+struct Chromium {
+    profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    fn new() -> Chromium {
+        Chromium {
+            profile: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Runs chromium on `page` with `extra` flags; returns (stdout, stderr).
+    fn run(&self, page: &Path, extra: &[String]) -> (String, String) {
+        use std::os::unix::process::CommandExt;
+        let out_file = self.profile.path().join("stdout");
+        let err_file = self.profile.path().join("stderr");
+        let mut child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                self.profile.path().join("profile").display()
+            ))
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out_file).expect("stdout file"))
+            .stderr(std::fs::File::create(&err_file).expect("stderr file"))
+            .process_group(0)
+            .spawn()
+            .expect("start chromium");
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let exited = common::eventually(Duration::from_secs(90), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        // Its helpers (zygote, GPU, network service) share its group.
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let status = child.wait().expect("wait for chromium");
+        let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
+        assert!(exited, "chromium did not finish within 90 s: {stderr}");
+        assert!(status.success(), "chromium failed ({status}): {stderr}");
+        (
+            std::fs::read_to_string(&out_file).unwrap_or_default(),
+            stderr,
+        )
+    }
+}
+
+/// A shell that waits 20 ms before each command: a server that uses it
+/// answers every request that much later.
+fn slow_shell(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("slow-sh");
+    std::fs::write(&path, "#!/bin/sh\nsleep 0.02\nexec /bin/sh \"$@\"\n").expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// The `<td data-target=I data-key=K data-value=V>TEXT</td>` cells of the
+/// results table, as Chromium's DOM has them.
+fn result_cells(dom: &str) -> Vec<(usize, String, Option<f64>, String)> {
+    let cell = regex::Regex::new(
+        r#"<td data-target="(\d+)" data-key="([^"]+)"(?: data-value="([^"]+)")?[^>]*>([^<]*)</td>"#,
+    )
+    .expect("regex");
+    cell.captures_iter(dom)
+        .map(|c| {
+            (
+                c[1].parse().expect("index"),
+                c[2].to_string(),
+                c.get(3).map(|v| v.as_str().parse().expect("a number")),
+                c[4].replace("&amp;", "&"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn stress_html_of_two_servers_opens_offline_in_chromium_and_shows_the_json_numbers() {
+    if skip_without(
+        "chromium",
+        "stress_html_of_two_servers_opens_offline_in_chromium_and_shows_the_json_numbers",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fast = common::TestServer::start();
+    let shell = slow_shell(dir.path());
+    let slow =
+        common::TestServer::start_with(&[("CCX_SHELL", shell.to_str().expect("utf-8"))], &[]);
+    let page = dir.path().join("stress.html");
+    let out = common::ccx_command()
+        .args(["stress", "--url", &fast.url, "--url", &slow.url])
+        .args(["--clients", "4", "--requests", "40", "--json", "--html"])
+        .arg(&page)
+        .output()
+        .expect("run ccx stress");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: ccx::stress::report::StressReport =
+        serde_json::from_slice(&out.stdout).expect("the --json report");
+    let html = std::fs::read_to_string(&page).expect("the page");
+
+    // Self-contained: nothing to fetch, nothing to run.
+    assert!(html.len() < 1_000_000, "{} bytes", html.len());
+    for needle in [
+        "<script", "<link", "src=", "href=", "url(", "@import", "http://", "https://",
+    ] {
+        assert!(!html.contains(needle), "the page has {needle:?}");
+    }
+    let fast_p50 = report.targets[0].latency_ms.as_ref().expect("latency").p50;
+    let slow_p50 = report.targets[1].latency_ms.as_ref().expect("latency").p50;
+    assert!(
+        slow_p50 > fast_p50 + 15.0,
+        "the slow server is slower: {fast_p50} vs {slow_p50}"
+    );
+
+    let chromium = Chromium::new();
+    let net_log = dir.path().join("net-log.json");
+    let (dom, stderr) = chromium.run(
+        &page,
+        &[
+            "--dump-dom".into(),
+            "--enable-logging=stderr".into(),
+            "--v=0".into(),
+            format!("--log-net-log={}", net_log.display()),
+        ],
+    );
+    assert!(
+        !stderr.contains(":CONSOLE"),
+        "console messages while loading the page:\n{stderr}"
+    );
+    // The browser's own background services may try (and fail: nothing
+    // resolves); a request of the page carries the page's file:// origin.
+    let log: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&net_log).expect("net log"))
+            .expect("the net log is JSON");
+    let page_requests: Vec<&serde_json::Value> = log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            e["params"]["network_isolation_key"]
+                .as_str()
+                .is_some_and(|k| k.contains("file://"))
+        })
+        .collect();
+    assert!(
+        page_requests.is_empty(),
+        "the page made requests: {page_requests:?}"
+    );
+    assert!(
+        dom.contains("</html>") && dom.contains("ccx stress"),
+        "{dom}"
+    );
+
+    // One series per target in each chart, in the report's order.
+    let charts: Vec<&str> = dom.split("<svg class=\"chart\"").skip(1).collect();
+    assert_eq!(charts.len(), 2, "two charts");
+    let series =
+        regex::Regex::new(r#"<g class="series s(\d)" data-target="([^"]+)">"#).expect("regex");
+    let path = regex::Regex::new(r#"<path class="line" d="M[^"]* L[^"]*"#).expect("regex");
+    for chart in &charts {
+        let chart = chart.split("</svg>").next().unwrap_or_default();
+        let labels: Vec<String> = series
+            .captures_iter(chart)
+            .map(|c| c[2].to_string())
+            .collect();
+        let urls: Vec<String> = report.targets.iter().map(|t| t.target.clone()).collect();
+        assert_eq!(labels, urls, "{chart}");
+        assert_eq!(
+            path.find_iter(chart).count(),
+            2,
+            "a drawn line per target: {chart}"
+        );
+    }
+
+    // The numbers shown are the --json report's.
+    let cells = result_cells(&dom);
+    let expected = |t: &ccx::stress::report::TargetReport, key: &str| -> Option<f64> {
+        let l = t.latency_ms.as_ref();
+        match key {
+            "success_percent" => Some(t.success_percent),
+            "attempts" => Some(t.attempts as f64),
+            "successes" => Some(t.successes as f64),
+            "failures" => Some((t.attempts - t.successes) as f64),
+            "throughput_rps" => Some(t.throughput_rps),
+            "elapsed_s" => Some(t.elapsed_s),
+            "p50" => l.map(|l| l.p50),
+            "p90" => l.map(|l| l.p90),
+            "p99" => l.map(|l| l.p99),
+            "max" => l.map(|l| l.max),
+            other => panic!("unexpected cell {other}"),
+        }
+    };
+    assert_eq!(cells.len(), 10 * report.targets.len(), "{cells:?}");
+    for (i, key, value, shown) in &cells {
+        let target = &report.targets[*i];
+        let want = expected(target, key).expect("a value");
+        // serde_json reads floats to within one unit in the last place.
+        let value = value.expect("a data-value");
+        assert!(
+            (value - want).abs() <= want.abs() * 1e-12,
+            "{key} of target {i}: {value} shown, {want} in the JSON"
+        );
+        let number = ccx::stress::html::number(want);
+        assert!(
+            shown.contains(&number),
+            "{key} of target {i}: {shown:?} should show {number}"
+        );
+    }
+    for (i, target) in report.targets.iter().enumerate() {
+        assert!(cells
+            .iter()
+            .any(|(j, k, _, shown)| *j == i && k == "attempts" && *shown == "160"));
+        assert_eq!(target.attempts, 160);
+    }
+    let run = report.run.as_ref().expect("run info");
+    assert!(dom.contains(&format!(
+        "<time id=\"started-at\">{}</time>",
+        run.started_at
+    )));
+    assert!(dom.contains(&format!("<span id=\"cores\">{}</span>", run.machine.cores)));
+    assert!(dom.contains(&run.machine.kernel));
+
+    // A screenshot: a page with text and both targets' colours on it.
+    let shot = dir.path().join("shot.png");
+    chromium.run(
+        &page,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1200,1600".into(),
+        ],
+    );
+    let bytes = std::fs::read(&shot).expect("the screenshot");
+    assert!(
+        (20_000..1_000_000).contains(&bytes.len()),
+        "{} bytes",
+        bytes.len()
+    );
+    let (width, height, pixels) = decode_png(&bytes);
+    assert_eq!((width, height), (1200, 1600));
+    let background = pixels[0];
+    let ink = pixels.iter().filter(|p| **p != background).count();
+    assert!(
+        ink * 100 > pixels.len() * 3,
+        "mostly blank: {ink} of {} pixels",
+        pixels.len()
+    );
+    // The series colours of the page's light scheme (.s0, .s1).
+    for (name, colour) in [
+        ("first target", [0x09, 0x69, 0xda]),
+        ("second target", [0xd1, 0x59, 0x0c]),
+    ] {
+        let near = |p: &[u8; 3]| p.iter().zip(colour).all(|(a, b)| a.abs_diff(b) < 24);
+        let count = pixels.iter().filter(|p| near(p)).count();
+        assert!(count > 500, "the {name}'s colour covers {count} pixels");
+    }
+
+    // The README's picture, when asked for: smaller, to stay light.
+    if let Ok(target) = std::env::var("CCX_README_SCREENSHOT") {
+        chromium.run(
+            &page,
+            &[
+                format!("--screenshot={target}"),
+                "--window-size=1000,1130".into(),
+            ],
+        );
+        let size = std::fs::metadata(&target)
+            .expect("the README screenshot")
+            .len();
+        assert!(size < 150_000, "{target}: {size} bytes");
+    }
+}
+
+/// The RGB pixels of a PNG.
+fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let channels = info.color_type.samples();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let pixels = buf[..info.buffer_size()]
+        .chunks(channels)
+        .map(|p| match channels {
+            1 | 2 => [p[0]; 3],
+            _ => [p[0], p[1], p[2]],
+        })
+        .collect();
+    (info.width, info.height, pixels)
 }
