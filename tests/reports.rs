@@ -839,3 +839,25 @@ fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<[u8; 3]>) {
         .collect();
     (info.width, info.height, pixels)
 }
+
+#[test]
+fn stress_html_to_a_path_that_cannot_be_written_is_a_usage_error_before_any_load() {
+    let out = common::ccx_command()
+        .args([
+            "stress",
+            "--url",
+            "ws://127.0.0.1:1/ws/mcp",
+            "--requests",
+            "1",
+        ])
+        .args(["--html", "/nonexistent-dir/stress.html"])
+        .output()
+        .expect("run ccx stress");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--html /nonexistent-dir/stress.html: cannot create it"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no report: nothing ran");
+}

@@ -707,3 +707,59 @@ fn cdf(h: &Histogram<u64>) -> Vec<CdfPoint> {
     }
     points
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_three_targets_of_100k_requests_each_stays_under_1_mb() {
+        let plan = Plan::new(
+            8,
+            Some(12_500),
+            None,
+            Mode::Persistent,
+            Duration::from_secs(30),
+            Workload::Echo,
+        );
+        let targets: Vec<TargetReport> = (0..3u64)
+            .map(|t| {
+                let mut tally = Tally::new(0);
+                for i in 0..100_000u64 {
+                    // A varied load over ten minutes, with some failures.
+                    let at = Duration::from_millis(i * 6);
+                    let result = if i % 97 == 0 {
+                        Err(Failure::new(Cause::Timeout, format!("request {i} timed out")))
+                    } else {
+                        Ok(Duration::from_micros(300 + (i * 7919 + t) % 90_000))
+                    };
+                    tally.record(None, result, at);
+                }
+                let target = Target::Server {
+                    url: format!("ws://127.0.0.1:{}/ws/mcp", 8003 + t),
+                    token: None,
+                };
+                report(&target, &plan, tally, Duration::from_secs(600), 100.0)
+            })
+            .collect();
+        for t in &targets {
+            assert_eq!(t.attempts, 100_000);
+            assert!(t.latency_cdf.len() <= CDF_POINTS, "{}", t.latency_cdf.len());
+            let timeline = t.timeline.as_ref().expect("a timeline");
+            assert!(timeline.bins.len() <= timeline::MAX_BINS);
+            let failures: u64 = timeline.bins.iter().map(|b| b.failures).sum();
+            assert_eq!(failures, t.attempts - t.successes);
+        }
+        let report = StressReport {
+            schema_version: report::SCHEMA_VERSION,
+            settings: plan.settings(None, 100.0),
+            passed: false,
+            targets,
+            run: Some(machine::RunInfo::now()),
+        };
+        let page = html::render(&report);
+        assert!(page.len() < 1_000_000, "{} bytes", page.len());
+        let json = serde_json::to_string(&report).expect("JSON");
+        assert!(json.len() < 1_000_000, "{} bytes", json.len());
+    }
+}
