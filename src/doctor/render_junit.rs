@@ -167,6 +167,56 @@ fn allowed_in_xml(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::{StepId, SCHEMA_VERSION};
+
+    fn report(status: Status, ok: bool, error: Option<&str>) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            ccx_version: "0.1.0".into(),
+            target: "ws://127.0.0.1:8003/ws/mcp".into(),
+            ok,
+            exit_code: if ok { 0 } else { 1 },
+            steps: vec![StepResult {
+                id: StepId::Config,
+                title: StepId::Config.title().into(),
+                status,
+                summary: "unknown variable CCX_PROT".into(),
+                detail: vec!["did you mean CCX_PORT?".into()],
+                fix: Some("rename it".into()),
+                duration_ms: 3,
+                findings: Vec::new(),
+            }],
+            duration_ms: 5,
+            error: error.map(String::from),
+            server: None,
+        }
+    }
+
+    #[test]
+    fn a_warning_passes_unless_strict_made_it_fail_and_an_interruption_is_an_error() {
+        let lenient = junit(&report(Status::Warn, true, None));
+        assert!(!lenient.contains("<failure"), "{lenient}");
+        assert!(
+            lenient.contains("<system-out>configuration (warning)"),
+            "{lenient}"
+        );
+        let strict = junit(&report(Status::Warn, false, None));
+        assert!(
+            strict.contains("<failure message=\"unknown variable CCX_PROT\" type=\"warning\">"),
+            "{strict}"
+        );
+        assert!(strict.contains("failures=\"1\" errors=\"0\""), "{strict}");
+        let interrupted = junit(&report(Status::Skip, false, Some("interrupted by SIGINT")));
+        assert!(
+            interrupted.contains("<testcase name=\"doctor\"")
+                && interrupted.contains("<error message=\"interrupted by SIGINT\""),
+            "{interrupted}"
+        );
+        assert!(
+            interrupted.contains("tests=\"2\" failures=\"0\" errors=\"1\" skipped=\"1\""),
+            "{interrupted}"
+        );
+    }
 
     #[test]
     fn markup_and_characters_xml_cannot_carry_are_escaped() {

@@ -729,7 +729,10 @@ mod tests {
                     // A varied load over ten minutes, with some failures.
                     let at = Duration::from_millis(i * 6);
                     let result = if i % 97 == 0 {
-                        Err(Failure::new(Cause::Timeout, format!("request {i} timed out")))
+                        Err(Failure::new(
+                            Cause::Timeout,
+                            format!("request {i} timed out"),
+                        ))
                     } else {
                         Ok(Duration::from_micros(300 + (i * 7919 + t) % 90_000))
                     };
