@@ -446,44 +446,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
-:root { --bg: #ffffff; --fg: #1b1f24; --muted: #59636e; --grid: #d8dee4; --plot: #f6f8fa;
-  --pass: #1a7f37; --fail: #cf222e;
-  --c0: #0969da; --c1: #d1590c; --c2: #1a7f37; --c3: #8250df; --c4: #cf222e; --c5: #0b7285; --c6: #9a6700; --c7: #57606a; }
-@media (prefers-color-scheme: dark) {
-  :root { --bg: #0d1117; --fg: #e6edf3; --muted: #9198a1; --grid: #30363d; --plot: #161b22;
-    --pass: #3fb950; --fail: #f85149;
-    --c0: #58a6ff; --c1: #ffa657; --c2: #56d364; --c3: #bc8cff; --c4: #ff7b72; --c5: #39c5cf; --c6: #e3b341; --c7: #b1bac4; }
-}
-@media print { :root { --bg: #ffffff; --fg: #000000; --muted: #444444; --grid: #cccccc; --plot: #ffffff; }
-  section { break-inside: avoid; } main { max-width: none; } }
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--bg); color: var(--fg);
-  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1040px; margin: 0 auto; padding: 24px 28px 40px; }
-h1 { font-size: 26px; margin: 0 0 6px; } h2 { font-size: 18px; margin: 28px 0 8px; }
-.meta, .hint, footer { color: var(--muted); } .hint { margin: 0 0 8px; font-size: 14px; }
-.verdict { font-weight: 600; margin: 0 0 4px; } .pass { color: var(--pass); } .fail { color: var(--fail); }
-table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-th, td { padding: 5px 10px; border-bottom: 1px solid var(--grid); text-align: right; vertical-align: top; }
-th:first-child, td:first-child, .failures td, .failures th { text-align: left; }
-thead th { font-weight: 600; overflow-wrap: anywhere; }
-tbody th { font-weight: normal; color: var(--muted); white-space: nowrap; }
-.example { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; overflow-wrap: anywhere; }
-.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; vertical-align: -1px; background: var(--c); }
-.s0 { --c: var(--c0); } .s1 { --c: var(--c1); } .s2 { --c: var(--c2); } .s3 { --c: var(--c3); }
-.s4 { --c: var(--c4); } .s5 { --c: var(--c5); } .s6 { --c: var(--c6); } .s7 { --c: var(--c7); }
-.legend { list-style: none; padding: 0; margin: 0 0 6px; display: flex; flex-wrap: wrap; gap: 4px 18px; font-size: 14px; }
-svg.chart { width: 100%; height: auto; display: block; }
-svg .plot { fill: var(--plot); } svg .grid { stroke: var(--grid); stroke-width: 1; }
-svg text { fill: var(--muted); font-size: 12px; font-family: inherit; } svg .axis { font-size: 13px; }
-svg .line { fill: none; stroke: var(--c); stroke-width: 2.2; stroke-linejoin: round; stroke-linecap: round; }
-svg .line.secondary { stroke-width: 1.2; stroke-dasharray: 5 4; opacity: 0.85; }
-svg .mark { stroke: var(--c); stroke-width: 2; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 0; }
-dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; }
-footer { margin-top: 32px; font-size: 13px; }
-"#;
+/// The page's styles (inlined: the page loads nothing).
+const STYLE: &str = include_str!("html.css");
 
 #[cfg(test)]
 mod tests {
