@@ -398,6 +398,16 @@ fn json_and_format_other_than_json_together_are_a_usage_error() {
     let out = doctor(&["--json", "--format", "junit"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--json is --format json"));
+    let out = doctor(
+        &["--compare", "ws://127.0.0.1:1/ws/mcp", "--format", "github"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--format github is not available with --compare"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = doctor(&["--format", "xml"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("junit"), "{}", text(&out.stderr));
