@@ -532,6 +532,17 @@ fn man_pages_render_without_warnings() {
     }
     // ccx.1, printed.1 and one page per subcommand.
     assert!(pages >= 10, "{pages} pages");
+    let out = common::ccx_command()
+        .args(["man", "--dir"])
+        .arg(dir.path().join("missing"))
+        .output()
+        .expect("run ccx man --dir");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 fn man(page: &Path) -> Output {

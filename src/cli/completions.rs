@@ -61,6 +61,12 @@ pub fn man(args: ManArgs) -> Result<Exit, CliError> {
     let command = Cli::command().disable_help_subcommand(true);
     match args.dir {
         Some(dir) => {
+            if !dir.is_dir() {
+                return Err(CliError::Usage(format!(
+                    "--dir {}: not a directory (create it first)",
+                    dir.display()
+                )));
+            }
             clap_mangen::generate_to(command, &dir).map_err(|e| {
                 CliError::Io(std::io::Error::new(
                     e.kind(),
