@@ -1,25 +1,33 @@
 //! `ccx doctor`: clap arguments, wiring of the environment into the
 //! doctor's options, Ctrl-C/SIGTERM handling (the doctor cleans up, then
-//! exits 128+N), and printing the report (human or `--json`) quietly
+//! exits 128+N), and printing the report (human, JSON, JUnit XML or GitHub
+//! workflow commands, each a renderer of the same report) quietly
 //! tolerating a closed stdout.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Overrides};
-use crate::doctor::{self, compare, render, Options, Report};
+use crate::doctor::{self, compare, render, render_github, render_junit, Options, Report};
 use crate::exit::Exit;
 use crate::protocol::{Endpoint, Scheme};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Print one JSON document on stdout (always, whatever the exit status).
+    /// Print one JSON document on stdout (always, whatever the exit status);
+    /// the same as --format json.
     #[arg(long)]
     pub json: bool,
+    /// How to print the report: human (text), json, junit (JUnit XML, a
+    /// test case per step), github (GitHub Actions annotations; the job
+    /// summary goes to $GITHUB_STEP_SUMMARY when set).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
     /// Show the details of every step, not only of failing ones.
     #[arg(short, long)]
     pub verbose: bool,
@@ -62,6 +70,38 @@ pub struct DoctorArgs {
     pub mcp: bool,
 }
 
+/// The renderings of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Junit,
+    Github,
+}
+
+impl DoctorArgs {
+    /// The format asked for: `--format`, `--json` as `--format json`.
+    fn format(&self) -> Result<Format, CliError> {
+        match (self.json, self.format) {
+            (false, format) => Ok(format.unwrap_or(Format::Human)),
+            (true, None | Some(Format::Json)) => Ok(Format::Json),
+            (true, Some(other)) => Err(CliError::Usage(format!(
+                "--json is --format json: it cannot go with --format {}",
+                format_name(other)
+            ))),
+        }
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Human => "human",
+        Format::Json => "json",
+        Format::Junit => "junit",
+        Format::Github => "github",
+    }
+}
+
 fn parse_url(raw: &str) -> Result<String, String> {
     let endpoint = Endpoint::parse(raw).map_err(|e| e.to_string())?;
     match endpoint.scheme() {
@@ -100,8 +140,15 @@ fn options(args: &DoctorArgs) -> Options {
 }
 
 pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
+    let format = args.format()?;
     if !args.compare.is_empty() {
-        return run_compare(args, color);
+        return match format {
+            Format::Human | Format::Json => run_compare(args, format, color),
+            other => Err(CliError::Usage(format!(
+                "--format {} is not available with --compare (human or json)",
+                format_name(other)
+            ))),
+        };
     }
     let target = args.url.clone().unwrap_or_default();
     let mcp = match args.mcp {
@@ -120,20 +167,42 @@ pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
             Report::internal_error(target, format!("cannot start the async runtime: {e}"))
         }
     };
-    let text = if args.json {
-        render::json(&report)
-    } else {
-        render::human(&report, style(&args, color))
+    let text = match format {
+        Format::Human => render::human(&report, style(&args, color)),
+        Format::Json => render::json(&report),
+        Format::Junit => render_junit::junit(&report),
+        Format::Github => {
+            if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+                append_summary(Path::new(&path), &render_github::summary(&report));
+            }
+            render_github::commands(&report)
+        }
     };
     super::output::print(&text)?;
     Ok(Exit::from_code(report.exit_code))
 }
 
+/// Appends the job summary to `$GITHUB_STEP_SUMMARY`. A summary that cannot
+/// be written is a warning: the checks' verdict and exit code stand.
+fn append_summary(path: &Path, summary: &str) {
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(summary.as_bytes()));
+    if let Err(e) = written {
+        super::output::warn(&format!(
+            "cannot append the job summary to GITHUB_STEP_SUMMARY ({}): {e}",
+            path.display()
+        ));
+    }
+}
+
 /// `--compare URL [URL]`.
-fn run_compare(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
+fn run_compare(args: DoctorArgs, format: Format, color: ColorChoice) -> Result<Exit, CliError> {
     let rt = runtime()?;
     let report = rt.block_on(compare::run(&options(&args), &args.compare, interrupted()));
-    let text = if args.json {
+    let text = if format == Format::Json {
         render::compare_json(&report)
     } else {
         render::compare_human(&report, style(&args, color))

@@ -1,6 +1,7 @@
 //! The command line: clap types, one file per subcommand, and the mapping of
 //! every error to its exit code. Only this layer reads the process environment.
 
+mod completions;
 mod doctor;
 mod exec;
 mod logs;
@@ -60,6 +61,10 @@ pub enum Command {
     Stress(stress::StressArgs),
     /// Serve the `execute` tool over MCP on stdin/stdout (for Claude Code and other MCP hosts).
     Mcp(mcp::McpArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell) on stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page ccx(1) on stdout, or write it and a page per subcommand with --dir.
+    Man(completions::ManArgs),
 }
 
 /// Errors that end a command, each with its exit code.
@@ -120,6 +125,8 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Status(args) => status::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Mcp(args) => mcp::run(args, cli.color),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     }
 }
 

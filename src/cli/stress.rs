@@ -1,9 +1,10 @@
 //! `ccx stress`: turn flags into a bounded [`Plan`] and targets, run the
 //! engine against each target in turn (drawing its progress events as a bar
-//! on stderr when that is a terminal), print the report (table or `--json`), exit 0 when every target
+//! on stderr when that is a terminal), print the report (table or `--json`;
+//! `--html FILE` also writes the HTML page), exit 0 when every target
 //! met `--min-success`, else 1.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,10 @@ pub struct StressArgs {
     /// Print the report as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as one self-contained HTML page (charts of the
+    /// latency distribution and of latency over time) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,6 +113,14 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         workload,
     );
     let settings = plan.settings(detail, args.min_success);
+    // Created before the load, so a path that cannot be written fails at
+    // once instead of after the whole run.
+    let html = match &args.html {
+        Some(path) => Some(std::fs::File::create(path).map_err(|e| {
+            CliError::Usage(format!("--html {}: cannot create it: {e}", path.display()))
+        })?),
+        None => None,
+    };
 
     if args.direct {
         // Before any thread exists, so that all inherit it (process::sigchld).
@@ -136,6 +149,17 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         reaper::kill_orphans();
     }
     let passed = report.passed;
+    if let (Some(path), Some(file)) = (&args.html, html) {
+        let mut file = file;
+        file.write_all(stress::html::render(&report).as_bytes())
+            .and_then(|()| file.flush())
+            .map_err(|e| {
+                CliError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write the HTML report to {}: {e}", path.display()),
+                ))
+            })?;
+    }
     let text = if args.json {
         let mut json = serde_json::to_string_pretty(&report)
             .map_err(|e| CliError::Io(std::io::Error::other(e)))?;

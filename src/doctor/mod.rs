@@ -14,6 +14,8 @@ pub mod differences;
 pub mod mcp;
 pub mod python;
 pub mod render;
+pub mod render_github;
+pub mod render_junit;
 mod runner;
 mod server;
 pub mod signatures;

@@ -11,7 +11,11 @@
 
 pub mod cases;
 pub mod direct;
+pub mod html;
+pub mod machine;
 pub mod report;
+pub mod svg;
+pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,8 +28,10 @@ use crate::client::{Client, ClientError, ConnectOptions, RunOutcome};
 use crate::protocol::{CompletionStatus, ExecuteParams};
 use cases::Case;
 use report::{
-    CaseReport, Cause, FailureGroup, Latency, Settings, StressReport, TargetKind, TargetReport,
+    CaseReport, Cause, CdfPoint, FailureGroup, Latency, Settings, StressReport, TargetKind,
+    TargetReport,
 };
+use timeline::TimeTally;
 
 /// Where requests go.
 #[derive(Debug, Clone)]
@@ -200,6 +206,7 @@ pub async fn run_all(
     settings: Settings,
     mut progress_for: impl FnMut(&Target) -> Arc<dyn Progress>,
 ) -> StressReport {
+    let run = machine::RunInfo::now();
     let mut reports = Vec::new();
     for target in targets {
         let progress = progress_for(target);
@@ -210,6 +217,7 @@ pub async fn run_all(
         passed: reports.iter().all(|t| t.met_min_success),
         settings,
         targets: reports,
+        run: Some(run),
     }
 }
 
@@ -412,6 +420,7 @@ struct Tally {
     latency_us: Histogram<u64>,
     failures: BTreeMap<Cause, (u64, Failure, Option<usize>)>,
     cases: Vec<CaseTally>,
+    timeline: TimeTally,
 }
 
 /// Latencies up to an hour, 3 significant digits.
@@ -427,11 +436,14 @@ impl Tally {
                 .expect("constant histogram bounds are valid"),
             failures: BTreeMap::new(),
             cases: vec![CaseTally::default(); cases],
+            timeline: TimeTally::default(),
         }
     }
 
-    fn record(&mut self, case: Option<usize>, result: Result<Duration, Failure>) {
+    /// One finished request; `at` is when it finished, from the target's start.
+    fn record(&mut self, case: Option<usize>, result: Result<Duration, Failure>, at: Duration) {
         self.attempts += 1;
+        self.timeline.record(at, result.as_ref().ok().copied());
         let case_tally = case.and_then(|i| self.cases.get_mut(i));
         match result {
             Ok(latency) => {
@@ -467,6 +479,7 @@ impl Tally {
         self.attempts += other.attempts;
         self.successes += other.successes;
         let _ = self.latency_us.add(&other.latency_us);
+        self.timeline.merge(other.timeline);
         for (cause, (n, failure, case)) in other.failures {
             self.failures
                 .entry(cause)
@@ -522,7 +535,9 @@ pub async fn run_target(
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..plan.clients {
         let (target, plan, progress) = (target.clone(), plan.clone(), progress.clone());
-        tasks.spawn(async move { client_loop(&target, &plan, client, stop_at, &*progress).await });
+        tasks.spawn(async move {
+            client_loop(&target, &plan, client, started, stop_at, &*progress).await
+        });
     }
     let mut total = Tally::new(plan.cases().len());
     while let Some(joined) = tasks.join_next().await {
@@ -534,6 +549,7 @@ pub async fn run_target(
                     Cause::ProtocolError,
                     format!("a client task failed: {e}"),
                 )),
+                started.elapsed(),
             ),
         }
     }
@@ -545,6 +561,7 @@ async fn client_loop(
     target: &Target,
     plan: &Plan,
     client: u32,
+    started: Instant,
     stop_at: Option<Instant>,
     progress: &dyn Progress,
 ) -> Tally {
@@ -582,7 +599,7 @@ async fn client_loop(
             }
         }
         let ok = result.is_ok();
-        tally.record(request.case, result);
+        tally.record(request.case, result, started.elapsed());
         progress.event(Event::RequestDone { ok });
     }
     if let Some(s) = session {
@@ -611,6 +628,11 @@ fn report(
         p99: ms(h.value_at_quantile(0.99)),
         max: ms(h.max()),
     });
+    let latency_cdf = if total.successes > 0 {
+        cdf(h)
+    } else {
+        Vec::new()
+    };
     let cases = plan.cases();
     let mut failures: Vec<FailureGroup> = total
         .failures
@@ -653,5 +675,94 @@ fn report(
                 missing_patterns: t.missing_patterns.into_iter().collect(),
             })
             .collect(),
+        latency_cdf,
+        timeline: Some(total.timeline.finish()),
+    }
+}
+
+/// At most this many points on a cumulative latency curve.
+const CDF_POINTS: usize = 200;
+
+/// The cumulative distribution of `h` (µs) as points in ms, from the first
+/// value to the max, denser towards the tail where the interest is.
+fn cdf(h: &Histogram<u64>) -> Vec<CdfPoint> {
+    let mut points: Vec<CdfPoint> = Vec::new();
+    for v in h.iter_quantiles(4) {
+        let point = CdfPoint {
+            ms: h.highest_equivalent(v.value_iterated_to()).min(h.max()) as f64 / 1000.0,
+            fraction: v.quantile(),
+        };
+        match points.last_mut() {
+            Some(last) if last.ms == point.ms => last.fraction = point.fraction,
+            _ => points.push(point),
+        }
+    }
+    if points.len() > CDF_POINTS {
+        let step = points.len().div_ceil(CDF_POINTS);
+        let last = points[points.len() - 1];
+        points = points.into_iter().step_by(step).collect();
+        if points.last() != Some(&last) {
+            points.push(last);
+        }
+    }
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_three_targets_of_100k_requests_each_stays_under_1_mb() {
+        let plan = Plan::new(
+            8,
+            Some(12_500),
+            None,
+            Mode::Persistent,
+            Duration::from_secs(30),
+            Workload::Echo,
+        );
+        let targets: Vec<TargetReport> = (0..3u64)
+            .map(|t| {
+                let mut tally = Tally::new(0);
+                for i in 0..100_000u64 {
+                    // A varied load over ten minutes, with some failures.
+                    let at = Duration::from_millis(i * 6);
+                    let result = if i % 97 == 0 {
+                        Err(Failure::new(
+                            Cause::Timeout,
+                            format!("request {i} timed out"),
+                        ))
+                    } else {
+                        Ok(Duration::from_micros(300 + (i * 7919 + t) % 90_000))
+                    };
+                    tally.record(None, result, at);
+                }
+                let target = Target::Server {
+                    url: format!("ws://127.0.0.1:{}/ws/mcp", 8003 + t),
+                    token: None,
+                };
+                report(&target, &plan, tally, Duration::from_secs(600), 100.0)
+            })
+            .collect();
+        for t in &targets {
+            assert_eq!(t.attempts, 100_000);
+            assert!(t.latency_cdf.len() <= CDF_POINTS, "{}", t.latency_cdf.len());
+            let timeline = t.timeline.as_ref().expect("a timeline");
+            assert!(timeline.bins.len() <= timeline::MAX_BINS);
+            let failures: u64 = timeline.bins.iter().map(|b| b.failures).sum();
+            assert_eq!(failures, t.attempts - t.successes);
+        }
+        let report = StressReport {
+            schema_version: report::SCHEMA_VERSION,
+            settings: plan.settings(None, 100.0),
+            passed: false,
+            targets,
+            run: Some(machine::RunInfo::now()),
+        };
+        let page = html::render(&report);
+        assert!(page.len() < 1_000_000, "{} bytes", page.len());
+        let json = serde_json::to_string(&report).expect("JSON");
+        assert!(json.len() < 1_000_000, "{} bytes", json.len());
     }
 }

@@ -7,6 +7,9 @@ use std::fmt::Write as _;
 use owo_colors::OwoColorize;
 use serde::{Deserialize, Serialize};
 
+pub use super::machine::{Machine, RunInfo};
+pub use super::timeline::{TimeBin, Timeline};
+
 /// Bumped on any incompatible change of the JSON report.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -19,6 +22,10 @@ pub struct StressReport {
     pub targets: Vec<TargetReport>,
     /// Every target met `min_success_percent`.
     pub passed: bool,
+    /// ccx version, date and machine of the run; absent in reports of ccx
+    /// versions that did not write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
 }
 
 /// How the run was configured.
@@ -63,6 +70,23 @@ pub struct TargetReport {
     pub failures: Vec<FailureGroup>,
     /// Per-case results (only with `--cases`).
     pub cases: Vec<CaseReport>,
+    /// The latency distribution of the successes as points of a cumulative
+    /// curve (HdrHistogram, denser towards the tail), for a picture; empty
+    /// when none succeeded, and in reports of older ccx versions.
+    #[serde(default)]
+    pub latency_cdf: Vec<CdfPoint>,
+    /// Latency and failures over time, binned; absent in reports of older
+    /// ccx versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// A point of the cumulative latency distribution: `fraction` of the
+/// successful requests took at most `ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CdfPoint {
+    pub ms: f64,
+    pub fraction: f64,
 }
 
 /// What a target is.
@@ -541,6 +565,8 @@ mod tests {
             }),
             failures,
             cases: Vec::new(),
+            latency_cdf: Vec::new(),
+            timeline: None,
         }
     }
 
@@ -571,6 +597,7 @@ mod tests {
             },
             passed: false,
             targets,
+            run: None,
         }
     }
 
