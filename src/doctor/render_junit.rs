@@ -189,6 +189,7 @@ mod tests {
             duration_ms: 5,
             error: error.map(String::from),
             server: None,
+            ended: Vec::new(),
         }
     }
 
