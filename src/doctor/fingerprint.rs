@@ -1,0 +1,420 @@
+//! The environment fingerprint `--compare` takes of any server of the
+//! dialect: one portable POSIX-sh probe ([`script`]) that the doctor runs
+//! as a command (`execute` on a server, or `/bin/sh -c` locally when the
+//! local server cannot start), and the parser of what it prints
+//! ([`parse`]) into [`Environment`]. The same script on every side, so both
+//! fingerprints have the same fields whatever the server is.
+//!
+//! The probe prints `key=value` lines between two marker lines carrying a
+//! nonce; anything outside them (a server's hooks, a shell's greeting) is
+//! ignored, and so is a line it does not know. A fact it could not get (no
+//! Python, no /proc) is a fact, never an error. Each part of its output is
+//! bounded (`head`), variable values are never printed (names only), and a
+//! module that does not import within 10 s is reported as such.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How the fingerprint was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Run by the server itself, through `execute`.
+    Execute,
+    /// Run by the doctor with `/bin/sh -c`, in the cwd and environment the
+    /// local server command gets (the local server did not start).
+    Local,
+}
+
+/// What a command run on one side sees.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    pub source: Option<Source>,
+    /// `uname -s`, `uname -m`.
+    pub os: String,
+    pub arch: String,
+    pub uid: String,
+    pub cwd: String,
+    /// The shell running commands, as started (`$0`) and where it resolves.
+    pub shell: String,
+    pub shell_resolved: Option<String>,
+    pub path: Vec<String>,
+    /// Names (never values) of the variables a command sees, sorted.
+    pub env_names: Vec<String>,
+    /// `ulimit -n`.
+    pub open_files: String,
+    /// Signs of a container (`/.dockerenv`, `/run/.containerenv`, pid 1's
+    /// cgroup); empty when none.
+    pub container: Vec<String>,
+    /// Each `--require` program → where `command -v` finds it.
+    pub binaries: BTreeMap<String, Option<String>>,
+    /// `python3`, then `python`.
+    pub python3: Python,
+    pub python: Python,
+}
+
+/// One Python interpreter as found on PATH.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Python {
+    /// Where `command -v` finds it; `None`: not on PATH.
+    pub path: Option<String>,
+    pub version: Option<String>,
+    /// `sys.executable`.
+    pub executable: Option<String>,
+    /// `sys.path` (empty for `python` when `python3` exists: its facts are
+    /// the ones servers import with; `python` gets path and version).
+    pub sys_path: Vec<String>,
+    /// Each checked module → `imports from DIR` or the error of its import.
+    pub modules: BTreeMap<String, Import>,
+    /// Installed distributions, normalized name → version.
+    pub distributions: BTreeMap<String, String>,
+    /// Set when it is on PATH but did not report (it failed to run), with
+    /// what it printed instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether a module imports, and from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Import {
+    /// The package's directory (or the module's file).
+    From(String),
+    /// `ModuleNotFoundError: No module named 'x'`, …
+    Fails(String),
+}
+
+impl std::fmt::Display for Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Import::From(dir) => write!(f, "imports from {dir}"),
+            Import::Fails(error) => f.write_str(error),
+        }
+    }
+}
+
+/// The Python half of the probe, run as `python3 -c CODE MODULE…`: its
+/// facts, the distributions, then each module (the named ones and the
+/// packages found in `.` and `./src`), imported with stdout and stderr
+/// (fd 1 and 2) sent to /dev/null so that what an import prints cannot mix
+/// into the report. No single quote: it sits in a single-quoted sh word.
+const PYTHON: &str = r#"
+import os, sys, re
+w = sys.stdout.write
+def o(k, v):
+    w(k + "=" + str(v).replace("\n", " ").replace("\r", " ") + "\n")
+o("version", sys.version.split()[0])
+o("executable", sys.executable)
+for p in sys.path[:200]:
+    o("sys_path", p)
+try:
+    from importlib import metadata as md
+    d = {}
+    for x in md.distributions():
+        n = x.metadata["Name"]
+        if n:
+            d[re.sub(r"[-_.]+", "-", n).lower()] = x.version
+    for n in sorted(d)[:2000]:
+        o("dist", n + "==" + str(d[n]))
+except Exception as e:
+    o("dist_error", type(e).__name__ + ": " + str(e))
+names = sys.argv[1:]
+for base in (".", "src"):
+    try:
+        for n in sorted(os.listdir(base)):
+            if (re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", n) and n not in ("tests", "test", "docs")
+                    and n not in names and os.path.isfile(os.path.join(base, n, "__init__.py"))):
+                names.append(n)
+    except Exception:
+        pass
+import importlib, signal
+def late(s, f):
+    raise RuntimeError("did not import within 10 s")
+alarm = hasattr(signal, "SIGALRM")
+if alarm:
+    signal.signal(signal.SIGALRM, late)
+sys.stdout.flush()
+null = os.open(os.devnull, os.O_WRONLY)
+keep = (os.dup(1), os.dup(2))
+for n in names[:50]:
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    try:
+        if alarm:
+            signal.alarm(10)
+        m = importlib.import_module(n)
+        f = getattr(m, "__file__", None)
+        if f is None:
+            p = list(getattr(m, "__path__", []))
+            f = p[0] if p else "(built in)"
+        elif os.path.basename(f).startswith("__init__."):
+            f = os.path.dirname(f)
+        r = "ok\t" + str(f)
+    except BaseException as e:
+        r = "error\t" + type(e).__name__ + ": " + str(e)
+    if alarm:
+        signal.alarm(0)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os.dup2(keep[0], 1)
+    os.dup2(keep[1], 2)
+    o("module", n + "\t" + r)
+o("done", "1")
+sys.stdout.flush()
+os._exit(0)
+"#;
+
+/// The short form for `python` when `python3` exists.
+const PYTHON_VERSION: &str = r#"import sys; sys.stdout.write("version=" + sys.version.split()[0] + "\nexecutable=" + sys.executable + "\ndone=1\n")"#;
+
+/// Most lines one part of the probe may print.
+const MAX_LINES: usize = 5000;
+
+/// A name the probe may check: a program for `command -v`, a module for
+/// `import` (dotted identifiers).
+pub fn is_module_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+/// `'text'` for sh, quotes inside escaped.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+fn begin(nonce: &str) -> String {
+    format!("@@ccx-probe {nonce} begin")
+}
+
+fn end(nonce: &str) -> String {
+    format!("@@ccx-probe {nonce} end")
+}
+
+/// The probe: one POSIX-sh command line. `programs` are resolved with
+/// `command -v`; `modules` are imported (names that are not dotted
+/// identifiers, or programs with control characters, are left out: they
+/// would break the line format).
+pub fn script(nonce: &str, programs: &[String], modules: &[String]) -> String {
+    let mut s = String::new();
+    s.push_str("exec 2>/dev/null </dev/null\n");
+    s.push_str("p() { printf '%s=%s\\n' \"$1\" \"$2\"; }\n");
+    s.push_str(&format!("printf '\\n%s\\n' {}\n", quote(&begin(nonce))));
+    s.push_str(concat!(
+        "p os \"$(uname -s)\"\n",
+        "p arch \"$(uname -m)\"\n",
+        "p uid \"$(id -u)\"\n",
+        "p cwd \"$(pwd)\"\n",
+        "p shell \"$0\"\n",
+        "p shell_resolved \"$(readlink /proc/$$/exe)\"\n",
+        "p path \"$PATH\"\n",
+        "p open_files \"$(ulimit -n)\"\n",
+        "[ -f /.dockerenv ] && p container /.dockerenv\n",
+        "[ -f /run/.containerenv ] && p container /run/.containerenv\n",
+        "c=$(grep -E 'docker|kubepods|containerd|libpod|lxc' /proc/1/cgroup | head -n 1) && [ -n \"$c\" ] && p container \"cgroup of pid 1: $c\"\n",
+    ));
+    s.push_str(&format!(
+        "awk 'BEGIN {{ for (k in ENVIRON) print \"env=\" k }}' | sort | head -n {MAX_LINES}\n"
+    ));
+    for name in programs.iter().filter(|n| !n.chars().any(char::is_control)) {
+        s.push_str(&format!(
+            "printf 'bin=%s\\t%s\\n' {q} \"$(command -v {q})\"\n",
+            q = quote(name)
+        ));
+    }
+    let modules: Vec<String> = modules
+        .iter()
+        .filter(|m| is_module_name(m))
+        .map(|m| quote(m))
+        .collect();
+    let full = format!("{} {}", quote(PYTHON), modules.join(" "));
+    s.push_str(&format!(
+        concat!(
+            "P=$(command -v python3)\n",
+            "p python3.path \"$P\"\n",
+            "[ -n \"$P\" ] && \"$P\" -c {full} 2>&1 | head -n {max} | sed 's/^/python3./'\n",
+            "Q=$(command -v python)\n",
+            "p python.path \"$Q\"\n",
+            "if [ -n \"$Q\" ] && [ -n \"$P\" ]; then \"$Q\" -c {short} 2>&1 | head -n 20 | sed 's/^/python./'\n",
+            "elif [ -n \"$Q\" ]; then \"$Q\" -c {full} 2>&1 | head -n {max} | sed 's/^/python./'; fi\n",
+        ),
+        full = full,
+        short = quote(PYTHON_VERSION),
+        max = MAX_LINES,
+    ));
+    s.push_str(&format!("printf '%s\\n' {}\n", quote(&end(nonce))));
+    s
+}
+
+/// Reads the probe's block out of everything the command printed. `None`
+/// when the begin marker is absent (the probe did not run); a block
+/// without its end marker is read as far as it goes.
+pub fn parse(output: &str, nonce: &str) -> Option<Environment> {
+    let (begin, end) = (begin(nonce), end(nonce));
+    let mut lines = output.lines().skip_while(|l| l.trim_end() != begin);
+    lines.next()?;
+    let mut env = Environment::default();
+    let mut stray: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for line in lines.take_while(|l| l.trim_end() != end) {
+        let line = line.trim_end_matches('\r');
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        match key {
+            "os" => env.os = value.into(),
+            "arch" => env.arch = value.into(),
+            "uid" => env.uid = value.into(),
+            "cwd" => env.cwd = value.into(),
+            "shell" => env.shell = value.into(),
+            "shell_resolved" => env.shell_resolved = opt(value),
+            "path" => env.path = value.split(':').map(String::from).collect(),
+            "open_files" => env.open_files = value.into(),
+            "container" => env.container.push(value.into()),
+            "env" if !value.is_empty() => env.env_names.push(value.into()),
+            "bin" => {
+                let (name, found) = value.split_once('\t').unwrap_or((value, ""));
+                env.binaries.insert(name.into(), opt(found));
+            }
+            _ => {
+                let (python, which) = if let Some(k) = key.strip_prefix("python3.") {
+                    (&mut env.python3, (k, "python3"))
+                } else if let Some(k) = key.strip_prefix("python.") {
+                    (&mut env.python, (k, "python"))
+                } else {
+                    continue;
+                };
+                if !python_fact(python, which.0, value) {
+                    let rest = line.split_once('.').map_or(line, |(_, r)| r);
+                    let kept = stray.entry(which.1).or_default();
+                    if kept.len() < 5 {
+                        kept.push(rest.to_string());
+                    }
+                }
+            }
+        }
+    }
+    env.env_names.sort();
+    env.env_names.dedup();
+    for (which, python) in [("python3", &mut env.python3), ("python", &mut env.python)] {
+        if python.path.is_some() && python.version.is_none() {
+            let said = stray.remove(which).unwrap_or_default();
+            python.error = Some(if said.is_empty() {
+                "it is on PATH but reported nothing (it failed to run)".into()
+            } else {
+                format!("it is on PATH but failed to run: {}", said.join(" | "))
+            });
+        }
+    }
+    Some(env)
+}
+
+/// Reads one `python3.KEY=VALUE` fact; false for a line that is none
+/// (what a broken interpreter printed instead).
+fn python_fact(python: &mut Python, key: &str, value: &str) -> bool {
+    let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    match key {
+        "path" => python.path = opt(value),
+        "version" => python.version = opt(value),
+        "executable" => python.executable = opt(value),
+        "sys_path" => python.sys_path.push(value.into()),
+        "dist" => {
+            if let Some((name, version)) = value.split_once("==") {
+                python.distributions.insert(name.into(), version.into());
+            }
+        }
+        "module" => {
+            let mut parts = value.splitn(3, '\t');
+            let (Some(name), Some(status), Some(detail)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return false;
+            };
+            let import = match status {
+                "ok" => Import::From(detail.into()),
+                _ => Import::Fails(detail.into()),
+            };
+            python.modules.insert(name.into(), import);
+        }
+        "done" | "dist_error" => {}
+        _ => return false,
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the probe with /bin/sh here, as the doctor does locally.
+    fn run_here(programs: &[String], modules: &[String]) -> (String, Environment) {
+        let nonce = "n0nce";
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script(nonce, programs, modules))
+            .env("CCX_PROBE_TEST_SECRET", "s3cr3t-value")
+            .output()
+            .expect("run /bin/sh");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let env = parse(&text, nonce).unwrap_or_else(|| panic!("no block in:\n{text}"));
+        (text, env)
+    }
+
+    #[test]
+    fn the_probe_reports_this_machine_and_names_no_value() {
+        let (text, env) = run_here(
+            &["sh".into(), "no-such-program-x".into()],
+            &["json".into(), "no_such_module_x".into()],
+        );
+        assert!(!text.contains("s3cr3t-value"));
+        assert!(env.env_names.contains(&"CCX_PROBE_TEST_SECRET".to_string()));
+        assert_eq!(env.os, "Linux");
+        assert_eq!(env.uid, nix::unistd::getuid().as_raw().to_string());
+        assert_eq!(env.shell, "/bin/sh");
+        assert!(env.binaries["sh"]
+            .as_deref()
+            .is_some_and(|p| p.ends_with("/sh")));
+        assert_eq!(env.binaries["no-such-program-x"], None);
+        assert!(!env.open_files.is_empty());
+        let py = &env.python3;
+        assert!(
+            py.version.as_deref().is_some_and(|v| v.starts_with('3')),
+            "{py:?}"
+        );
+        assert!(py.modules["json"].to_string().starts_with("imports from /"));
+        assert_eq!(
+            py.modules["no_such_module_x"],
+            Import::Fails("ModuleNotFoundError: No module named 'no_such_module_x'".into())
+        );
+        assert!(!py.sys_path.is_empty());
+    }
+
+    #[test]
+    fn only_the_delimited_block_is_read_and_a_missing_python_is_a_fact() {
+        let out = "hook: pre-execute\nenv=NOT_MINE\n@@ccx-probe n begin\nos=Linux\nenv=HOME\npython3.path=\npython.path=/usr/bin/python\npython.Traceback (most recent call last):\n@@ccx-probe n end\nenv=AFTER\n";
+        let env = parse(out, "n").unwrap();
+        assert_eq!(env.env_names, ["HOME"]);
+        assert_eq!(env.python3, Python::default());
+        assert_eq!(
+            env.python.error.as_deref(),
+            Some("it is on PATH but failed to run: Traceback (most recent call last):")
+        );
+        assert_eq!(parse("no block here\n", "n"), None);
+        assert_eq!(parse(out, "other"), None);
+    }
+
+    #[test]
+    fn module_names_must_be_dotted_identifiers() {
+        assert!(is_module_name("cc_executor.core"));
+        assert!(!is_module_name("a'; rm -rf /"));
+        assert!(!is_module_name("1abc") && !is_module_name("a..b") && !is_module_name(""));
+    }
+}
