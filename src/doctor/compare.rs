@@ -156,8 +156,14 @@ pub async fn run(
             interruption = report.error.clone();
         } else if url.is_none() && environment.is_err() {
             // The local server did not start: what its command would run in.
+            let inherited = opts.env.get("PATH").map_or("", String::as_str);
+            let place = opts
+                .server_cmd
+                .as_deref()
+                .map(|cmd| probe::Place::of_command(cmd, inherited))
+                .unwrap_or_default();
             tokio::select! {
-                local = probe::local(&request) => environment = local,
+                local = probe::local(&request, &place) => environment = local,
                 number = interrupted.as_mut() => {
                     interruption = Some(format!("interrupted by {}", super::signal_name(number)));
                     signalled = u8::try_from(number).ok();

@@ -92,12 +92,45 @@ async fn collect(client: &mut Client, params: &ExecuteParams) -> Result<String, 
     }
 }
 
+/// Where the local server command runs its server: the directory and PATH
+/// its own line sets before the last program it starts (a literal `cd`, a
+/// PATH change, a sourced venv `activate`), as the `binaries` step reads
+/// it; `None` for what it leaves as the doctor's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    pub cwd: Option<String>,
+    pub path: Option<String>,
+}
+
+impl Place {
+    /// The place of `cmd`'s server, `inherited_path` standing for `$PATH`.
+    pub fn of_command(cmd: &str, inherited_path: &str) -> Place {
+        let Some(server) = crate::shell::analyze(cmd)
+            .ok()
+            .and_then(|a| a.programs.last().cloned())
+        else {
+            return Place::default();
+        };
+        Place {
+            cwd: server.cwd,
+            path: server.path.map(|p| p.replace("$PATH", inherited_path)),
+        }
+    }
+}
+
 /// The probe run here with `/bin/sh -c`, in the doctor's cwd and
-/// environment (those the local server command gets), killed with its
-/// group after [`PROBE_TIMEOUT`].
-pub async fn local(request: &Request) -> Result<Environment, String> {
+/// environment (those the local server command gets) changed as `place`
+/// says, killed with its group after [`PROBE_TIMEOUT`].
+pub async fn local(request: &Request, place: &Place) -> Result<Environment, String> {
     let nonce = nonce();
-    let mut child = tokio::process::Command::new("/bin/sh")
+    let mut command = tokio::process::Command::new("/bin/sh");
+    if let Some(dir) = &place.cwd {
+        command.current_dir(dir);
+    }
+    if let Some(path) = &place.path {
+        command.env("PATH", path);
+    }
+    let mut child = command
         .arg("-c")
         .arg(fingerprint::script(
             &nonce,
@@ -110,7 +143,10 @@ pub async fn local(request: &Request) -> Result<Environment, String> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run the fingerprint probe with /bin/sh: {e}"))?;
+        .map_err(|e| match &place.cwd {
+            Some(dir) => format!("cannot run the fingerprint probe with /bin/sh in {dir}: {e}"),
+            None => format!("cannot run the fingerprint probe with /bin/sh: {e}"),
+        })?;
     let group = crate::process::Group(child.id().unwrap_or_default());
     let mut out = child.stdout.take();
     let read = async {
@@ -200,10 +236,25 @@ mod tests {
             programs: vec!["sh".into()],
             modules: vec!["json".into()],
         };
-        let env = local(&request).await.unwrap();
+        let env = local(&request, &Place::default()).await.unwrap();
         assert_eq!(env.source, Some(Source::Local));
         assert!(env.binaries["sh"].is_some());
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(env.cwd, cwd.display().to_string());
+
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = format!(
+            "cd {} && . venv/bin/activate && exec python -m app",
+            dir.path().display()
+        );
+        let place = Place::of_command(&cmd, "/usr/bin:/bin");
+        assert_eq!(
+            place.cwd.as_deref(),
+            Some(&*dir.path().display().to_string())
+        );
+        let env = local(&request, &place).await.unwrap();
+        assert_eq!(env.cwd, dir.path().display().to_string());
+        assert_eq!(env.path[1..], ["/usr/bin", "/bin"], "{:?}", env.path);
+        assert!(env.path[0].ends_with("venv/bin"), "{:?}", env.path);
     }
 }
