@@ -197,10 +197,27 @@ pub fn differences(
             );
         }
     }
-    for (field, ea, eb) in [
-        ("python3", &a.python3, &b.python3),
-        ("python", &a.python, &b.python),
-    ] {
+    // `python` beside `python3` in the same directory with the same version
+    // (a venv, most distributions) would only repeat python3's differences.
+    let twin = |e: &Environment| {
+        let dir = |p: &Python| {
+            p.path
+                .as_deref()
+                .map(|p| p.rsplit_once('/').map_or("", |(d, _)| d).to_string())
+        };
+        e.python3.path.is_some()
+            && dir(&e.python) == dir(&e.python3)
+            && e.python.version == e.python3.version
+    };
+    let pythons: &[(&str, &Python, &Python)] = if twin(a) && twin(b) {
+        &[("python3", &a.python3, &b.python3)]
+    } else {
+        &[
+            ("python3", &a.python3, &b.python3),
+            ("python", &a.python, &b.python),
+        ]
+    };
+    for &(field, ea, eb) in pythons {
         if ea.path.is_none() != eb.path.is_none() {
             push(
                 field,
@@ -234,10 +251,7 @@ pub fn differences(
             );
         }
     }
-    for (field, ea, eb) in [
-        ("python3", &a.python3, &b.python3),
-        ("python", &a.python, &b.python),
-    ] {
+    for &(field, ea, eb) in pythons {
         if ea.path.is_some() && eb.path.is_some() {
             push(
                 &format!("{field}.path"),

@@ -203,8 +203,8 @@ pub fn compare_human(report: &CompareReport, style: Style) -> String {
         out.push('\n');
         out.push_str(&human(&side.report, style));
         match (&side.info, &side.info_error) {
-            (Some(info), _) => out.push_str(&format!("fingerprint: {}\n", fingerprint_line(info))),
-            (None, Some(e)) => out.push_str(&format!("fingerprint: {e}\n")),
+            (Some(info), _) => out.push_str(&format!("server.info: {}\n", fingerprint_line(info))),
+            (None, Some(e)) => out.push_str(&format!("server.info: {e}\n")),
             (None, None) => {}
         }
         match (&side.environment, &side.environment_error) {
