@@ -245,7 +245,8 @@ pub fn script(nonce: &str, programs: &[String], modules: &[String]) -> String {
             "[ -n \"$P\" ] && \"$P\" -c {full} 2>&1 | head -n {max} | sed 's/^/python3./'\n",
             "Q=$(command -v python)\n",
             "p python.path \"$Q\"\n",
-            "if [ -n \"$Q\" ] && [ -n \"$P\" ]; then \"$Q\" -c {short} 2>&1 | head -n 20 | sed 's/^/python./'\n",
+            "if [ -n \"$Q\" ] && [ -n \"$P\" ] && [ \"$Q\" -ef \"$P\" ]; then p python.same_as python3\n",
+            "elif [ -n \"$Q\" ] && [ -n \"$P\" ]; then \"$Q\" -c {short} 2>&1 | head -n 20 | sed 's/^/python./'\n",
             "elif [ -n \"$Q\" ]; then \"$Q\" -c {full} 2>&1 | head -n {max} | sed 's/^/python./'; fi\n",
         ),
         full = full,
@@ -265,6 +266,8 @@ pub fn parse(output: &str, nonce: &str) -> Option<Environment> {
     lines.next()?;
     let mut env = Environment::default();
     let mut stray: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    // `python` is the same file as `python3`: its facts are python3's.
+    let mut same_as_python3 = false;
     for line in lines.take_while(|l| l.trim_end() != end) {
         let line = line.trim_end_matches('\r');
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
@@ -280,6 +283,7 @@ pub fn parse(output: &str, nonce: &str) -> Option<Environment> {
             "open_files" => env.open_files = value.into(),
             "container" => env.container.push(value.into()),
             "env" if !value.is_empty() => env.env_names.push(value.into()),
+            "python.same_as" => same_as_python3 = true,
             "bin" => {
                 let (name, found) = value.split_once('\t').unwrap_or((value, ""));
                 env.binaries.insert(name.into(), opt(found));
@@ -313,6 +317,11 @@ pub fn parse(output: &str, nonce: &str) -> Option<Environment> {
                 format!("it is on PATH but failed to run: {}", said.join(" | "))
             });
         }
+    }
+    if same_as_python3 {
+        env.python.version = env.python3.version.clone();
+        env.python.executable = env.python.path.clone();
+        env.python.error = env.python3.error.clone();
     }
     Some(env)
 }
