@@ -38,6 +38,9 @@ pub struct ProgramUse {
     pub path: Option<String>,
     /// The wrapper that starts it (`exec`, `env`, `sh -c`, …), if any.
     pub via: Option<String>,
+    /// Other variables the line sets to a literal value before it starts
+    /// (`PYTHONPATH=src`, `export X=1`, `env X=1`), in order.
+    pub env: Vec<(String, String)>,
 }
 
 /// What a command line runs, and what it changes on the way.
@@ -97,6 +100,8 @@ pub fn analyze(line: &str) -> Result<Analysis, ShellError> {
 struct State {
     cwd: Option<String>,
     path: Option<String>,
+    /// Literal assignments other than PATH.
+    env: Vec<(String, String)>,
     functions: Vec<String>,
 }
 
@@ -268,9 +273,14 @@ impl Walker<'_> {
         self.run_words(&words, state, &mut scoped, self.via.map(String::from));
     }
 
-    /// A `NAME=value` the walk cares about (PATH only).
+    /// A `NAME=value`: PATH is followed; another variable is kept when its
+    /// value is literal.
     fn assign(&mut self, state: &mut State, name: &str, raw: &str) {
         if name != "PATH" {
+            if let Some(value) = literal(raw) {
+                state.env.retain(|(n, _)| n != name);
+                state.env.push((name.to_string(), value));
+            }
             return;
         }
         match expand_path(raw, state.path.as_deref()) {
@@ -376,6 +386,7 @@ impl Walker<'_> {
                     cwd: scoped.cwd.clone(),
                     path: scoped.path.clone(),
                     via: via.clone(),
+                    env: scoped.env.clone(),
                 });
                 let base = name.rsplit('/').next().unwrap_or(&name).to_string();
                 if WRAPPERS.contains(&base.as_str()) {
@@ -547,6 +558,10 @@ mod tests {
     #[test]
     fn cd_and_path_changes_are_tracked() {
         let a = analyze("cd /srv/app && . .venv/bin/activate && PYTHONPATH=. python -m x").unwrap();
+        assert_eq!(
+            a.programs.last().map(|p| p.env.clone()),
+            Some(vec![("PYTHONPATH".to_string(), ".".to_string())])
+        );
         let p = &a.programs[0];
         assert_eq!(p.name, "python");
         assert_eq!(p.cwd.as_deref(), Some("/srv/app"));

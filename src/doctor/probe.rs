@@ -92,14 +92,16 @@ async fn collect(client: &mut Client, params: &ExecuteParams) -> Result<String, 
     }
 }
 
-/// Where the local server command runs its server: the directory and PATH
-/// its own line sets before the last program it starts (a literal `cd`, a
-/// PATH change, a sourced venv `activate`), as the `binaries` step reads
-/// it; `None` for what it leaves as the doctor's.
+/// Where the local server command runs its server: the directory, PATH
+/// and variables its own line sets before the last program it starts (a
+/// literal `cd`, a PATH change, a sourced venv `activate`, `PYTHONPATH=src`),
+/// as the `binaries` step reads it; `None` for what it leaves as the
+/// doctor's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Place {
     pub cwd: Option<String>,
     pub path: Option<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Place {
@@ -114,6 +116,7 @@ impl Place {
         Place {
             cwd: server.cwd,
             path: server.path.map(|p| p.replace("$PATH", inherited_path)),
+            env: server.env,
         }
     }
 }
@@ -130,6 +133,7 @@ pub async fn local(request: &Request, place: &Place) -> Result<Environment, Stri
     if let Some(path) = &place.path {
         command.env("PATH", path);
     }
+    command.envs(place.env.iter().map(|(k, v)| (k, v)));
     let mut child = command
         .arg("-c")
         .arg(fingerprint::script(
@@ -244,7 +248,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let cmd = format!(
-            "cd {} && . venv/bin/activate && exec python -m app",
+            "cd {} && . venv/bin/activate && PROBE_ONLY_HERE=1 exec python -m app",
             dir.path().display()
         );
         let place = Place::of_command(&cmd, "/usr/bin:/bin");
@@ -256,5 +260,6 @@ mod tests {
         assert_eq!(env.cwd, dir.path().display().to_string());
         assert_eq!(env.path[1..], ["/usr/bin", "/bin"], "{:?}", env.path);
         assert!(env.path[0].ends_with("venv/bin"), "{:?}", env.path);
+        assert!(env.env_names.contains(&"PROBE_ONLY_HERE".to_string()));
     }
 }
