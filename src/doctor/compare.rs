@@ -22,7 +22,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{millis, run_steps, Options, Report};
-use crate::doctor::differences::{differences, identity_differences, speed_difference, Difference};
+use crate::doctor::differences::{identity_differences, speed_difference, Difference};
+use crate::doctor::environment_differences::differences;
 use crate::doctor::fingerprint::Environment;
 use crate::doctor::probe;
 use crate::doctor::steps::echo::SLOW_ECHO;

@@ -363,10 +363,10 @@ fn python_fact(python: &mut Python, key: &str, value: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// Runs the probe with /bin/sh here, as the doctor does locally.
-    fn run_here(programs: &[String], modules: &[String]) -> (String, Environment) {
+    /// Runs the probe with `shell` here, as the doctor does locally.
+    fn run_with(shell: &str, programs: &[String], modules: &[String]) -> (String, Environment) {
         let nonce = "n0nce";
-        let out = std::process::Command::new("/bin/sh")
+        let out = std::process::Command::new(shell)
             .arg("-c")
             .arg(script(nonce, programs, modules))
             .env("CCX_PROBE_TEST_SECRET", "s3cr3t-value")
@@ -379,7 +379,8 @@ mod tests {
 
     #[test]
     fn the_probe_reports_this_machine_and_names_no_value() {
-        let (text, env) = run_here(
+        let (text, env) = run_with(
+            "/bin/sh",
             &["sh".into(), "no-such-program-x".into()],
             &["json".into(), "no_such_module_x".into()],
         );
@@ -404,6 +405,21 @@ mod tests {
             Import::Fails("ModuleNotFoundError: No module named 'no_such_module_x'".into())
         );
         assert!(!py.sys_path.is_empty());
+    }
+
+    #[test]
+    fn bash_reads_the_probe_as_sh_does() {
+        if !std::path::Path::new("/bin/bash").exists() {
+            eprintln!("skipped: no /bin/bash");
+            return;
+        }
+        let (_, sh) = run_with("/bin/sh", &["sh".into()], &["json".into()]);
+        let (_, bash) = run_with("/bin/bash", &["sh".into()], &["json".into()]);
+        assert_eq!(bash.shell, "/bin/bash");
+        assert_eq!(
+            (&bash.path, &bash.binaries, &bash.python3, &bash.uid),
+            (&sh.path, &sh.binaries, &sh.python3, &sh.uid)
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod compare;
 pub mod differences;
+pub mod environment_differences;
 pub mod fingerprint;
 pub mod mcp;
 pub mod probe;
