@@ -365,8 +365,23 @@ mod tests {
 
     /// Runs the probe with `shell` here, as the doctor does locally.
     fn run_with(shell: &str, programs: &[String], modules: &[String]) -> (String, Environment) {
+        run_in(&[shell], None, programs, modules)
+    }
+
+    /// Runs the probe with `shell…`, with PATH `path` when given.
+    fn run_in(
+        shell: &[&str],
+        path: Option<&str>,
+        programs: &[String],
+        modules: &[String],
+    ) -> (String, Environment) {
         let nonce = "n0nce";
-        let out = std::process::Command::new(shell)
+        let mut command = std::process::Command::new(shell[0]);
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        let out = command
+            .args(&shell[1..])
             .arg("-c")
             .arg(script(nonce, programs, modules))
             .env("CCX_PROBE_TEST_SECRET", "s3cr3t-value")
@@ -420,6 +435,31 @@ mod tests {
             (&bash.path, &bash.binaries, &bash.python3, &bash.uid),
             (&sh.path, &sh.binaries, &sh.python3, &sh.uid)
         );
+    }
+
+    /// ccx's image is FROM scratch with a static busybox as /bin/sh and
+    /// nothing else: its applets (awk, head, sed, uname …) must serve.
+    #[test]
+    fn a_lone_static_busybox_sh_reports_too() {
+        let Some(busybox) = ["/usr/bin/busybox", "/bin/busybox"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test needs busybox (apt-get install busybox-static; .ci/run installs it)"
+            );
+            eprintln!("skipped: no busybox (apt-get install busybox-static)");
+            return;
+        };
+        let empty = tempfile::tempdir().unwrap();
+        let path = empty.path().display().to_string();
+        let (text, env) = run_in(&[busybox, "sh"], Some(&path), &["sh".into()], &[]);
+        assert_eq!(env.os, "Linux", "{text}");
+        assert!(!env.uid.is_empty() && !env.arch.is_empty(), "{text}");
+        assert!(env.env_names.contains(&"PATH".to_string()), "{text}");
+        assert_eq!(env.python3.path, None);
+        assert_eq!(env.path, [path]);
     }
 
     #[test]
