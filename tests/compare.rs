@@ -232,6 +232,17 @@ fn compare_takes_at_most_two_urls_and_not_with_url() {
     assert_eq!(out.status.code(), Some(2));
     let out = doctor(&["--compare", "http://127.0.0.1:1/"], &m, &[]);
     assert_eq!(out.status.code(), Some(2));
+    // --require-module belongs to --compare, and takes a Python module name.
+    let out = doctor(&["--require-module", "cc_executor"], &m, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = doctor(
+        &["--compare", u, "--require-module", "x; rm -rf /"],
+        &m,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("expected a Python module name"), "{stderr}");
 }
 
 /// PATH with cc_executor's venv first, as after `source VENV/bin/activate`
