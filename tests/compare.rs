@@ -441,3 +441,33 @@ fn two_real_cc_executors_with_different_environments_list_their_differences() {
     // No server.info on cc_executor: said, not hidden.
     assert!(r.not_compared.iter().any(|n| n.contains("server.info")));
 }
+
+#[test]
+fn servers_whose_allowlist_refuses_the_probe_are_compared_from_server_info() {
+    let m = marker();
+    let extra = tempfile::tempdir().unwrap();
+    let path = path_with_tool(extra.path(), "only-on-b");
+    let allow = ("CCX_ALLOWED_COMMANDS", "echo");
+    let a = TestServer::start_with(&[(common::MARKER_VAR, &m), allow], &[]);
+    let b = TestServer::start_with(&[(common::MARKER_VAR, &m), ("PATH", &path), allow], &[]);
+    let out = doctor(&["--json", "--compare", &a.url, &b.url], &m, &[&a, &b]);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r:#?}");
+    assert!(r.compared);
+    assert_eq!(fields(&r), BTreeSet::from(["path".to_string()]));
+    for side in &r.sides {
+        assert!(side.environment.is_none());
+        let refused = side.environment_error.as_deref().unwrap_or_default();
+        assert!(
+            refused.contains("refused the fingerprint probe"),
+            "{refused}"
+        );
+    }
+    assert!(
+        r.not_compared
+            .iter()
+            .any(|n| n.contains("both environments are read from server.info")),
+        "{:#?}",
+        r.not_compared
+    );
+}

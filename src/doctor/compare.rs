@@ -233,8 +233,29 @@ fn compare_sides(a: &Side, b: &Side, not_compared: &mut Vec<String>) -> (Vec<Dif
             .map(|id| format!("side {} ({})", s.name, id.name()))
             .unwrap_or_else(|| format!("side {}", s.name))
     };
-    let compared = match (&a.environment, &b.environment) {
-        (Some(ea), Some(eb)) => {
+    // Both probes, or, when a ccx refused the probe (a command allowlist),
+    // both sides' server.info read the same way.
+    let from_info;
+    let environments = match (&a.environment, &b.environment, &a.info, &b.info) {
+        (Some(ea), Some(eb), _, _) => Some((ea, eb)),
+        (_, _, Some(ia), Some(ib)) => {
+            for side in [a, b].into_iter().filter(|s| s.environment.is_none()) {
+                not_compared.push(format!(
+                    "Python (interpreters, modules, distributions): {} gave no probe report, so both environments are read from server.info: {}",
+                    name(side),
+                    side.environment_error.as_deref().unwrap_or("no reason given")
+                ));
+            }
+            from_info = (
+                Environment::from_server_info(ia),
+                Environment::from_server_info(ib),
+            );
+            Some((&from_info.0, &from_info.1))
+        }
+        _ => None,
+    };
+    let compared = match environments {
+        Some((ea, eb)) => {
             let settings = match (&a.info, &b.info) {
                 (Some(ia), Some(ib)) => Some((ia, ib)),
                 _ => {
@@ -254,7 +275,7 @@ fn compare_sides(a: &Side, b: &Side, not_compared: &mut Vec<String>) -> (Vec<Dif
             diffs.extend(differences(ea, eb, settings));
             true
         }
-        _ => {
+        None => {
             for side in [a, b].into_iter().filter(|s| s.environment.is_none()) {
                 not_compared.push(format!(
                     "the environment (Python modules and distributions, programs, shell, PATH, variable names, limits, user, platform): {} gave none: {}",

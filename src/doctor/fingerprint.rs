@@ -94,6 +94,35 @@ impl std::fmt::Display for Import {
     }
 }
 
+impl Environment {
+    /// What a ccx's `server.info` says of the same facts (no Python: only
+    /// the probe runs it), for a ccx whose command allowlist refuses the
+    /// probe. Compared only with another read the same way.
+    pub fn from_server_info(info: &crate::protocol::ServerInfo) -> Environment {
+        let open = info.rlimits.open_files.soft;
+        Environment {
+            source: None,
+            os: info.os.clone(),
+            arch: info.arch.clone(),
+            uid: info.uid.to_string(),
+            cwd: info.cwd.clone(),
+            shell: info.shell.clone(),
+            shell_resolved: info.shell_resolved.clone(),
+            path: info.path.clone(),
+            env_names: info.env_names.clone(),
+            open_files: open.map_or("unlimited".into(), |n| n.to_string()),
+            container: if info.in_container {
+                vec!["PID 1 or /.dockerenv".into()]
+            } else {
+                Vec::new()
+            },
+            binaries: info.binaries.clone(),
+            python3: Python::default(),
+            python: Python::default(),
+        }
+    }
+}
+
 /// The Python half of the probe, run as `python3 -c CODE MODULE…`: its
 /// facts, the distributions, then each module (the named ones and the
 /// packages found in `.` and `./src`), imported with stdout and stderr
