@@ -88,7 +88,8 @@ pub struct CompareReport {
     /// Both sides, A then B (only A when the run was interrupted during A).
     pub sides: Vec<Side>,
     /// True when both sides have an environment fingerprint (from their
-    /// servers, or taken locally for a local server that did not start),
+    /// servers, or taken locally for a local server that did not start, or
+    /// both read from `server.info` for two ccx that refused the probe),
     /// so `differences` is meaningful (an empty list then means they match
     /// in everything compared), whatever the sides' checks said.
     pub compared: bool,
