@@ -203,8 +203,8 @@ const PYTHON_VERSION: &str = r#"import sys; sys.stdout.write("version=" + sys.ve
 /// Most lines one part of the probe may print.
 const MAX_LINES: usize = 5000;
 
-/// A name the probe may check: a program for `command -v`, a module for
-/// `import` (dotted identifiers).
+/// A module name the probe may import: dotted Python identifiers (so it is
+/// safe in a shell word and in the line format).
 pub fn is_module_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
