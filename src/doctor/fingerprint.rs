@@ -127,75 +127,9 @@ impl Environment {
 /// facts, the distributions, then each module (the named ones and the
 /// packages found in `.` and `./src`), imported with stdout and stderr
 /// (fd 1 and 2) sent to /dev/null so that what an import prints cannot mix
-/// into the report. No single quote: it sits in a single-quoted sh word.
-const PYTHON: &str = r#"
-import os, sys, re
-w = sys.stdout.write
-def o(k, v):
-    w(k + "=" + str(v).replace("\n", " ").replace("\r", " ") + "\n")
-o("version", sys.version.split()[0])
-o("executable", sys.executable)
-for p in sys.path[:200]:
-    o("sys_path", p)
-try:
-    from importlib import metadata as md
-    d = {}
-    for x in md.distributions():
-        n = x.metadata["Name"]
-        if n:
-            d[re.sub(r"[-_.]+", "-", n).lower()] = x.version
-    for n in sorted(d)[:2000]:
-        o("dist", n + "==" + str(d[n]))
-except Exception as e:
-    o("dist_error", type(e).__name__ + ": " + str(e))
-names = sys.argv[1:]
-for base in (".", "src"):
-    try:
-        for n in sorted(os.listdir(base)):
-            if (re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", n) and n not in ("tests", "test", "docs")
-                    and n not in names and os.path.isfile(os.path.join(base, n, "__init__.py"))):
-                names.append(n)
-    except Exception:
-        pass
-import importlib, signal
-def late(s, f):
-    raise RuntimeError("did not import within 10 s")
-alarm = hasattr(signal, "SIGALRM")
-if alarm:
-    signal.signal(signal.SIGALRM, late)
-sys.stdout.flush()
-null = os.open(os.devnull, os.O_WRONLY)
-keep = (os.dup(1), os.dup(2))
-for n in names[:50]:
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    try:
-        if alarm:
-            signal.alarm(10)
-        m = importlib.import_module(n)
-        f = getattr(m, "__file__", None)
-        if f is None:
-            p = list(getattr(m, "__path__", []))
-            f = p[0] if p else "(built in)"
-        elif os.path.basename(f).startswith("__init__."):
-            f = os.path.dirname(f)
-        r = "ok\t" + str(f)
-    except BaseException as e:
-        r = "error\t" + type(e).__name__ + ": " + str(e)
-    if alarm:
-        signal.alarm(0)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:
-        pass
-    os.dup2(keep[0], 1)
-    os.dup2(keep[1], 2)
-    o("module", n + "\t" + r)
-o("done", "1")
-sys.stdout.flush()
-os._exit(0)
-"#;
+/// into the report. It sits in a single-quoted sh word: no single quote
+/// (a test checks).
+const PYTHON: &str = include_str!("fingerprint.py");
 
 /// The short form for `python` when `python3` exists.
 const PYTHON_VERSION: &str = r#"import sys; sys.stdout.write("version=" + sys.version.split()[0] + "\nexecutable=" + sys.executable + "\ndone=1\n")"#;
@@ -503,6 +437,11 @@ mod tests {
         );
         assert_eq!(parse("no block here\n", "n"), None);
         assert_eq!(parse(out, "other"), None);
+    }
+
+    #[test]
+    fn the_python_code_fits_in_a_single_quoted_word() {
+        assert!(!PYTHON.contains('\''));
     }
 
     #[test]
