@@ -41,8 +41,8 @@ pub struct ProgramUse {
     /// Its arguments, quotes removed where the word is literal (as
     /// written where the shell expands something in it).
     pub args: Vec<String>,
-    /// Variables the line sets for it (`NAME=value` prefixes, `export`,
-    /// `env NAME=value`), values as written.
+    /// Other variables the line sets to a literal value before it starts
+    /// (`PYTHONPATH=src`, `export X=1`, `env X=1`), in order.
     pub env: Vec<(String, String)>,
 }
 
@@ -103,8 +103,9 @@ pub fn analyze(line: &str) -> Result<Analysis, ShellError> {
 struct State {
     cwd: Option<String>,
     path: Option<String>,
+    /// Literal assignments other than PATH.
+    env: Vec<(String, String)>,
     functions: Vec<String>,
-    vars: Vec<(String, String)>,
 }
 
 /// `sh -c` inside `sh -c` … stops here.
@@ -275,12 +276,14 @@ impl Walker<'_> {
         self.run_words(&words, state, &mut scoped, self.via.map(String::from));
     }
 
-    /// A `NAME=value`: remembered for the programs that see it; PATH also
-    /// changes where programs are looked up.
+    /// A `NAME=value`: PATH is followed; another variable is kept when its
+    /// value is literal.
     fn assign(&mut self, state: &mut State, name: &str, raw: &str) {
-        state.vars.retain(|(n, _)| n != name);
-        state.vars.push((name.to_string(), raw.to_string()));
         if name != "PATH" {
+            if let Some(value) = literal(raw) {
+                state.env.retain(|(n, _)| n != name);
+                state.env.push((name.to_string(), value));
+            }
             return;
         }
         match expand_path(raw, state.path.as_deref()) {
@@ -390,7 +393,7 @@ impl Walker<'_> {
                         .iter()
                         .map(|a| literal(a).unwrap_or_else(|| a.to_string()))
                         .collect(),
-                    env: scoped.vars.clone(),
+                    env: scoped.env.clone(),
                 });
                 let base = name.rsplit('/').next().unwrap_or(&name).to_string();
                 if WRAPPERS.contains(&base.as_str()) {
@@ -562,6 +565,10 @@ mod tests {
     #[test]
     fn cd_and_path_changes_are_tracked() {
         let a = analyze("cd /srv/app && . .venv/bin/activate && PYTHONPATH=. python -m x").unwrap();
+        assert_eq!(
+            a.programs.last().map(|p| p.env.clone()),
+            Some(vec![("PYTHONPATH".to_string(), ".".to_string())])
+        );
         let p = &a.programs[0];
         assert_eq!(p.name, "python");
         assert_eq!(p.cwd.as_deref(), Some("/srv/app"));

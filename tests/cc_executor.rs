@@ -226,7 +226,19 @@ fn compare_lists_what_differs_between_ccx_and_cc_executor_and_what_it_could_not_
         },
     );
     assert!(
-        human.contains("not compared: the environment fingerprint"),
+        human.contains("not compared: ccx's settings (server.info"),
+        "{human}"
+    );
+    // The environment of both is compared: the probe ran through `execute`
+    // on cc_executor too.
+    let env = r.sides[1]
+        .environment
+        .as_ref()
+        .expect("cc_executor's environment");
+    assert_eq!(env.source, Some(ccx::doctor::fingerprint::Source::Execute));
+    assert!(env.python3.version.is_some(), "{env:#?}");
+    assert!(
+        human.contains("environment: taken through `execute`"),
         "{human}"
     );
     assert!(human.contains("  server\n"), "{human}");

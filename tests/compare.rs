@@ -232,4 +232,242 @@ fn compare_takes_at_most_two_urls_and_not_with_url() {
     assert_eq!(out.status.code(), Some(2));
     let out = doctor(&["--compare", "http://127.0.0.1:1/"], &m, &[]);
     assert_eq!(out.status.code(), Some(2));
+    // --require-module belongs to --compare, and takes a Python module name.
+    let out = doctor(&["--require-module", "cc_executor"], &m, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = doctor(
+        &["--compare", u, "--require-module", "x; rm -rf /"],
+        &m,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("expected a Python module name"), "{stderr}");
+}
+
+/// PATH with cc_executor's venv first, as after `source VENV/bin/activate`
+/// (so `python3` in its commands is the venv's, as in its Docker image);
+/// `None` (after saying why) without the cc_executor snapshot.
+fn cc_executor_path(test: &str) -> Option<String> {
+    let snapshot = common::python::cc_executor_or_skip(test)?;
+    let venv = common::cc_executor::cc_executor_venv(&snapshot);
+    Some(format!(
+        "{}:{}",
+        venv.dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    ))
+}
+
+fn difference<'r>(r: &'r CompareReport, field: &str) -> &'r ccx::doctor::differences::Difference {
+    r.differences
+        .iter()
+        .find(|d| d.field == field)
+        .unwrap_or_else(|| panic!("no difference {field}: {:#?}", r.differences))
+}
+
+#[test]
+fn a_local_server_that_fails_to_start_is_compared_with_a_real_cc_executor_by_its_environment() {
+    let m = marker();
+    let Some(path) = cc_executor_path("compare_failing_local") else {
+        return;
+    };
+    // The working side: cc_executor from its src/, its venv first on PATH.
+    let cc = common::cc_executor::CcExecutor::start_with(
+        "compare_failing_local",
+        &[("PATH", &path), (common::MARKER_VAR, &m)],
+    )
+    .unwrap();
+    // The failing side: Docker's command, run from the project root where
+    // the src-layout package is not importable (not installed, no PYTHONPATH).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let out = common::ccx_command()
+        .current_dir(&cc.root)
+        .env("PATH", &path)
+        .env_remove("PYTHONPATH")
+        .env(common::MARKER_VAR, &m)
+        .args([
+            "doctor",
+            "--json",
+            "--port",
+            &port,
+            "--timeout",
+            "40s",
+            "--spawn-timeout",
+            "60s",
+            "--server-cmd",
+            "python -m uvicorn cc_executor.core.main:app --host 127.0.0.1 --port $CCX_PORT",
+            "--compare",
+            &cc.url,
+        ])
+        .output()
+        .expect("run ccx doctor");
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{r:#?}");
+    assert!(r.compared && !r.ok, "{r:#?}");
+    let (a, b) = (&r.sides[0], &r.sides[1]);
+    let spawn = a
+        .report
+        .steps
+        .iter()
+        .find(|s| s.id == StepId::Spawn)
+        .unwrap();
+    assert_eq!(spawn.status, Status::Fail, "{spawn:#?}");
+    let local = a.environment.as_ref().expect("the local environment");
+    assert_eq!(local.source, Some(ccx::doctor::fingerprint::Source::Local));
+    assert_eq!(local.cwd, cc.root.display().to_string());
+    assert_eq!(
+        b.environment.as_ref().and_then(|e| e.source),
+        Some(ccx::doctor::fingerprint::Source::Execute)
+    );
+    // The culprit comes first: the package imports there, not here.
+    let first = &r.differences[0];
+    assert_eq!(first.field, "modules.cc_executor", "{:#?}", r.differences);
+    assert_eq!(
+        first.a, "ModuleNotFoundError: No module named 'cc_executor'",
+        "{first:?}"
+    );
+    let there = cc.root.join("src/cc_executor");
+    assert_eq!(first.b, format!("imports from {}", there.display()));
+    assert!(first.why.contains("on one side only"), "{first:?}");
+    let cwd = difference(&r, "cwd");
+    assert_eq!(cwd.b, cc.root.join("src").display().to_string());
+    assert!(r
+        .not_compared
+        .iter()
+        .any(|n| n.contains("a side was not reached")));
+    // The human form names the culprit and how A's fingerprint was taken.
+    let human = ccx::doctor::render::compare_human(
+        &r,
+        ccx::doctor::render::Style {
+            color: false,
+            verbose: false,
+        },
+    );
+    assert!(
+        human.contains("environment: taken here (the local server did not start)"),
+        "{human}"
+    );
+    assert!(
+        human.contains(
+            "  modules.cc_executor\n      A: ModuleNotFoundError: No module named 'cc_executor'\n"
+        ),
+        "{human}"
+    );
+    assert!(
+        common::eventually(Duration::from_secs(3), || common::marked_processes(&m)
+            .iter()
+            .all(|(pid, _)| *pid == cc.pid())),
+        "left behind: {:?}",
+        common::marked_processes(&m)
+    );
+}
+
+#[test]
+fn two_real_cc_executors_with_different_environments_list_their_differences() {
+    let m = marker();
+    let Some(path) = cc_executor_path("compare_two_cc_executors") else {
+        return;
+    };
+    let extra = tempfile::tempdir().unwrap();
+    std::fs::create_dir(extra.path().join("onlyonb")).unwrap();
+    std::fs::write(extra.path().join("onlyonb/__init__.py"), "").unwrap();
+    let extra_path = extra.path().display().to_string();
+    let a = common::cc_executor::CcExecutor::start_with(
+        "compare_two_cc_executors",
+        &[("PATH", &path), (common::MARKER_VAR, &m)],
+    )
+    .unwrap();
+    let b = common::cc_executor::CcExecutor::start_with(
+        "compare_two_cc_executors",
+        &[
+            ("PATH", &path),
+            ("PYTHONPATH", &extra_path),
+            ("ONLY_ON_B", "1"),
+            (common::MARKER_VAR, &m),
+        ],
+    )
+    .unwrap();
+    let nowhere = tempfile::tempdir().unwrap();
+    let out = common::ccx_command()
+        .current_dir(nowhere.path())
+        .args([
+            "doctor",
+            "--json",
+            "--timeout",
+            "40s",
+            "--require-module",
+            "onlyonb",
+            "--compare",
+            &a.url,
+            &b.url,
+        ])
+        .output()
+        .expect("run ccx doctor");
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r:#?}");
+    assert!(r.compared && r.ok, "{r:#?}");
+    let first = &r.differences[0];
+    assert_eq!(first.field, "modules.onlyonb", "{:#?}", r.differences);
+    assert_eq!(first.a, "ModuleNotFoundError: No module named 'onlyonb'");
+    assert_eq!(
+        first.b,
+        format!("imports from {}", extra.path().join("onlyonb").display())
+    );
+    let env = difference(&r, "env_names");
+    assert_eq!(env.a, "only here: (none)", "{env:?}");
+    assert_eq!(env.b, "only here: ONLY_ON_B", "{env:?}");
+    let sys_path = difference(&r, "python3.sys_path");
+    assert!(sys_path.b.contains(&extra_path), "{sys_path:?}");
+    // Each imports its own copy of the project's package, found in its cwd.
+    let own = difference(&r, "modules.cc_executor");
+    assert_eq!(
+        (own.a.clone(), own.b.clone()),
+        (
+            format!("imports from {}", a.root.join("src/cc_executor").display()),
+            format!("imports from {}", b.root.join("src/cc_executor").display())
+        )
+    );
+    // Same venv, same interpreter: no Python or distribution difference.
+    assert!(
+        !r.differences.iter().any(
+            |d| d.field.starts_with("python3.version") || d.field.starts_with("distributions.")
+        ),
+        "{:#?}",
+        r.differences
+    );
+    // No server.info on cc_executor: said, not hidden.
+    assert!(r.not_compared.iter().any(|n| n.contains("server.info")));
+}
+
+#[test]
+fn servers_whose_allowlist_refuses_the_probe_are_compared_from_server_info() {
+    let m = marker();
+    let extra = tempfile::tempdir().unwrap();
+    let path = path_with_tool(extra.path(), "only-on-b");
+    let allow = ("CCX_ALLOWED_COMMANDS", "echo");
+    let a = TestServer::start_with(&[(common::MARKER_VAR, &m), allow], &[]);
+    let b = TestServer::start_with(&[(common::MARKER_VAR, &m), ("PATH", &path), allow], &[]);
+    let out = doctor(&["--json", "--compare", &a.url, &b.url], &m, &[&a, &b]);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r:#?}");
+    assert!(r.compared);
+    assert_eq!(fields(&r), BTreeSet::from(["path".to_string()]));
+    for side in &r.sides {
+        assert!(side.environment.is_none());
+        let refused = side.environment_error.as_deref().unwrap_or_default();
+        assert!(
+            refused.contains("refused the fingerprint probe"),
+            "{refused}"
+        );
+    }
+    assert!(
+        r.not_compared
+            .iter()
+            .any(|n| n.contains("both environments are read from server.info")),
+        "{:#?}",
+        r.not_compared
+    );
 }

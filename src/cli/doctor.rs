@@ -42,9 +42,10 @@ pub struct DoctorArgs {
     /// (it gets CCX_HOST and CCX_PORT; ready when the port accepts connections).
     #[arg(long, value_name = "CMD")]
     pub server_cmd: Option<String>,
-    /// Compare two servers: run handshake and echo against both, fetch their
-    /// environment fingerprints (server.info, with the --require names) and
-    /// list the differences, most likely culprits first. One URL: compare
+    /// Compare two servers: run handshake and echo against both, fingerprint
+    /// what a command sees on each (a probe run through `execute`: Python,
+    /// modules, distributions, PATH, variable names …; server.info on ccx)
+    /// and list the differences, most likely culprits first. One URL: compare
     /// the local server the doctor starts (side A) with it (side B).
     /// Differences do not fail; a side failing its checks does (exit 1).
     #[arg(long, value_name = "URL", num_args = 1..=2, value_parser = parse_url, conflicts_with = "url")]
@@ -52,6 +53,10 @@ pub struct DoctorArgs {
     /// A program the server needs on its PATH (repeatable).
     #[arg(long, value_name = "NAME")]
     pub require: Vec<String>,
+    /// With --compare: a Python module that must import on both sides
+    /// (repeatable; the packages found in the cwd and ./src are checked too).
+    #[arg(long, value_name = "NAME", requires = "compare", value_parser = parse_module)]
+    pub require_module: Vec<String>,
     /// Address the server should listen on [env: CCX_HOST].
     #[arg(long)]
     pub host: Option<String>,
@@ -89,6 +94,15 @@ impl DoctorArgs {
                 "--json is --format json: it cannot go with --format {}",
                 format_name(other)
             ))),
+        }
+    }
+}
+
+fn parse_module(raw: &str) -> Result<String, String> {
+    match crate::doctor::fingerprint::is_module_name(raw) {
+        true => Ok(raw.to_string()),
+        false => {
+            Err("expected a Python module name such as cc_executor or cc_executor.core.main".into())
         }
     }
 }
@@ -201,7 +215,12 @@ fn append_summary(path: &Path, summary: &str) {
 /// `--compare URL [URL]`.
 fn run_compare(args: DoctorArgs, format: Format, color: ColorChoice) -> Result<Exit, CliError> {
     let rt = runtime()?;
-    let report = rt.block_on(compare::run(&options(&args), &args.compare, interrupted()));
+    let report = rt.block_on(compare::run(
+        &options(&args),
+        &args.compare,
+        &args.require_module,
+        interrupted(),
+    ));
     let text = if format == Format::Json {
         render::compare_json(&report)
     } else {

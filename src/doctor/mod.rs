@@ -11,7 +11,10 @@
 pub mod compare;
 pub mod detached;
 pub mod differences;
+pub mod environment_differences;
+pub mod fingerprint;
 pub mod mcp;
+pub mod probe;
 pub mod python;
 pub mod render;
 pub mod render_github;
@@ -266,17 +269,21 @@ pub async fn run(opts: &Options, interrupted: impl std::future::Future<Output = 
     run_steps(opts, interrupted, None).await.0
 }
 
-/// What `server.info` gave (or why it gave nothing), when asked for.
-pub(crate) type Fingerprint = Option<Result<ServerInfo, String>>;
+/// What `server.info` and the fingerprint probe gave (or why they gave
+/// nothing).
+pub(crate) struct Fingerprint {
+    pub info: Result<ServerInfo, String>,
+    pub environment: Result<fingerprint::Environment, String>,
+}
 
-/// [`run`], and with `fingerprint` (the names to resolve) also the server's
-/// environment fingerprint (`server.info`), fetched on the session the
-/// checks opened, once they all passed.
+/// [`run`], and with `fingerprint` (what to check) also the server's
+/// fingerprints: `server.info` and the probe run through `execute`, on the
+/// session the checks opened, once they all passed.
 pub(crate) async fn run_steps(
     opts: &Options,
     interrupted: impl std::future::Future<Output = i32>,
-    fingerprint: Option<&[String]>,
-) -> (Report, Fingerprint) {
+    fingerprint: Option<&probe::Request>,
+) -> (Report, Option<Fingerprint>) {
     let started = Instant::now();
     let mut ctx = Ctx {
         opts,
@@ -289,10 +296,12 @@ pub(crate) async fn run_steps(
     };
     tokio::pin!(interrupted);
     let ran = runner::run(&StepId::ALL, &mut ctx, interrupted).await;
-    let mut info = None;
+    let mut fetched = None;
     if let Some(mut client) = ctx.client.take() {
-        if let (Some(require), false, None) = (fingerprint, ran.failed(), ran.interruption) {
-            info = Some(fetch_info(&mut client, require, opts.timeout).await);
+        if let (Some(request), false, None) = (fingerprint, ran.failed(), ran.interruption) {
+            let info = fetch_info(&mut client, &request.programs, opts.timeout).await;
+            let environment = probe::on_server(&mut client, request, opts.timeout).await;
+            fetched = Some(Fingerprint { info, environment });
         }
         client.close().await;
     }
@@ -314,7 +323,7 @@ pub(crate) async fn run_steps(
         server: ctx.server_identity.take(),
         ended,
     };
-    (report, info)
+    (report, fetched)
 }
 
 /// `server.info` on an open session, with the doctor's network deadline.
@@ -329,7 +338,7 @@ async fn fetch_info(
             human_duration(deadline)
         )),
         Ok(Err(ClientError::Rpc(e))) if e.code == ErrorCode::MethodNotFound.code() => Err(
-            "the server does not know server.info (an older ccx, or another server such as a Python cc_executor): it has no fingerprint to compare".into(),
+            "the server does not know server.info (an older ccx, or another server such as a Python cc_executor): it has no ccx settings to compare".into(),
         ),
         Ok(Err(e)) => Err(format!("server.info failed: {e}")),
         Ok(Ok(info)) => Ok(info),

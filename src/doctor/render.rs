@@ -9,6 +9,7 @@ use super::compare::{CompareReport, Side};
 #[cfg(test)]
 use super::StepResult;
 use super::{Report, Severity, Status};
+use crate::doctor::fingerprint::{Environment, Source};
 use crate::protocol::ServerInfo;
 
 /// The symbol of a status, readable without colour.
@@ -208,8 +209,13 @@ pub fn compare_human(report: &CompareReport, style: Style) -> String {
         out.push('\n');
         out.push_str(&human(&side.report, style));
         match (&side.info, &side.info_error) {
-            (Some(info), _) => out.push_str(&format!("fingerprint: {}\n", fingerprint_line(info))),
-            (None, Some(e)) => out.push_str(&format!("fingerprint: {e}\n")),
+            (Some(info), _) => out.push_str(&format!("server.info: {}\n", fingerprint_line(info))),
+            (None, Some(e)) => out.push_str(&format!("server.info: {e}\n")),
+            (None, None) => {}
+        }
+        match (&side.environment, &side.environment_error) {
+            (Some(env), _) => out.push_str(&format!("environment: {}\n", environment_line(env))),
+            (None, Some(e)) => out.push_str(&format!("environment: {e}\n")),
             (None, None) => {}
         }
         out.push('\n');
@@ -256,7 +262,7 @@ pub fn compare_human(report: &CompareReport, style: Style) -> String {
         let failed: Vec<&str> = report
             .sides
             .iter()
-            .filter(|s| !s.report.ok || s.info.is_none())
+            .filter(|s| !s.report.ok || s.environment.is_none())
             .map(|s| s.name.as_str())
             .collect();
         let what = match &report.error {
@@ -286,6 +292,45 @@ fn fingerprint_line(info: &ServerInfo) -> String {
             ", {name} → {}",
             path.as_deref().unwrap_or("not found")
         ));
+    }
+    line
+}
+
+/// What a command sees on a side, in one line: how the probe ran, the
+/// platform, the shell, the Python and each checked module.
+fn environment_line(env: &Environment) -> String {
+    let how = match env.source {
+        Some(Source::Local) => {
+            "taken here (the local server did not start), in its command's cwd and environment"
+        }
+        _ => "taken through `execute`",
+    };
+    let mut line = format!(
+        "{how}: {} {}, uid {}, cwd {}, shell {} → {}",
+        env.os,
+        env.arch,
+        env.uid,
+        env.cwd,
+        env.shell,
+        env.shell_resolved.as_deref().unwrap_or("not found")
+    );
+    for (name, python) in [("python3", &env.python3), ("python", &env.python)] {
+        match (&python.path, &python.version, &python.error) {
+            (None, _, _) => line.push_str(&format!(", no {name}")),
+            (Some(path), Some(version), _) => {
+                line.push_str(&format!(", {name} {version} ({path})"));
+                if !python.distributions.is_empty() {
+                    line.push_str(&format!(", {} distributions", python.distributions.len()));
+                }
+            }
+            (Some(path), None, error) => line.push_str(&format!(
+                ", {name} ({path}): {}",
+                error.as_deref().unwrap_or("did not report")
+            )),
+        }
+        for (module, import) in &python.modules {
+            line.push_str(&format!(", {module}: {import}"));
+        }
     }
     line
 }

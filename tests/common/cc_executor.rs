@@ -172,6 +172,11 @@ impl CcExecutor {
         Some(server)
     }
 
+    /// Its pid (the leader of its process group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
