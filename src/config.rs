@@ -46,6 +46,10 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
         "CCX_ALLOWED_COMMANDS",
         "comma list of programs a command may start with",
     ),
+    (
+        "CCX_ALLOWED_ENV",
+        "with an allowlist: comma list of variables a request's env may set (NAME or PREFIX*)",
+    ),
     ("CCX_ALLOWED_ORIGINS", "browser origins allowed to connect"),
     ("CCX_MAX_SESSIONS", "concurrent WebSocket sessions"),
     ("CCX_MAX_OUTPUT", "output bytes per process"),
@@ -254,6 +258,9 @@ pub struct Config {
     pub shell: PathBuf,
     /// `None` allows every program.
     pub allowed_commands: Option<Vec<String>>,
+    /// With an allowlist, the variables a request's `env` may set: names,
+    /// or prefixes ending in `*`.
+    pub allowed_env: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub max_sessions: usize,
     pub max_output: u64,
@@ -286,6 +293,20 @@ pub struct Config {
 }
 
 pub const DEFAULT_PORT: u16 = 8003;
+/// CCX_ALLOWED_ENV's default: locale and terminal settings, none of which
+/// names a program, a library or a script to run.
+pub const DEFAULT_ALLOWED_ENV: &[&str] = &[
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "CLICOLOR",
+    "COLUMNS",
+    "LINES",
+];
 pub const MIB: u64 = 1024 * 1024;
 
 impl Default for Config {
@@ -297,6 +318,7 @@ impl Default for Config {
             token: None,
             shell: PathBuf::from("/bin/sh"),
             allowed_commands: None,
+            allowed_env: DEFAULT_ALLOWED_ENV.iter().map(|s| s.to_string()).collect(),
             allowed_origins: Vec::new(),
             max_sessions: 256,
             max_output: 64 * MIB,
@@ -375,6 +397,9 @@ impl Config {
             Some((var, raw)) => Some(parse_list(raw).map_err(|e| invalid(var, raw, &e))?),
             None => None,
         };
+        let allowed_env = l
+            .parsed("allowed_env", "CCX_ALLOWED_ENV", parse_list)?
+            .unwrap_or(d.allowed_env);
         let allowed_origins = l
             .parsed("allowed_origins", "CCX_ALLOWED_ORIGINS", parse_list)?
             .unwrap_or_default();
@@ -470,6 +495,7 @@ impl Config {
             token,
             shell,
             allowed_commands,
+            allowed_env,
             allowed_origins,
             max_sessions,
             max_output,

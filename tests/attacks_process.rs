@@ -1,0 +1,201 @@
+//! Attacks on the process side of the server, each reproduced from the
+//! outside: a real server on a loopback port, a real client, a real shell.
+//! Each test is a row of the "Attacks we test" table in docs/security.md:
+//! the allowlist seen the way sh sees a command (its `env`, its program
+//! word, `~`), and the property that the allowlist's program word is the
+//! word `/bin/sh` runs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use ccx::client::{Client, ClientError};
+use ccx::config::Config;
+use ccx::process::admission::{check_allowed, program_word};
+use ccx::protocol::ExecuteParams;
+use common::TestServer;
+use proptest::prelude::*;
+
+fn exec(command: &str) -> ExecuteParams {
+    ExecuteParams::command(command)
+}
+
+/// The refusal of `params`: panics when the command ran, showing what it
+/// printed.
+async fn refused(client: &mut Client, params: &ExecuteParams) -> ccx::protocol::RpcError {
+    match client.run(params).await {
+        Err(ClientError::Rpc(e)) => e,
+        Ok(outcome) => panic!(
+            "{:?} ran: stdout {:?}, stderr {:?}",
+            params.command, outcome.stdout, outcome.stderr
+        ),
+        Err(other) => panic!("{:?}: expected an RPC error, got {other}", params.command),
+    }
+}
+
+/// A path to bash, or `None` (with the reason printed) where it is absent;
+/// under CI a missing bash fails the test.
+fn bash() -> Option<&'static str> {
+    let path = "/bin/bash";
+    if Path::new(path).exists() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("CI").is_none(), "{path} is missing");
+    eprintln!("skipped: {path} is missing");
+    None
+}
+
+/// `{"command":"echo x","env":{"BASH_FUNC_echo%%":"() { id; }"}}` made bash
+/// run `id` although only `echo` was allowed; `BASH_ENV` did too. With an
+/// allowlist, `env` may only name CCX_ALLOWED_ENV's variables.
+#[tokio::test(flavor = "multi_thread")]
+async fn allowlist_refuses_env_that_chooses_code() {
+    let Some(bash) = bash() else { return };
+    let server = TestServer::start_with(
+        &[("CCX_ALLOWED_COMMANDS", "echo"), ("CCX_SHELL", bash)],
+        &[],
+    );
+    let mut client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("startup");
+    std::fs::write(&script, "echo pwned-by-startup-file\n").unwrap();
+    let attacks = [
+        (
+            "BASH_FUNC_echo%%",
+            "() { echo pwned-by-function; }".to_string(),
+        ),
+        ("BASH_ENV", script.display().to_string()),
+        ("ENV", script.display().to_string()),
+        ("PATH", dir.path().display().to_string()),
+        (
+            "LD_PRELOAD",
+            dir.path().join("evil.so").display().to_string(),
+        ),
+    ];
+    for (name, value) in attacks {
+        let mut params = exec("echo x");
+        params.env = Some([(name.to_string(), value)].into());
+        let e = refused(&mut client, &params).await;
+        assert_eq!(e.code, -32001, "{name}: {}", e.message);
+        assert!(e.message.contains(name), "{name}: {}", e.message);
+    }
+    let mut params = exec("echo allowed");
+    params.env = Some(
+        [
+            ("LC_ALL".to_string(), "C".to_string()),
+            ("TERM".to_string(), "dumb".to_string()),
+        ]
+        .into(),
+    );
+    assert_eq!(client.run(&params).await.unwrap().stdout, "allowed\n");
+}
+
+/// With `mkdir` allowed, `mkdir 'mkdir\v'` then `mkdir\v/../../../bin/sh -c …`
+/// ran a shell: `\v` is no separator for sh, so the program was the path
+/// through the new directory, not `mkdir`.
+#[tokio::test(flavor = "multi_thread")]
+async fn allowlist_program_word_is_split_as_sh_splits_it() {
+    let server = TestServer::start_with(&[("CCX_ALLOWED_COMMANDS", "mkdir")], &[]);
+    let mut client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().canonicalize().unwrap();
+    let up = "../".repeat(cwd.components().count());
+    let mut params = exec("mkdir 'mkdir\u{b}'");
+    params.cwd = Some(cwd.display().to_string());
+    let made = client.run(&params).await.unwrap();
+    assert_eq!(made.completed.exit_code, 0, "{made:?}");
+    assert!(cwd.join("mkdir\u{b}").is_dir());
+    for separator in ['\u{b}', '\u{c}', '\r', '\u{a0}'] {
+        let mut params = exec(&format!(
+            "mkdir{separator}/{up}bin/sh -c \"echo pwned-by-separator\""
+        ));
+        params.cwd = Some(cwd.display().to_string());
+        let e = refused(&mut client, &params).await;
+        assert_eq!(e.code, -32001, "{separator:?}: {}", e.message);
+    }
+}
+
+/// `echo ~` printed the server's `$HOME` although `$` expansions are
+/// refused: a tilde expansion is refused the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn allowlist_refuses_tilde_expansion() {
+    let server = TestServer::start_with(&[("CCX_ALLOWED_COMMANDS", "echo")], &[]);
+    let mut client = server.client().await;
+    for command in ["echo ~", "echo ~root", "echo a=~/x", "echo PATH=/x:~"] {
+        let e = refused(&mut client, &exec(command)).await;
+        assert_eq!(e.code, -32001, "{command}: {}", e.message);
+        assert!(e.message.contains("tilde"), "{command}: {}", e.message);
+    }
+    assert_eq!(
+        client.run(&exec("echo '~' \\~")).await.unwrap().stdout,
+        "~ ~\n"
+    );
+}
+
+/// The first word `/bin/sh` parses from `command`: `set -- COMMAND` makes
+/// the shell split it into words with its own rules, quotes removed;
+/// `None` when sh does not accept it. (A newline in `command` ends the
+/// `set`: what follows runs with no PATH, in an empty directory.)
+fn sh_first_word(command: &str) -> Option<String> {
+    static EMPTY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let empty = EMPTY.get_or_init(|| tempfile::tempdir().unwrap());
+    let output = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("set -- {command}\nprintf %s \"$1\""))
+        .env_clear()
+        .env("PATH", empty.path())
+        .env("LC_ALL", "C.UTF-8")
+        .current_dir(empty.path())
+        .output()
+        .expect("run /bin/sh");
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Every character that is Unicode white space or a control character
+/// (NUL excepted: no argument can carry it).
+fn separators() -> Vec<char> {
+    (1..=0x10ffff_u32)
+        .filter_map(char::from_u32)
+        .filter(|c| c.is_whitespace() || c.is_control())
+        .collect()
+}
+
+fn piece() -> impl Strategy<Value = String> {
+    let special = separators();
+    prop_oneof![
+        3 => proptest::sample::select(special).prop_map(String::from),
+        1 => proptest::sample::select(vec![
+            "mkdir", "x", "'a b'", "\"q r\"", "\\ ", "'", "\"", "-c", "/", "=",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Whatever white space or control characters surround it, the
+    /// allowlist's program word is the word /bin/sh runs, and `mkdir` is
+    /// admitted only when sh's first word is `mkdir`.
+    #[test]
+    fn the_allowlists_program_word_is_the_word_sh_runs(
+        pieces in proptest::collection::vec(piece(), 0..6),
+    ) {
+        let command = format!("mkdir{}", pieces.concat());
+        let sh = sh_first_word(&command);
+        if let Ok(ours) = program_word(&command) {
+            prop_assert_eq!(Some(ours), sh.clone(), "{:?}", command);
+        }
+        let config = Config {
+            allowed_commands: Some(vec!["mkdir".into()]),
+            ..Config::default()
+        };
+        if check_allowed(&exec(&command), &config).is_ok() {
+            prop_assert_eq!(sh.as_deref(), Some("mkdir"), "admitted {:?}", command);
+        }
+    }
+}
