@@ -199,3 +199,38 @@ proptest! {
         }
     }
 }
+
+/// A server started with a descriptor it did not mark close-on-exec
+/// (`ccx serve --foreground 9<secret`) handed it to every command: `cat
+/// /dev/fd/9` printed the file. Commands get descriptors 0, 1 and 2 only.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_do_not_inherit_the_servers_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "inherited-secret-contents\n").unwrap();
+    let secret = secret.display().to_string();
+    let server = TestServer::start_via(
+        &["/bin/sh", "-c", "exec 9<\"$0\"; exec \"$@\"", &secret],
+        &[],
+        &[],
+    );
+    assert!(
+        std::fs::read_link(format!("/proc/{}/fd/9", server.pid())).is_ok(),
+        "the server did not get fd 9: the test proves nothing"
+    );
+    let mut client = server.client().await;
+    let outcome = client
+        .run(&exec("cat /dev/fd/9; ls /proc/self/fd"))
+        .await
+        .unwrap();
+    assert!(
+        !outcome.stdout.contains("inherited-secret-contents"),
+        "{outcome:?}"
+    );
+    let fds: Vec<&str> = outcome.stdout.split_whitespace().collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2", "3"],
+        "ls sees 0-2 and its own directory"
+    );
+}
