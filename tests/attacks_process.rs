@@ -234,3 +234,47 @@ async fn commands_do_not_inherit_the_servers_descriptors() {
         "ls sees 0-2 and its own directory"
     );
 }
+
+/// Commands run as the server's user and `/health` gives its pid, so `cat
+/// /proc/<server pid>/environ` printed `CCX_TOKEN`. The server re-execs
+/// itself without it: neither its environment nor its command line holds
+/// the token, from CCX_TOKEN or from CCX_TOKEN_FILE.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_cannot_read_the_token_from_the_servers_proc() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "token-from-a-file-7c1e\n").unwrap();
+    let file = file.display().to_string();
+    for (env, token) in [
+        (
+            ("CCX_TOKEN", "token-in-the-environment-9f3a"),
+            "token-in-the-environment-9f3a",
+        ),
+        (("CCX_TOKEN_FILE", file.as_str()), "token-from-a-file-7c1e"),
+    ] {
+        let server = TestServer::start_with(&[env], &[]);
+        let options = server.options().token(Some(token.into()));
+        let mut client = Client::connect(&options).await.unwrap();
+        let pid = server.pid();
+        let outcome = client
+            .run(&exec(&format!(
+                "tr '\\0' '\\n' </proc/{pid}/environ; tr '\\0' ' ' </proc/{pid}/cmdline; \
+                 cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'"
+            )))
+            .await
+            .unwrap();
+        assert!(
+            outcome.stdout.contains("PATH="),
+            "the server's environ was not read: the test proves nothing: {outcome:?}"
+        );
+        assert!(
+            !outcome.stdout.contains(token),
+            "{}: {}",
+            env.0,
+            outcome.stdout
+        );
+        assert!(!outcome.stdout.contains("CCX_TOKEN="), "{}", outcome.stdout);
+        let unauthorized = Client::connect(&server.options()).await;
+        assert!(unauthorized.is_err(), "the token is still required");
+    }
+}
