@@ -278,3 +278,61 @@ async fn commands_cannot_read_the_token_from_the_servers_proc() {
         assert!(unauthorized.is_err(), "the token is still required");
     }
 }
+
+/// In cgroup mode `cgroup.procs` is writable by the server's user, so a
+/// command could write itself out of its cgroup, clear its marker (`env
+/// -i`), and outlive its command: `setsid sh -c 'echo $$ >
+/// <parent>/cgroup.procs; exec sleep'`. It is still re-parented to the
+/// server when its command's shell exits, and ends with the command.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_that_writes_itself_out_of_its_cgroup_still_ends_with_it() {
+    let server = TestServer::start();
+    let mut client = server.client().await;
+    let info = client.info(&[]).await.unwrap();
+    if info.process_tracking.as_deref() != Some("cgroup-v2") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no writable cgroup v2 under CI"
+        );
+        eprintln!("skipped: no writable cgroup v2 here, no cgroup to leave");
+        return;
+    }
+    let mount = ccx::process::procfs::cgroup2_mount().unwrap();
+    let own = ccx::process::procfs::own_cgroup_v2().unwrap();
+    let parent = mount.join(own.trim_start_matches('/')).join("cgroup.procs");
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("escapee");
+    let script = format!(
+        "setsid env -i sh -c 'echo $$ > {parent}; echo $$ > {tmp}; mv {tmp} {pid}; exec sleep 23' \
+         </dev/null >/dev/null 2>&1 &\n\
+         while [ ! -s {pid} ]; do sleep 0.01; done; cat /proc/$(cat {pid})/cgroup",
+        parent = parent.display(),
+        tmp = dir.path().join("tmp").display(),
+        pid = pid_file.display(),
+    );
+    let mut params = exec(&script);
+    params.timeout = Some(20.0);
+    let outcome = client.run(&params).await.unwrap();
+    let escapee: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gone = common::eventually(std::time::Duration::from_secs(5), || {
+        !ccx::process::procfs::is_alive(escapee as u32)
+    });
+    if !gone {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(escapee),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(
+        !outcome.stdout.contains(&format!("/ccx.{}/", server.pid())),
+        "the escapee did not leave its cgroup: the test proves nothing: {outcome:?}"
+    );
+    assert!(
+        gone,
+        "the escapee {escapee} outlived its command: {outcome:?}"
+    );
+}
