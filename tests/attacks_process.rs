@@ -164,6 +164,26 @@ fn separators() -> Vec<char> {
         .collect()
 }
 
+/// Each such character, between two words and around a quoted one: the
+/// allowlist's program word is sh's first word.
+#[test]
+fn every_white_space_and_control_character_splits_as_in_sh() {
+    for c in separators() {
+        for command in [
+            format!("mkdir{c}x y"),
+            format!("{c}'mk'dir{c}x"),
+            format!("mkdir\t{c}"),
+        ] {
+            let sh = sh_first_word(&command);
+            if let Ok(ours) = program_word(&command) {
+                assert_eq!(Some(ours), sh, "{command:?}");
+            } else {
+                assert!(c == '\n' || sh.is_none(), "{command:?}: sh runs {sh:?}");
+            }
+        }
+    }
+}
+
 fn piece() -> impl Strategy<Value = String> {
     let special = separators();
     prop_oneof![
