@@ -41,10 +41,18 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ("CCX_HOST", "address the server listens on"),
     ("CCX_PORT", "port the server listens on"),
     ("CCX_TOKEN", "bearer token required for the WebSocket"),
+    (
+        "CCX_TOKEN_FILE",
+        "file holding the bearer token (a mounted secret), when CCX_TOKEN is unset",
+    ),
     ("CCX_SHELL", "shell that runs commands"),
     (
         "CCX_ALLOWED_COMMANDS",
         "comma list of programs a command may start with",
+    ),
+    (
+        "CCX_ALLOWED_ENV",
+        "with an allowlist: comma list of variables a request's env may set (NAME or PREFIX*)",
     ),
     ("CCX_ALLOWED_ORIGINS", "browser origins allowed to connect"),
     ("CCX_MAX_SESSIONS", "concurrent WebSocket sessions"),
@@ -258,6 +266,9 @@ pub struct Config {
     pub shell: PathBuf,
     /// `None` allows every program.
     pub allowed_commands: Option<Vec<String>>,
+    /// With an allowlist, the variables a request's `env` may set: names,
+    /// or prefixes ending in `*`.
+    pub allowed_env: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub max_sessions: usize,
     pub max_output: u64,
@@ -303,6 +314,20 @@ pub enum TrackingChoice {
 }
 
 pub const DEFAULT_PORT: u16 = 8003;
+/// CCX_ALLOWED_ENV's default: locale and terminal settings, none of which
+/// names a program, a library or a script to run.
+pub const DEFAULT_ALLOWED_ENV: &[&str] = &[
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "CLICOLOR",
+    "COLUMNS",
+    "LINES",
+];
 pub const MIB: u64 = 1024 * 1024;
 
 impl Default for Config {
@@ -314,6 +339,7 @@ impl Default for Config {
             token: None,
             shell: PathBuf::from("/bin/sh"),
             allowed_commands: None,
+            allowed_env: DEFAULT_ALLOWED_ENV.iter().map(|s| s.to_string()).collect(),
             allowed_origins: Vec::new(),
             max_sessions: 256,
             max_output: 64 * MIB,
@@ -361,7 +387,7 @@ impl Config {
             None => l.parsed("port", "CCX_PORT", parse_port)?.unwrap_or(d.port),
         };
         let token = match l.raw("token", "CCX_TOKEN") {
-            Some((_, "")) | None => None,
+            Some((_, "")) | None => token_from_file(&mut l)?,
             Some((var, t)) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
                 return Err(invalid(
                     var,
@@ -393,6 +419,9 @@ impl Config {
             Some((var, raw)) => Some(parse_list(raw).map_err(|e| invalid(var, raw, &e))?),
             None => None,
         };
+        let allowed_env = l
+            .parsed("allowed_env", "CCX_ALLOWED_ENV", parse_list)?
+            .unwrap_or(d.allowed_env);
         let allowed_origins = l
             .parsed("allowed_origins", "CCX_ALLOWED_ORIGINS", parse_list)?
             .unwrap_or_default();
@@ -491,6 +520,7 @@ impl Config {
             token,
             shell,
             allowed_commands,
+            allowed_env,
             allowed_origins,
             max_sessions,
             max_output,
@@ -681,6 +711,24 @@ impl<'a> Loader<'a> {
             }
         }
     }
+}
+
+/// The token of CCX_TOKEN_FILE (a Docker or Kubernetes secret mounted as a
+/// file), when CCX_TOKEN is unset: the file's content without the white
+/// space around it.
+fn token_from_file(l: &mut Loader) -> Result<Option<String>, ConfigError> {
+    let Some(path) = l.env.get("CCX_TOKEN_FILE").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let expected = "a readable file holding the token (no spaces or control characters in it)";
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| invalid("CCX_TOKEN_FILE", path, &format!("{expected}: {e}")))?;
+    let token = content.trim();
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("CCX_TOKEN_FILE", path, expected));
+    }
+    l.sources.insert("token", Source::Env("CCX_TOKEN_FILE"));
+    Ok(Some(token.to_string()))
 }
 
 fn invalid(var: &str, value: &str, expected: &str) -> ConfigError {
@@ -999,5 +1047,23 @@ mod tests {
         assert_eq!(c.allowed_commands, None);
         assert_eq!(c.warnings[0].variable, "ALLOWED_COMMANDS");
         assert!(load(&[("CCX_ALLOWED_COMMANDS", "")]).is_err());
+    }
+
+    #[test]
+    fn a_token_file_is_read_when_ccx_token_is_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = load(&[("CCX_TOKEN_FILE", path)]).unwrap();
+        assert_eq!(c.token.as_deref(), Some("s3cret"));
+        assert_eq!(c.source_of("token").to_string(), "CCX_TOKEN_FILE");
+        let c = load(&[("CCX_TOKEN_FILE", path), ("CCX_TOKEN", "env")]).unwrap();
+        assert_eq!(c.token.as_deref(), Some("env"));
+        let missing = dir.path().join("none");
+        let e = load(&[("CCX_TOKEN_FILE", missing.to_str().unwrap())]).unwrap_err();
+        assert!(e.to_string().contains("CCX_TOKEN_FILE"), "{e}");
+        std::fs::write(&file, "two words").unwrap();
+        assert!(load(&[("CCX_TOKEN_FILE", path)]).is_err());
     }
 }

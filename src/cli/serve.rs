@@ -13,7 +13,7 @@ use super::{init_logging, output, runtime, startup_warnings, CliError, ColorChoi
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::lifecycle::{self, StartOptions, StateDir};
-use crate::server::{self, Shutdown};
+use crate::server::{self, secret, Shutdown};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// SIGKILL) the server shuts down.
     #[arg(long, hide = true)]
     pub lifeline: bool,
+    /// Internal (set by the server for itself, see `server::secret`): the
+    /// token is on this inherited descriptor, not in the environment.
+    #[arg(long, hide = true)]
+    pub token_fd: Option<i32>,
 }
 
 impl ServeArgs {
@@ -62,7 +66,16 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
         // Fails only when already a session leader, which is then fine too.
         let _ = nix::unistd::setsid();
     }
-    let env = config::env_snapshot();
+    let mut env = config::env_snapshot();
+    let mut handoff_failed = None;
+    if args.foreground {
+        if let Some(fd) = args.token_fd {
+            let token = secret::take_token(fd).map_err(|e| CliError::Startup(e.to_string()))?;
+            env.insert("CCX_TOKEN".into(), token);
+        } else if let Some(token) = env.get("CCX_TOKEN").filter(|t| !t.is_empty()) {
+            handoff_failed = Some(secret::reexec_without_token(token));
+        }
+    }
     let config = Config::load(&args.overrides(), &env)?;
     let warnings = startup_warnings(&env, &config);
     if !args.foreground {
@@ -74,6 +87,14 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
     // Before any thread exists, so that all inherit it (process::sigchld).
     crate::process::sigchld::block();
     init_logging(color);
+    secret::forbid_same_user_inspection();
+    if let Some(e) = handoff_failed {
+        tracing::warn!(
+            "cannot re-exec without CCX_TOKEN in the environment ({e}): commands of this user \
+             can read it in /proc/{}/environ",
+            std::process::id()
+        );
+    }
     for warning in warnings {
         tracing::warn!("{warning}");
     }

@@ -123,13 +123,7 @@ pub async fn call(
         Ok(spec) => spec,
         Err(e) => return refused(format!("invalid arguments for execute: {e}")),
     };
-    if let Err(e) = check_strings(&params).and_then(|()| {
-        check_allowed(
-            &params.command,
-            config.allowed_commands.as_deref(),
-            config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS"),
-        )
-    }) {
+    if let Err(e) = check_strings(&params).and_then(|()| check_allowed(&params, config)) {
         return refused(e.message);
     }
     let (running, mut events) = match process::spawn(spec) {

@@ -4,6 +4,9 @@
 //! MAX_ARG_STRLEN), and the allowlist (CCX_ALLOWED_COMMANDS, or
 //! cc_executor's ALLOWED_COMMANDS).
 
+use brush_parser::ast;
+
+use crate::config::Config;
 use crate::protocol::{ErrorCode, ExecuteParams, RpcError};
 
 /// Strings that cannot reach a process: NUL bytes anywhere, `=` or an empty
@@ -51,33 +54,184 @@ pub fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
 const MAX_ARG_STRLEN: usize = 128 * 1024;
 
 /// With an allowlist (CCX_ALLOWED_COMMANDS, or cc_executor's
-/// ALLOWED_COMMANDS, named by `var`), a command's first word must be one of
-/// the allowed names exactly, as cc_executor matches it (`ls` allows `ls -l`,
-/// not `/tmp/x/ls`; list a full path to allow it by path), and, stricter
-/// than cc_executor, the command may not chain, substitute or redirect
-/// (which could start another program).
-pub fn check_allowed(command: &str, allowed: Option<&[String]>, var: &str) -> Result<(), RpcError> {
-    let Some(allowed) = allowed else {
+/// ALLOWED_COMMANDS), a command's program must be one of the allowed names
+/// exactly, as cc_executor matches it (`ls` allows `ls -l`, not
+/// `/tmp/x/ls`; list a full path to allow it by path), and, stricter than
+/// cc_executor: the command may not chain, substitute, redirect or expand
+/// (which could start another program or print the server's environment),
+/// and its `env` may only name variables of CCX_ALLOWED_ENV (a variable
+/// such as `BASH_ENV`, `LD_PRELOAD` or `PATH` chooses what code runs).
+///
+/// The program is the word sh would run, found with sh's rules (see
+/// [`program_word`]), never by splitting on what Unicode calls white space.
+pub fn check_allowed(params: &ExecuteParams, config: &Config) -> Result<(), RpcError> {
+    let Some(allowed) = config.allowed_commands.as_deref() else {
         return Ok(());
     };
-    let program = command.split_whitespace().next().unwrap_or("");
-    let not_allowed = |why: String| {
+    let var = config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS");
+    let command = &params.command;
+    let shown = command.split([' ', '\t']).next().unwrap_or("");
+    let not_allowed = |program: &str, why: String| {
         RpcError::new(
             ErrorCode::CommandNotAllowed,
             format!(
-                "Command '{program}' is not allowed: {why}; allowed programs ({var}): {}",
+                "Command '{}' is not allowed: {why}; allowed programs ({var}): {}",
+                program.escape_debug(),
                 allowed.join(", ")
             ),
         )
     };
     if let Some((c, why)) = unquoted_metacharacter(command) {
-        return Err(not_allowed(format!("it contains {c:?}, {why}")));
+        return Err(not_allowed(shown, format!("it contains {c:?}, {why}")));
     }
-    if allowed.iter().any(|a| a == program) {
-        Ok(())
-    } else {
-        Err(not_allowed("it is not in the list".into()))
+    let program = program_word(command).map_err(|why| not_allowed(shown, why))?;
+    if !allowed.contains(&program) {
+        return Err(not_allowed(&program, "it is not in the list".into()));
     }
+    check_env(params, &config.allowed_env, var)
+}
+
+/// With an allowlist, each variable a request sets must match an entry of
+/// CCX_ALLOWED_ENV (a name, or a prefix ending in `*`), and a locale
+/// variable may not name a file (a `/` in its value makes glibc load that
+/// file as a locale).
+fn check_env(params: &ExecuteParams, allowed_env: &[String], var: &str) -> Result<(), RpcError> {
+    for (name, value) in params.env.iter().flatten() {
+        let listed = allowed_env.iter().any(|a| match a.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => a == name,
+        });
+        let why = if !listed {
+            format!(
+                "with an allowlist ({var}) a request may only set the variables of \
+                 CCX_ALLOWED_ENV ({}): a variable such as {name} can choose what code runs",
+                allowed_env.join(", ")
+            )
+        } else if is_locale(name) && value.contains('/') {
+            "a locale name contains no '/' (with one, the value is a file to load)".to_string()
+        } else {
+            continue;
+        };
+        return Err(RpcError::new(
+            ErrorCode::CommandNotAllowed,
+            format!("env variable {name} is not allowed: {why}"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_locale(name: &str) -> bool {
+    name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_")
+}
+
+/// The program `command` runs, as sh finds it: the first word of its only
+/// simple command, split by the shell parser (only space and tab separate
+/// words; `\v`, `\r`, U+00A0… are part of a word), quotes and escapes
+/// removed. `Err` says why no single literal program can be named: more
+/// than one command, a `VAR=value` or redirection before the program, a
+/// glob, tilde or `$` expansion in it, or a tilde expansion in any word.
+pub fn program_word(command: &str) -> Result<String, String> {
+    let options = brush_parser::ParserOptions {
+        posix_mode: false,
+        sh_mode: true,
+        ..Default::default()
+    };
+    let mut parser = brush_parser::Parser::new(
+        std::io::BufReader::new(command.as_bytes()),
+        &options,
+        &brush_parser::SourceInfo::default(),
+    );
+    let program = parser
+        .parse_program()
+        .map_err(|e| format!("it does not parse as a shell command ({e})"))?;
+    let simple = match program.complete_commands.as_slice() {
+        [ast::CompoundList(items)] => match items.as_slice() {
+            [ast::CompoundListItem(list, ast::SeparatorOperator::Sequence)]
+                if list.additional.is_empty() && !list.first.bang && list.first.timed.is_none() =>
+            {
+                match list.first.seq.as_slice() {
+                    [ast::Command::Simple(simple)] => Some(simple),
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(simple) = simple else {
+        return Err("it is not one simple command".into());
+    };
+    if simple.prefix.is_some() {
+        return Err("it sets a variable or redirects before the program".into());
+    }
+    let Some(first) = &simple.word_or_name else {
+        return Err("it names no program".into());
+    };
+    let mut words = vec![first];
+    for item in simple.suffix.iter().flat_map(|s| s.0.iter()) {
+        match item {
+            ast::CommandPrefixOrSuffixItem::Word(w)
+            | ast::CommandPrefixOrSuffixItem::AssignmentWord(_, w) => words.push(w),
+            _ => return Err("it redirects or substitutes".into()),
+        }
+    }
+    if let Some(word) = words.iter().find(|w| has_tilde_expansion(&w.value)) {
+        return Err(format!(
+            "its word {:?} has a tilde expansion, which expands to a home directory of the \
+             server's environment",
+            word.value
+        ));
+    }
+    unquoted(&first.value, &options)
+}
+
+/// Whether sh (or bash) would expand a `~` in `word`: unquoted, at the
+/// start of the word or after an unquoted `=` or `:` (as in assignments).
+fn has_tilde_expansion(word: &str) -> bool {
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    let mut previous = None;
+    for c in word.chars() {
+        let quoted = single || double || escaped;
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if !single => escaped = true,
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '~' if !quoted && matches!(previous, None | Some('=' | ':')) => return true,
+            _ => {}
+        }
+        previous = if quoted { Some('\0') } else { Some(c) };
+    }
+    false
+}
+
+/// A word with its quotes and escapes removed, as sh would run it; `Err`
+/// when the shell would expand anything in it.
+fn unquoted(word: &str, options: &brush_parser::ParserOptions) -> Result<String, String> {
+    use brush_parser::word::WordPiece as P;
+    let expands =
+        |what: &str| format!("its program word {word:?} has {what}, which the shell expands");
+    let pieces = brush_parser::word::parse(word, options).map_err(|e| format!("{e}"))?;
+    let mut out = String::new();
+    for piece in pieces {
+        match piece.piece {
+            P::Text(t) if t.contains(['*', '?', '[']) => return Err(expands("a glob")),
+            P::Text(t) | P::SingleQuotedText(t) => out.push_str(&t),
+            P::EscapeSequence(e) => out.push_str(&e[1..]),
+            P::DoubleQuotedSequence(inner) => {
+                for piece in inner {
+                    match piece.piece {
+                        P::Text(t) => out.push_str(&t),
+                        P::EscapeSequence(e) => out.push_str(&e[1..]),
+                        _ => return Err(expands("an expansion")),
+                    }
+                }
+            }
+            P::TildePrefix(_) => return Err(expands("a tilde")),
+            _ => return Err(expands("an expansion")),
+        }
+    }
+    Ok(out)
 }
 
 /// The first character that would make the shell run something else, or
@@ -118,14 +272,25 @@ fn unquoted_metacharacter(command: &str) -> Option<(char, &'static str)> {
 mod tests {
     use super::*;
 
+    fn allowing(programs: &[&str]) -> Config {
+        Config {
+            allowed_commands: Some(programs.iter().map(|p| p.to_string()).collect()),
+            ..Config::default()
+        }
+    }
+
+    fn check(config: &Config, command: &str) -> Result<(), RpcError> {
+        check_allowed(&ExecuteParams::command(command), config)
+    }
+
     #[test]
     fn allowlist_takes_one_program_without_chaining() {
-        let allowed = vec!["ls".to_string(), "claude".to_string()];
-        let check = |c: &str| check_allowed(c, Some(&allowed), "ALLOWED_COMMANDS");
-        assert!(check("ls -la /tmp").is_ok());
-        assert!(check("claude -p 'hi there'").is_ok());
-        assert!(check("claude -p 'what is f(x); a|b'").is_ok());
-        assert!(check("claude -p \"f(x) > 1\"").is_ok());
+        let c = allowing(&["ls", "claude"]);
+        assert!(check(&c, "ls -la /tmp").is_ok());
+        assert!(check(&c, "'l's -la").is_ok(), "quotes removed, as sh does");
+        assert!(check(&c, "claude -p 'hi there'").is_ok());
+        assert!(check(&c, "claude -p 'what is f(x); a|b'").is_ok());
+        assert!(check(&c, "claude -p \"f(x) > 1\"").is_ok());
         for bad in [
             "echo hi",
             "/usr/bin/ls",
@@ -137,20 +302,38 @@ mod tests {
             "ls > f",
             "ls \"`id`\"",
             "ls \"$(id)\"",
+            "! ls",
+            "l* -l",
         ] {
-            let e = check(bad).unwrap_err();
+            let e = check(&c, bad).unwrap_err();
             assert_eq!(e.code, -32001, "{bad}");
-            assert!(e.message.contains("ALLOWED_COMMANDS"), "{}", e.message);
+            assert!(e.message.contains("CCX_ALLOWED_COMMANDS"), "{}", e.message);
         }
-        let by_path = vec!["/usr/bin/ls".to_string()];
-        assert!(check_allowed("/usr/bin/ls -l", Some(&by_path), "X").is_ok());
-        assert!(check_allowed("anything at all; really", None, "X").is_ok());
+        let by_path = allowing(&["/usr/bin/ls"]);
+        assert!(check(&by_path, "/usr/bin/ls -l").is_ok());
+        assert!(check(&Config::default(), "anything at all; really").is_ok());
+    }
+
+    #[test]
+    fn only_space_and_tab_end_the_program_word() {
+        let c = allowing(&["mkdir"]);
+        assert!(check(&c, "mkdir\tx").is_ok());
+        for sep in [
+            '\u{b}', '\u{c}', '\r', '\u{a0}', '\u{2028}', '\u{3000}', '\u{85}',
+        ] {
+            let command = format!("mkdir{sep}/../../../../bin/sh -c id");
+            let e = check(&c, &command).unwrap_err();
+            assert_eq!(e.code, -32001, "{command:?}");
+            assert_eq!(
+                program_word(&command).unwrap(),
+                format!("mkdir{sep}/../../../../bin/sh")
+            );
+        }
     }
 
     #[test]
     fn allowlist_refuses_expansions_outside_single_quotes() {
-        let allowed = vec!["echo".to_string()];
-        let check = |c: &str| check_allowed(c, Some(&allowed), "CCX_ALLOWED_COMMANDS");
+        let c = allowing(&["echo"]);
         for bad in [
             "echo ${PATH}",
             "echo $HOME",
@@ -160,11 +343,18 @@ mod tests {
             "echo $$",
             "echo $1",
             "echo $'\\x41'",
+            "echo ~",
+            "echo ~root/x",
+            "echo a=~",
+            "echo PATH=/x:~/bin",
+            "~/bin/echo",
         ] {
-            let e = check(bad).unwrap_err();
+            let e = check(&c, bad).unwrap_err();
             assert_eq!(e.code, -32001, "{bad}");
             assert!(
-                e.message.contains("expands") || e.message.contains("start"),
+                e.message.contains("expands")
+                    || e.message.contains("start")
+                    || e.message.contains("tilde"),
                 "{bad}: {}",
                 e.message
             );
@@ -175,9 +365,45 @@ mod tests {
             "echo costs 5 $",
             "echo \"5 $\"",
             "echo $ sign",
+            "echo '~'",
+            "echo \\~",
+            "echo \"~\"",
+            "echo a~b",
         ] {
-            assert!(check(fine).is_ok(), "{fine}");
+            assert!(check(&c, fine).is_ok(), "{fine}");
         }
+    }
+
+    #[test]
+    fn with_an_allowlist_env_names_only_allowed_variables() {
+        let c = allowing(&["echo"]);
+        let with_env = |name: &str, value: &str| {
+            let mut params = ExecuteParams::command("echo x");
+            params.env = Some([(name.to_string(), value.to_string())].into());
+            check_allowed(&params, &c)
+        };
+        for fine in ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "NO_COLOR"] {
+            assert!(with_env(fine, "C.UTF-8").is_ok(), "{fine}");
+        }
+        for bad in [
+            "BASH_FUNC_echo%%",
+            "BASH_ENV",
+            "ENV",
+            "PATH",
+            "LD_PRELOAD",
+            "PYTHONSTARTUP",
+            "GIT_CONFIG_COUNT",
+            "PERL5OPT",
+            "LANGX",
+        ] {
+            let e = with_env(bad, "x").unwrap_err();
+            assert_eq!(e.code, -32001, "{bad}");
+            assert!(e.message.contains(bad), "{}", e.message);
+        }
+        assert!(with_env("LC_ALL", "/tmp/evil").is_err());
+        let mut params = ExecuteParams::command("anything");
+        params.env = Some([("BASH_ENV".to_string(), "x".to_string())].into());
+        assert!(check_allowed(&params, &Config::default()).is_ok());
     }
 
     #[test]

@@ -292,6 +292,11 @@ unsafe extern "C" fn child_main(context: *const ChildContext) -> ! {
             fail(c);
         }
     }
+    // Only 0, 1 and 2 reach the command: every other descriptor of the
+    // server (sockets, the cgroup directories, one it inherited) is closed
+    // here, whether or not it is close-on-exec. (A kernel without
+    // close_range, before 5.9, relies on [`close_on_exec_above_stdio`].)
+    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     if libc::setpgid(0, 0) < 0 {
         fail(c);
     }
@@ -418,6 +423,37 @@ impl Pointers<'_> {
     fn as_ptr(&self) -> *const *const libc::c_char {
         self.array.as_ptr()
     }
+}
+
+/// Marks every descriptor above 2 close-on-exec, so that none this process
+/// inherited without the flag (`ccx serve 9<secret`) reaches a command,
+/// whichever way the command is started. Call once at server start.
+pub fn close_on_exec_above_stdio() -> io::Result<()> {
+    // SAFETY: close_range only changes descriptor flags.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    // Before Linux 5.11: one by one, from /proc/self/fd.
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in open {
+        // The directory's own descriptor is closed by now: EBADF is fine.
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    Ok(())
 }
 
 /// A close-on-exec pipe whose ends are both above fd 2 (the child dup2s

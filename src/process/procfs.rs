@@ -258,7 +258,27 @@ pub fn socket_holders(port: u16) -> Vec<u32> {
 
 /// The line of /proc/self/cgroup for the unified (v2) hierarchy: `0::PATH`.
 pub fn own_cgroup_v2() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_v2_in("/proc/self/cgroup")
+}
+
+/// The cgroup v2 path of `pid` (`0::PATH` of /proc/PID/cgroup), relative
+/// to this process's cgroup namespace.
+pub fn cgroup_v2_of(pid: u32) -> Option<String> {
+    cgroup_v2_in(&format!("/proc/{pid}/cgroup"))
+}
+
+/// Whether the environment of `pid` holds an entry starting with `prefix`.
+pub fn environ_has_prefix(pid: u32, prefix: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .any(|e| e.starts_with(prefix.as_bytes()))
+        })
+        .unwrap_or(false)
+}
+
+fn cgroup_v2_in(file: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(str::to_string)

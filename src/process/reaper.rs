@@ -148,6 +148,21 @@ pub fn adopted() -> Vec<u32> {
     without_owned(procfs::main_thread_children())
 }
 
+/// Whether adopted orphan `pid` can be tied to no command: it carries no
+/// marker of this server (it cleared its environment) and sits in none of
+/// its command cgroups (it wrote itself into another cgroup's
+/// `cgroup.procs`, which a command running as the server's user may do).
+/// Only commands' descendants are re-parented here, so such an orphan
+/// belongs to a command that ended or is ending; it ends with the command
+/// being stopped. The kernel's re-parenting is what it cannot escape.
+pub fn is_unattributable(pid: u32) -> bool {
+    let server = std::process::id();
+    let marker = format!("{}={server}.", super::tracking::MARKER_VAR);
+    let in_command_cgroup =
+        procfs::cgroup_v2_of(pid).is_some_and(|cgroup| cgroup.contains(&format!("/ccx.{server}/")));
+    !in_command_cgroup && !procfs::environ_has_prefix(pid, &marker) && procfs::is_alive(pid)
+}
+
 /// Every child of this process, on any thread, that no tokio `Child` owns.
 fn unowned_children() -> Vec<u32> {
     without_owned(procfs::own_children())

@@ -415,12 +415,13 @@ impl Scope {
         pids
     }
 
-    /// Orphans adopted by this server that carry the command's marker.
+    /// Orphans adopted by this server that carry the command's marker, or
+    /// that no command can claim ([`reaper::is_unattributable`]).
     fn adopted_members(&self) -> Vec<u32> {
         let entry = self.marker_entry();
         reaper::adopted()
             .into_iter()
-            .filter(|&p| procfs::environ_contains(p, &entry))
+            .filter(|&p| procfs::environ_contains(p, &entry) || reaper::is_unattributable(p))
             .collect()
     }
 

@@ -15,6 +15,9 @@ use crate::protocol::ReadyLine;
 /// runtime, once per process: it makes this process the subreaper of every
 /// command and, on the way out, kills every one still alive.
 pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
+    if let Err(e) = crate::process::close_on_exec_above_stdio() {
+        tracing::warn!("cannot mark inherited descriptors close-on-exec: {e}");
+    }
     crate::process::supervise_children(config.process_tracking);
     shutdown.stop_on_signals();
     let listener = bind(&config).await?;

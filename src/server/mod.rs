@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod connections;
 pub mod info;
 pub mod probes;
+pub mod secret;
 pub mod session;
 pub mod shutdown;
 

@@ -495,11 +495,7 @@ impl Session {
         let spec = process::Spec::from_execute(&params, &process::Rules::from_config(config))
             .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))?;
         check_strings(&params)?;
-        check_allowed(
-            &params.command,
-            config.allowed_commands.as_deref(),
-            config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS"),
-        )?;
+        check_allowed(&params, config)?;
         let (running, events) = process::spawn(spec).map_err(spawn_error)?;
         let status = ProcessStatus {
             status: "started".into(),

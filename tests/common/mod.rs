@@ -19,7 +19,21 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ccx");
 /// A `ccx` command with CCX_*/WS_* variables and cc_executor's names
 /// removed, so the developer's own settings never leak into a test.
 pub fn ccx_command() -> Command {
-    let mut cmd = Command::new(BIN);
+    ccx_command_via(&[])
+}
+
+/// [`ccx_command`] started through `wrapper` (a program and its arguments,
+/// which must exec the rest of its command line), e.g. a shell that opens
+/// a descriptor first.
+pub fn ccx_command_via(wrapper: &[&str]) -> Command {
+    let mut cmd = match wrapper {
+        [] => Command::new(BIN),
+        [program, args @ ..] => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(BIN);
+            cmd
+        }
+    };
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
         let cc_executor = ccx::config::ALIASES.iter().any(|(_, alias)| *alias == name)
@@ -53,8 +67,13 @@ impl TestServer {
 
     /// Starts with extra environment variables and extra `serve` arguments.
     pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> TestServer {
+        TestServer::start_via(&[], env, args)
+    }
+
+    /// [`TestServer::start_with`] through a wrapper (see [`ccx_command_via`]).
+    pub fn start_via(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> TestServer {
         let state_dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = ccx_command();
+        let mut cmd = ccx_command_via(wrapper);
         cmd.args(["serve", "--foreground", "--port", "0"])
             .args(args)
             .env("CCX_STATE_DIR", state_dir.path())
