@@ -746,3 +746,89 @@ fn startup_figures() {
     summary("ccx serve → ready and returned", &mut ready);
     summary("ccx serve → port-in-use death reported", &mut death);
 }
+
+#[test]
+fn a_planted_log_symlink_is_never_written_through() {
+    let lab = Lab::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("bashrc");
+    std::fs::write(&victim, "original\n").unwrap();
+    std::os::unix::fs::symlink(&victim, lab.path().join("ccx.log")).unwrap();
+    let out = lab.run(&["serve", "--port", "0"]);
+    let said = text(&out);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "served through the link: {said}"
+    );
+    assert!(
+        said.contains("ccx.log") && said.contains("symbolic link"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original\n");
+    assert!(lab.servers().is_empty(), "a server started anyway");
+}
+
+#[test]
+fn a_state_dir_another_user_owns_and_anyone_may_write_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid();
+    let lab = Lab::new();
+    let dir = lab.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let foreign = if me.is_root() {
+        // Root can give it away: owned by nobody, writable by all.
+        nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        dir.clone()
+    } else {
+        // Others can't: the system's temporary directory is such a place.
+        let tmp = std::env::temp_dir();
+        let meta = std::fs::metadata(&tmp).unwrap();
+        assert!(meta.uid() != me.as_raw() && meta.mode() & 0o002 != 0);
+        tmp
+    };
+    let mut cmd = lab.command(&["serve", "--port", "0"]);
+    cmd.env("CCX_STATE_DIR", &foreign);
+    let out = run_with_deadline(cmd, Duration::from_secs(30));
+    let said = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&foreign.display().to_string()),
+        "names the path: {said}"
+    );
+    assert!(said.contains("CCX_STATE_DIR"), "says the fix: {said}");
+    assert!(
+        !foreign.join("ccx.pid").exists() || foreign != dir,
+        "wrote a pid file"
+    );
+    if foreign == dir {
+        assert!(!dir.join("ccx.log").exists(), "wrote a log");
+    }
+
+    // A directory of our own that its group may write is refused too, with
+    // `chmod 700` as the fix; created afresh, it is 0700 and its files 0600.
+    let group = lab.path().join("group");
+    std::fs::create_dir(&group).unwrap();
+    std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let mut cmd = lab.command(&["serve", "--port", "0"]);
+    cmd.env("CCX_STATE_DIR", &group);
+    let out = run_with_deadline(cmd, Duration::from_secs(30));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("chmod 700"), "{}", text(&out));
+
+    let fresh = lab.path().join("fresh").join("state");
+    let mut cmd = lab.command(&["serve", "--port", "0"]);
+    cmd.env("CCX_STATE_DIR", &fresh);
+    let out = run_with_deadline(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o700);
+    for file in ["ccx.pid", "ccx.log", "ccx.lock"] {
+        assert_eq!(mode(&fresh.join(file)), 0o600, "{file}");
+    }
+    let mut stop = lab.command(&["stop"]);
+    stop.env("CCX_STATE_DIR", &fresh);
+    let out = run_with_deadline(stop, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
