@@ -217,6 +217,37 @@ fn idle_sockets_never_evict_an_authorized_mcp_call_in_flight() {
             .is_empty()),
         "the call's command did not start"
     );
+    // A request whose body never comes stays evictable: only a whole
+    // authorized request takes a connection out of reach. Its `100
+    // Continue` says the server has read its head and waits for the body.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\
+             Expect: 100-continue\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        match slow.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            other => panic!(
+                "no 100 Continue: {other:?} {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
     // 20 silent connections: more than CCX_MAX_PENDING, so the oldest
     // pending ones are dropped. The call's connection is not pending.
     let idle: Vec<TcpStream> = (0..20)
@@ -237,6 +268,14 @@ fn idle_sockets_never_evict_an_authorized_mcp_call_in_flight() {
     assert!(
         closed >= 12,
         "only {closed} of 20 idle sockets were dropped"
+    );
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let read = slow.read_to_end(&mut answer);
+    assert!(
+        read.is_ok() && answer.is_empty(),
+        "the request without its body was not dropped: {read:?} {}",
+        String::from_utf8_lossy(&answer)
     );
     drop(server);
 }

@@ -99,11 +99,14 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         }
         return response;
     }
-    guards::Authorized::mark(request.extensions());
     let (request, body) = match parse_checked(request, config.ws_max_size).await {
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
+    // Authorized and whole: the connection is no longer one that idle
+    // sockets may evict. (Not before its body is in: a body that never
+    // ends would otherwise hold a connection no cap reaches.)
+    guards::Authorized::mark(request.extensions());
     if let Some(refusal) = refuse_new_session(&guard, &request, body.as_ref()) {
         return refusal;
     }

@@ -8,8 +8,8 @@
 //!   (CCX_MAX_PENDING, lowered to fit the file-descriptor limit): when it is
 //!   reached the oldest of them is dropped, so a flood of silent connections
 //!   cannot keep a fresh client out. A connection leaves this pending set
-//!   once a request head of it passes the guards (`guards::Authorized`, run
-//!   by the WebSocket upgrade and `/mcp`), so an authorized call in flight is
+//!   once a request of it passes the guards (`guards::Authorized`, run
+//!   by the WebSocket upgrade, and by `/mcp` once the body is read), so an authorized call in flight is
 //!   never the one dropped. Work is capped by CCX_MAX_SESSIONS (over it a
 //!   session or a stateless `/mcp` call is refused with -32003);
 //! - the soft RLIMIT_NOFILE raised to the hard limit at start;
