@@ -8,10 +8,11 @@
 //!   (CCX_MAX_PENDING, lowered to fit the file-descriptor limit): when it is
 //!   reached the oldest of them is dropped, so a flood of silent connections
 //!   cannot keep a fresh client out. A connection leaves this pending set
-//!   once a request of it passes the guards (`guards::Authorized`, run
-//!   by the WebSocket upgrade, and by `/mcp` once the body is read), so an authorized call in flight is
-//!   never the one dropped. Work is capped by CCX_MAX_SESSIONS (over it a
-//!   session or a stateless `/mcp` call is refused with -32003);
+//!   once a request of it passes the guards (`guards::Authorized`, run by
+//!   the WebSocket upgrade, and by `/mcp` once the body is read), so an
+//!   authorized call in flight is never the one dropped. Work is capped by
+//!   CCX_MAX_SESSIONS (over it a session or a stateless `/mcp` call is
+//!   refused with -32003);
 //! - the soft RLIMIT_NOFILE raised to the hard limit at start;
 //! - accept errors (out of descriptors) that drop the oldest pending
 //!   connection and back off instead of spinning, logged once a second at most.
