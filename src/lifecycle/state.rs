@@ -454,6 +454,32 @@ mod tests {
     }
 
     #[test]
+    fn only_a_directory_of_ours_that_nobody_else_may_write_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let check = |mode: u32, uid: u32| {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let metadata = std::fs::metadata(dir.path()).unwrap();
+            check_private(dir.path(), &metadata, uid)
+        };
+        assert!(check(0o700, me).is_ok());
+        assert!(check(0o755, me).is_ok());
+        for (mode, uid, fix) in [
+            (0o775, me, "chmod 700"),
+            (0o1777, me, "chmod 700"),
+            (0o700, me.wrapping_add(1), "CCX_STATE_DIR"),
+        ] {
+            let message = check(mode, uid).unwrap_err().to_string();
+            assert!(
+                message.contains(&dir.path().display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains(fix), "{mode:o}: {message}");
+        }
+    }
+
+    #[test]
     fn this_process_is_alive_with_a_start_time() {
         let me = std::process::id();
         assert!(is_alive(me));
