@@ -57,6 +57,10 @@ pub const KNOWN_VARS: &[(&str, &str)] = &[
     ("CCX_ALLOWED_ORIGINS", "browser origins allowed to connect"),
     ("CCX_MAX_SESSIONS", "concurrent WebSocket sessions"),
     ("CCX_MAX_OUTPUT", "output bytes per process"),
+    (
+        "CCX_MCP_MAX_OUTPUT",
+        "output bytes an /mcp or stdio MCP result keeps (head and tail)",
+    ),
     ("CCX_DEFAULT_TIMEOUT", "command timeout"),
     ("CCX_KILL_GRACE", "SIGTERM to SIGKILL grace period"),
     (
@@ -272,6 +276,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub max_sessions: usize,
     pub max_output: u64,
+    /// Output bytes an MCP `execute` result keeps: the first and last
+    /// halves, with a marker where the middle was left out.
+    pub mcp_max_output: u64,
     pub default_timeout: Option<Duration>,
     pub kill_grace: Duration,
     /// On SIGTERM: how long running commands may take to finish before
@@ -343,6 +350,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_sessions: 256,
             max_output: 64 * MIB,
+            mcp_max_output: MIB,
             default_timeout: None,
             kill_grace: Duration::from_secs(5),
             drain_period: Duration::ZERO,
@@ -431,6 +439,9 @@ impl Config {
         let max_output = l
             .parsed("max_output", "CCX_MAX_OUTPUT", parse_size)?
             .unwrap_or(d.max_output);
+        let mcp_max_output = l
+            .parsed("mcp_max_output", "CCX_MCP_MAX_OUTPUT", parse_size)?
+            .unwrap_or(d.mcp_max_output);
         let default_timeout = l
             .parsed(
                 "default_timeout",
@@ -524,6 +535,7 @@ impl Config {
             allowed_origins,
             max_sessions,
             max_output,
+            mcp_max_output,
             default_timeout,
             kill_grace,
             drain_period,

@@ -1,9 +1,11 @@
 //! Who may open a session: the bearer token, the browser `Origin`, and the
-//! `Host` header (DNS rebinding) checks, applied before the WebSocket upgrade.
+//! `Host` header (DNS rebinding) checks, applied before the WebSocket
+//! upgrade, before every `/mcp` request and before `/health?verbose=1`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
@@ -86,7 +88,7 @@ fn check_origin(config: &Config, headers: &HeaderMap) -> Result<(), Refusal> {
     ))
 }
 
-pub fn check_token(
+fn check_token(
     config: &Config,
     headers: &HeaderMap,
     query_token: Option<&str>,
@@ -112,6 +114,30 @@ pub fn check_token(
              (ccx clients send CCX_TOKEN)"
                 .into(),
         )),
+    }
+}
+
+/// What a request's connection does once the request passes the guards,
+/// put in its extensions by whoever serves the connection (the accept loop
+/// takes the connection out of the set that idle sockets may evict).
+#[derive(Clone)]
+pub struct Authorized(Arc<dyn Fn() + Send + Sync>);
+
+impl Authorized {
+    pub fn new(action: impl Fn() + Send + Sync + 'static) -> Authorized {
+        Authorized(Arc::new(action))
+    }
+
+    /// The request passed the guards.
+    pub fn run(&self) {
+        (self.0)();
+    }
+
+    /// Runs the action of the request whose extensions these are, if any.
+    pub fn mark(extensions: &Extensions) {
+        if let Some(authorized) = extensions.get::<Authorized>() {
+            authorized.run();
+        }
     }
 }
 

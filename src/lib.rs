@@ -11,7 +11,7 @@
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
 //! | `shell` | what a shell command line runs (programs, `cd`, PATH) |
 //! | `process` | which requests may run, process groups, clone3 into a cgroup, output framing, reaping, tracking of escaped descendants |
-//! | `guards` | who may open a session over HTTP: token, Origin, Host |
+//! | `guards` | who may open a session over HTTP: token, Origin, Host; the mark a request leaves on its connection once it passed them |
 //! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) and the doctor's MCP client |
 //! | `server` | the server process (`run`: bind, readiness line, signals), axum routes (`/ws/mcp`, `/ws`, `/mcp`, health and probes), sessions, drain |
 //! | `client` | the one WebSocket client (doctor, exec, stress, tests) |

@@ -746,3 +746,168 @@ fn startup_figures() {
     summary("ccx serve → ready and returned", &mut ready);
     summary("ccx serve → port-in-use death reported", &mut death);
 }
+
+#[test]
+fn a_planted_log_symlink_is_never_written_through() {
+    let lab = Lab::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("bashrc");
+    std::fs::write(&victim, "original\n").unwrap();
+    std::os::unix::fs::symlink(&victim, lab.path().join("ccx.log")).unwrap();
+    let out = lab.run(&["serve", "--port", "0"]);
+    let said = text(&out);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "served through the link: {said}"
+    );
+    assert!(
+        said.contains("ccx.log") && said.contains("symbolic link"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original\n");
+    assert!(lab.servers().is_empty(), "a server started anyway");
+}
+
+#[test]
+fn a_state_dir_another_user_owns_and_anyone_may_write_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid();
+    let lab = Lab::new();
+    let dir = lab.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let foreign = if me.is_root() {
+        // Root can give it away: owned by nobody, writable by all.
+        nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        dir.clone()
+    } else {
+        // Others can't: the system's temporary directory is such a place.
+        let tmp = std::env::temp_dir();
+        let meta = std::fs::metadata(&tmp).unwrap();
+        assert!(meta.uid() != me.as_raw() && meta.mode() & 0o002 != 0);
+        tmp
+    };
+    let mut cmd = lab.command(&["serve", "--port", "0"]);
+    cmd.env("CCX_STATE_DIR", &foreign);
+    let out = run_with_deadline(cmd, Duration::from_secs(30));
+    let said = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&foreign.display().to_string()),
+        "names the path: {said}"
+    );
+    assert!(said.contains("CCX_STATE_DIR"), "says the fix: {said}");
+    assert!(
+        !foreign.join("ccx.pid").exists() || foreign != dir,
+        "wrote a pid file"
+    );
+    if foreign == dir {
+        assert!(!dir.join("ccx.log").exists(), "wrote a log");
+    }
+
+    // A directory of our own that its group may write is refused too, with
+    // `chmod 700` as the fix; created afresh, it is 0700 and its files 0600.
+    let group = lab.path().join("group");
+    std::fs::create_dir(&group).unwrap();
+    std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let mut cmd = lab.command(&["serve", "--port", "0"]);
+    cmd.env("CCX_STATE_DIR", &group);
+    let out = run_with_deadline(cmd, Duration::from_secs(30));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("chmod 700"), "{}", text(&out));
+
+    let fresh = lab.path().join("fresh").join("state");
+    let mut cmd = lab.command(&["serve", "--port", "0"]);
+    cmd.env("CCX_STATE_DIR", &fresh);
+    let out = run_with_deadline(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o700);
+    for file in ["ccx.pid", "ccx.log", "ccx.lock"] {
+        assert_eq!(mode(&fresh.join(file)), 0o600, "{file}");
+    }
+    let mut stop = lab.command(&["stop"]);
+    stop.env("CCX_STATE_DIR", &fresh);
+    let out = run_with_deadline(stop, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// Spawns `program` until it gets `pid` (the kernel's next pid is set
+/// through ns_last_pid, which needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE).
+/// `None` (with why) when the pid cannot be chosen here.
+fn spawn_with_pid(pid: u32, program: &str, args: &[&str]) -> Result<Guarded, String> {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .map_err(|e| format!("cannot set /proc/sys/kernel/ns_last_pid: {e}"))?;
+        let child = Guarded(Command::new(program).args(args).spawn().unwrap());
+        if child.0.id() == pid {
+            return Ok(child);
+        }
+        // Another process of the machine forked first: try again.
+    }
+    Err(format!("pid {pid} was taken by others 200 times"))
+}
+
+#[test]
+fn stop_never_signals_a_process_that_reused_the_servers_pid() {
+    use std::os::unix::process::CommandExt;
+    let lab = Lab::new();
+    // A stand-in server: `ccx… serve --foreground` as far as its command
+    // line goes; it notes the SIGTERM it gets and ignores it.
+    let noted = lab.path().join("got-sigterm");
+    let script = format!(
+        "trap 'touch {}' TERM; while :; do sleep 0.01; done",
+        noted.display()
+    );
+    let mut server = Guarded(
+        Command::new("bash")
+            .arg0("ccx-stand-in")
+            .args(["-c", &script, "serve", "--foreground"])
+            .spawn()
+            .unwrap(),
+    );
+    let pid = server.0.id();
+    assert!(eventually(Duration::from_secs(5), || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("ccx-stand-in"))
+    }));
+    let ticks = ccx::lifecycle::state::start_ticks(pid).unwrap();
+    let record =
+        format!(r#"{{"schema_version":1,"pid":{pid},"start_ticks":{ticks},"kill_grace_ms":3000}}"#);
+    std::fs::write(lab.pid_file(), record).unwrap();
+
+    let stop = lab.command(&["stop", "--json"]).spawn().unwrap();
+    let stopper = Pid::from_raw(stop.id() as i32);
+    assert!(
+        eventually(Duration::from_secs(10), || noted.exists()),
+        "stop sent no SIGTERM"
+    );
+    // Between two of stop's looks, the server exits and its pid goes to an
+    // unrelated process (stop is paused to make "between" certain).
+    kill(stopper, Signal::SIGSTOP).unwrap();
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let reused = spawn_with_pid(pid, "sleep", &["30"]);
+    kill(stopper, Signal::SIGCONT).unwrap();
+    let mut unrelated = match reused {
+        Ok(child) => child,
+        Err(why) if std::env::var("CI").is_err() => {
+            eprintln!("skipped: {why}");
+            let _ = wait_output(stop, Duration::from_secs(30));
+            return;
+        }
+        Err(why) => panic!("{why}"),
+    };
+    assert_ne!(ccx::lifecycle::state::start_ticks(pid), Some(ticks));
+    let out = wait_output(stop, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        unrelated.0.try_wait().unwrap().is_none(),
+        "stop killed the process that reused its server's pid: {}",
+        text(&out)
+    );
+    let report: StopReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report.outcome, StopOutcome::Stopped, "{report:?}");
+    assert_eq!(report.signal.as_deref(), Some("SIGTERM"), "{report:?}");
+}

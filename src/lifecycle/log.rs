@@ -2,7 +2,7 @@
 //! server's stdout and stderr), rotating it by size, reading its tail (for
 //! startup failures and `ccx logs -n`), and scanning it for the readiness line.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -89,14 +89,30 @@ fn rotated_path_display(path: &Path) -> String {
 
 /// Opens (creating) the log for appending; O_APPEND makes every write of
 /// the server land whole at the end, whichever of its streams wrote it.
+/// Never through a symbolic link (a `ccx.log` planted to point at a file of
+/// the user's is refused, not written), and only its owner may read it.
 pub fn open_append(path: &Path) -> Result<File, LifecycleError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |source: std::io::Error| {
+        let what = if source.raw_os_error() == Some(libc::ELOOP) {
+            format!(
+                "open log {}: it is a symbolic link, and ccx never writes through one \
+                 (remove it)",
+                path.display()
+            )
+        } else {
+            format!("open log {}", path.display())
+        };
+        LifecycleError::io(what, source)
+    };
+    let file = super::state::private_file()
         .create(true)
         .append(true)
-        .mode(0o600)
         .open(path)
-        .map_err(|source| LifecycleError::io(format!("open log {}", path.display()), source))
+        .map_err(fail)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(fail)?;
+    Ok(file)
 }
 
 /// The offset where the last `n` lines of `file` start, never before `from`.

@@ -33,6 +33,15 @@ pub enum LifecycleError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "refusing state directory {}: {why}, so another user could plant files in it (a symlink for its log, a pid file naming any process). Fix: {fix}",
+        path.display()
+    )]
+    UnsafeStateDir {
+        path: PathBuf,
+        why: String,
+        fix: String,
+    },
     #[error("cannot {what}: {source}")]
     Io {
         what: String,

@@ -34,9 +34,10 @@ impl StateDir {
         StateDir { dir: dir.into() }
     }
 
-    /// Creates the directory (mode 0700: its log may show commands) and
-    /// returns it with an absolute path, so that the pid file names a log
-    /// that any working directory can find.
+    /// Creates the directory (mode 0700: its log may show commands), checks
+    /// that nobody else can write in it ([`check_private`]) and returns it
+    /// with an absolute path, so that the pid file names a log that any
+    /// working directory can find.
     pub fn create(dir: &Path) -> Result<StateDir, LifecycleError> {
         use std::os::unix::fs::DirBuilderExt;
         let fail = |source| LifecycleError::StateDir {
@@ -49,6 +50,8 @@ impl StateDir {
             .create(dir)
             .map_err(fail)?;
         let dir = std::fs::canonicalize(dir).map_err(fail)?;
+        let metadata = std::fs::metadata(&dir).map_err(fail)?;
+        check_private(&dir, &metadata, nix::unistd::geteuid().as_raw())?;
         Ok(StateDir { dir })
     }
 
@@ -70,7 +73,7 @@ impl StateDir {
         let path = self.lock_file();
         let started = Instant::now();
         loop {
-            let file = OpenOptions::new()
+            let file = private_file()
                 .create(true)
                 .truncate(false)
                 .write(true)
@@ -133,7 +136,18 @@ impl StateDir {
         let fail =
             |source| LifecycleError::io(format!("write pid file {}", path.display()), source);
         let json = serde_json::to_string_pretty(record).map_err(|e| fail(e.into()))?;
-        let mut file = File::create(&tmp).map_err(fail)?;
+        // A leftover of a crashed writer with our pid (or anything planted
+        // under that name) goes; then the file is made afresh, never opened
+        // through a link.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
+        let mut file = private_file()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(fail)?;
         file.write_all(format!("{json}\n").as_bytes())
             .map_err(fail)?;
         file.sync_all().map_err(fail)?;
@@ -177,6 +191,56 @@ impl StateDir {
             }),
         })
     }
+}
+
+/// Options for a file of the state directory: created 0600 (a pid file or
+/// lock others can read tells them nothing they need), and never opened
+/// through a symbolic link (O_NOFOLLOW), whoever planted it.
+pub fn private_file() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    options
+}
+
+/// Refuses a state directory that another user owns or that its group or
+/// everyone may write: the server's log, pid file and lock live there, and
+/// whoever can write the directory can replace them.
+pub fn check_private(
+    dir: &Path,
+    metadata: &std::fs::Metadata,
+    uid: u32,
+) -> Result<(), LifecycleError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let unsafe_dir = |why: String, fix: String| LifecycleError::UnsafeStateDir {
+        path: dir.to_path_buf(),
+        why,
+        fix,
+    };
+    let other_dir = "set CCX_STATE_DIR (or --state-dir) to a directory of your own, e.g. \
+                     `mkdir -m 700 ~/.local/state/ccx`";
+    if metadata.uid() != uid {
+        return Err(unsafe_dir(
+            format!(
+                "it belongs to uid {}, not to this user (uid {uid})",
+                metadata.uid()
+            ),
+            other_dir.to_string(),
+        ));
+    }
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let who = if mode & 0o002 != 0 {
+            "everyone"
+        } else {
+            "its group"
+        };
+        return Err(unsafe_dir(
+            format!("{who} may write in it (mode {mode:o})"),
+            format!("`chmod 700 {}`, or {other_dir}", dir.display()),
+        ));
+    }
+    Ok(())
 }
 
 /// The state directory's lock (flock on `ccx.lock`), released on drop.
@@ -387,6 +451,32 @@ mod tests {
         assert_eq!(back.pid, std::process::id());
         assert!(back.start_ticks.is_some());
         assert!(PidRecord::parse("garbage").is_err());
+    }
+
+    #[test]
+    fn only_a_directory_of_ours_that_nobody_else_may_write_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let check = |mode: u32, uid: u32| {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let metadata = std::fs::metadata(dir.path()).unwrap();
+            check_private(dir.path(), &metadata, uid)
+        };
+        assert!(check(0o700, me).is_ok());
+        assert!(check(0o755, me).is_ok());
+        for (mode, uid, fix) in [
+            (0o775, me, "chmod 700"),
+            (0o1777, me, "chmod 700"),
+            (0o700, me.wrapping_add(1), "CCX_STATE_DIR"),
+        ] {
+            let message = check(mode, uid).unwrap_err().to_string();
+            assert!(
+                message.contains(&dir.path().display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains(fix), "{mode:o}: {message}");
+        }
     }
 
     #[test]

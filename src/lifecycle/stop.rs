@@ -2,7 +2,10 @@
 //! exits), SIGKILL if it is still alive after the grace period, then SIGKILL
 //! to anything left in its session, wait until its port is free, and remove
 //! the pid file. A stale pid file is removed without signalling anyone:
-//! a pid that is not our server is never signalled.
+//! a pid that is not our server is never signalled. Every signal goes
+//! through a pidfd opened before the pid file's claim is checked, so a pid
+//! reused between the check and the signal (or while `stop` waits) is never
+//! hit.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -16,7 +19,7 @@ use tokio::time::{sleep, Instant};
 
 use super::state::{all_pids, is_alive, session_of, PidRecord, Probe, Stale, StateDir};
 use super::{LifecycleError, SCHEMA_VERSION};
-use crate::process::{stop_pid, Stopped};
+use crate::process::{self, procfs, stop_process, Stopped};
 
 /// How long to wait for the port to be free once the server is gone.
 const PORT_DEADLINE: Duration = Duration::from_secs(5);
@@ -77,14 +80,14 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
         stale: None,
         state_dir: state.dir.clone(),
     };
-    let record = match state.probe()? {
-        Probe::None => return Ok(report),
-        Probe::Stale(stale) => {
+    let (record, server) = match held_server(state)? {
+        Held::None => return Ok(report),
+        Held::Stale(stale) => {
             state.remove_record()?;
             report.stale = Some(stale);
             return Ok(report);
         }
-        Probe::Ours(record) => record,
+        Held::Ours(record, server) => (record, server),
     };
     report.pid = Some(record.pid);
     report.url = record.url.clone();
@@ -101,7 +104,7 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
     let own_session = session_of(record.pid) == Some(record.pid);
     // Fails early, with the reason, when we may not signal it at all.
     send(pid, None)?;
-    let signal = match stop_pid(record.pid, grace).await {
+    let signal = match stop_process(&server, grace).await {
         Stopped::Unkillable => return Err(LifecycleError::Unkillable { pid: record.pid }),
         stopped => stopped.signal().unwrap_or(Signal::SIGTERM),
     };
@@ -116,6 +119,56 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
     Ok(report)
 }
 
+/// What the pid file names, with our server held by a pidfd.
+enum Held {
+    None,
+    Stale(Stale),
+    Ours(PidRecord, process::Held),
+}
+
+/// The server the pid file names, held by a pidfd opened *before* the
+/// claim is checked: if the check then finds our server at that pid, the
+/// pidfd is that server (a process that took the pid after the pidfd was
+/// opened could not have the start time the record holds).
+fn held_server(state: &StateDir) -> Result<Held, LifecycleError> {
+    let Some(claim) = state.read_record().ok().flatten() else {
+        return probe_only(state);
+    };
+    let server = match process::Held::open(claim.pid) {
+        Ok(server) => server,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return probe_only(state),
+        Err(e) => {
+            return Err(LifecycleError::Signal {
+                pid: claim.pid,
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })
+        }
+    };
+    Ok(match state.probe()? {
+        Probe::Ours(record) if record.pid == server.pid() && !server.has_exited() => {
+            Held::Ours(record, server)
+        }
+        Probe::Ours(record) => Held::Stale(Stale {
+            pid: Some(record.pid),
+            reason: format!("process {} exited while being checked", record.pid),
+        }),
+        Probe::Stale(stale) => Held::Stale(stale),
+        Probe::None => Held::None,
+    })
+}
+
+/// The pid file's verdict when no process could be held: never `Ours`.
+fn probe_only(state: &StateDir) -> Result<Held, LifecycleError> {
+    Ok(match state.probe()? {
+        Probe::None => Held::None,
+        Probe::Stale(stale) => Held::Stale(stale),
+        Probe::Ours(record) => Held::Stale(Stale {
+            pid: Some(record.pid),
+            reason: format!("process {} could not be held (it exited)", record.pid),
+        }),
+    })
+}
+
 fn send(pid: Pid, signal: Option<Signal>) -> Result<(), LifecycleError> {
     match kill(pid, signal) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
@@ -126,10 +179,10 @@ fn send(pid: Pid, signal: Option<Signal>) -> Result<(), LifecycleError> {
     }
 }
 
-async fn gone_within(pid: u32, deadline: Duration) -> bool {
+async fn gone_within(target: &process::Held, deadline: Duration) -> bool {
     let until = Instant::now() + deadline;
     loop {
-        if !is_alive(pid) {
+        if target.has_exited() {
             return true;
         }
         if Instant::now() >= until {
@@ -141,20 +194,27 @@ async fn gone_within(pid: u32, deadline: Duration) -> bool {
 
 /// SIGKILLs every process still in session `sid` (commands that outlived a
 /// SIGKILLed server, or escaped its process groups), with their groups.
+/// Each member is held by a pidfd and checked again once held; its group
+/// is signalled only while its leader, held, is alive (the group id is the
+/// leader's pid, which cannot be reused while it lives).
 async fn kill_session(sid: u32) -> Vec<u32> {
-    let members: Vec<u32> = all_pids()
+    let members: Vec<process::Held> = all_pids()
         .into_iter()
         .filter(|&p| session_of(p) == Some(sid) && is_alive(p))
+        .filter_map(|p| process::Held::open(p).ok())
+        .filter(|held| session_of(held.pid()) == Some(sid) && !held.has_exited())
         .collect();
-    for &member in &members {
-        let target = Pid::from_raw(member as i32);
-        let _ = killpg(target, Signal::SIGKILL);
-        let _ = kill(target, Signal::SIGKILL);
+    for member in &members {
+        let leads_group = procfs::stat(member.pid()).is_some_and(|s| s.pgrp == member.pid());
+        if leads_group && !member.has_exited() {
+            let _ = killpg(Pid::from_raw(member.pid() as i32), Signal::SIGKILL);
+        }
+        let _ = member.signal(Signal::SIGKILL);
     }
-    for &member in &members {
+    for member in &members {
         gone_within(member, KILL_DEADLINE).await;
     }
-    members
+    members.iter().map(process::Held::pid).collect()
 }
 
 /// Polls until the server's port can be bound again.

@@ -1,6 +1,7 @@
 //! The `execute` tool: one shell command under the server's process rules
 //! (shell, process group, timeout, kill grace, output cap, allowlist), its
-//! output as text content, `{exit_code, signal, status, truncated,
+//! output as text content (its head and tail when over CCX_MCP_MAX_OUTPUT,
+//! bounded while it runs: `super::output`), `{exit_code, signal, status, truncated,
 //! duration_ms}` as structured content, `isError` when it did not succeed,
 //! output as `notifications/progress` while it runs (when the caller sent a
 //! progress token), and the whole process group ended when the request is
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::output::HeadTail;
 use crate::config::Config;
 use crate::process::admission::{check_allowed, check_strings};
 use crate::process::{self, Event, SpawnError, StopReason};
@@ -39,7 +41,9 @@ pub struct Outcome {
     pub signal: Option<i32>,
     /// `completed`, `failed`, `timed_out` or `canceled`.
     pub status: String,
-    /// True when output was cut at the server's output cap (CCX_MAX_OUTPUT).
+    /// True when output was cut: at the process's output cap
+    /// (CCX_MAX_OUTPUT), or in the middle to fit the result's
+    /// (CCX_MCP_MAX_OUTPUT).
     pub truncated: bool,
     pub duration_ms: u64,
 }
@@ -135,7 +139,7 @@ pub async fn call(
 
     let progress = context.meta.get_progress_token();
     let mut sent = 0u64;
-    let mut output = String::new();
+    let mut output = HeadTail::new(config.mcp_max_output);
     let mut truncated = false;
     let mut cancel_open = true;
     let completed = loop {
@@ -155,7 +159,7 @@ pub async fn call(
                     sent += 1;
                     notify(&context, token, sent, &chunk.data).await;
                 }
-                output.push_str(&chunk.data);
+                output.push(&chunk.data);
             }
             Some(Event::Completed(c)) => break Some(c),
             None => break None,
@@ -171,11 +175,13 @@ pub async fn call(
         exit_code = completed.exit_code,
         "mcp execute completed"
     );
+    let output_left_out = output.omitted() > 0;
+    let output = output.finish();
     let outcome = Outcome {
         exit_code: completed.exit_code,
         signal: completed.signal,
         status: completed.status.as_str().into(),
-        truncated,
+        truncated: truncated || output_left_out,
         duration_ms: completed.duration_ms.unwrap_or_default(),
     };
     let mut content = Vec::new();
@@ -202,7 +208,7 @@ fn summary(o: &Outcome) -> String {
         _ => format!("exited with code {}", o.exit_code),
     };
     let cut = if o.truncated {
-        " (output truncated at the server's output cap)"
+        " (output truncated at the server's output caps)"
     } else {
         ""
     };

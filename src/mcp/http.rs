@@ -3,7 +3,9 @@
 //! to end a session, the handshake-less revision served statelessly) behind
 //! the same guards as the WebSocket: Host (DNS rebinding), Origin and the
 //! bearer token (`crate::guards`), and the same session limit
-//! (CCX_MAX_SESSIONS, shared with WebSocket sessions: `super::sessions`).
+//! (CCX_MAX_SESSIONS, shared with WebSocket sessions: `super::sessions`),
+//! which a tool call made outside any session counts against too while it
+//! runs.
 
 use std::sync::Arc;
 
@@ -18,7 +20,6 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::sessions::CappedSessions;
 use super::{Drain, Tools};
@@ -102,15 +103,29 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
+    // Authorized and whole: the connection is no longer one that idle
+    // sockets may evict. (Not before its body is in: a body that never
+    // ends would otherwise hold a connection no cap reaches.)
+    guards::Authorized::mark(request.extensions());
     if let Some(refusal) = refuse_new_session(&guard, &request, body.as_ref()) {
         return refusal;
     }
     let deleting = request.method() == Method::DELETE;
     let calls_tool = rpc_method(body.as_ref()) == Some("tools/call");
+    // A call outside any session (the handshake-less revision) can run a
+    // command as a session can: it holds a session slot until answered.
+    let slot = if calls_tool && !request.headers().contains_key(SESSION_HEADER) {
+        match guard.sessions.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return over_limit(&guard, body.as_ref(), "call"),
+        }
+    } else {
+        None
+    };
     let running = calls_tool.then(|| guard.drain.running.token());
     let mut response = next.run(request).await;
-    if let Some(token) = running {
-        response = hold_until_written(response, token);
+    if running.is_some() || slot.is_some() {
+        response = hold_until_written(response, (running, slot));
     }
     // The SDK answers a session's DELETE with 202 Accepted; the Python SDK
     // (and the spec's examples) expect 200 or 204, and log a failed
@@ -121,6 +136,9 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
     response
 }
 
+/// The header that names an open session.
+const SESSION_HEADER: &str = "mcp-session-id";
+
 /// An `initialize` that would open a session while the server drains, or
 /// while every session it allows is open, gets 503 with a JSON-RPC error
 /// and `Retry-After`, as a WebSocket upgrade does then (the SDK would open
@@ -128,23 +146,34 @@ async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Resp
 /// enforces the limit in any case; this says it clearly.
 fn refuse_new_session(guard: &Guard, request: &Request, body: Option<&Value>) -> Option<Response> {
     let opens_session = request.method() == Method::POST
-        && !request.headers().contains_key("mcp-session-id")
+        && !request.headers().contains_key(SESSION_HEADER)
         && rpc_method(body) == Some("initialize");
     if !opens_session {
         return None;
     }
+    if guard.drain.draining.is_cancelled() {
+        let error = RpcError::new(ErrorCode::Internal, DRAINING_NO_SESSION);
+        return Some(unavailable(body, error, "session"));
+    }
+    if guard.sessions.available_permits() == 0 {
+        return Some(over_limit(guard, body, "session"));
+    }
+    None
+}
+
+/// 503 with -32003: every slot of CCX_MAX_SESSIONS is taken.
+fn over_limit(guard: &Guard, body: Option<&Value>, what: &str) -> Response {
     let config = &guard.config;
-    let error = if guard.drain.draining.is_cancelled() {
-        RpcError::new(ErrorCode::Internal, DRAINING_NO_SESSION)
-    } else if guard.sessions.available_permits() == 0 {
-        RpcError::session_limit(
-            config.max_sessions,
-            config.variable_of("max_sessions", "CCX_MAX_SESSIONS"),
-        )
-    } else {
-        return None;
-    };
-    tracing::info!(status = 503, "refused MCP session: {}", error.message);
+    let error = RpcError::session_limit(
+        config.max_sessions,
+        config.variable_of("max_sessions", "CCX_MAX_SESSIONS"),
+    );
+    unavailable(body, error, what)
+}
+
+/// 503 with `error` answering the request in `body`, and `Retry-After`.
+fn unavailable(body: Option<&Value>, error: RpcError, what: &str) -> Response {
+    tracing::info!(status = 503, "refused MCP {what}: {}", error.message);
     let id = body
         .and_then(|b| b.get("id"))
         .cloned()
@@ -154,7 +183,7 @@ fn refuse_new_session(guard: &Guard, request: &Request, body: Option<&Value>) ->
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    Some(response)
+    response
 }
 
 /// The `method` of a JSON-RPC message.
@@ -162,13 +191,14 @@ fn rpc_method(body: Option<&Value>) -> Option<&str> {
     body?.get("method")?.as_str()
 }
 
-/// `response` with `token` held until its body has been written (or the
+/// `response` with `held` kept until its body has been written (or the
 /// client has gone): a tool call's answer streams after the handler has
-/// returned, and the drain must not end the session before it is out.
-fn hold_until_written(response: Response, token: TaskTrackerToken) -> Response {
+/// returned, and neither the drain (its tracker token) nor a new call (its
+/// session slot) may act before it is out.
+fn hold_until_written<H: Send + Sync + 'static>(response: Response, held: H) -> Response {
     let (parts, body) = response.into_parts();
     let body = body.into_data_stream().map(move |chunk| {
-        let _held = &token;
+        let _held = &held;
         chunk
     });
     Response::from_parts(parts, axum::body::Body::from_stream(body))

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod execute;
 pub mod http;
+pub mod output;
 pub mod sessions;
 pub mod stdio;
 

@@ -3,10 +3,14 @@
 //! paused process can act on it), a grace period, SIGKILL, and a bounded
 //! wait until the target is gone.
 //!
-//! [`Group::stop`] ends a process group; [`stop_pid`] ends one process
-//! that is not our child (the background server, for `ccx stop`);
+//! [`Group::stop`] ends a process group; [`stop_process`] ends one process
+//! that is not our child (the background server, for `ccx stop`), held by
+//! a pidfd ([`Held`]) so that a reused pid is never signalled;
 //! [`stop_child`] ends a child we spawned in its own group and reaps it.
+//! (A child of ours keeps its pid, and its group id, until we reap it, so
+//! signals by pid and group are safe for those.)
 
+use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -137,19 +141,73 @@ async fn gone_within(limit: Duration, alive: &impl Fn() -> bool) -> bool {
     }
 }
 
+/// One process that is not our child, held by a pidfd: a signal sent
+/// through it reaches that process or nobody, even once its pid has been
+/// given to another process.
+#[derive(Debug)]
+pub struct Held {
+    pid: u32,
+    fd: OwnedFd,
+}
+
+impl Held {
+    /// Holds the process that has `pid` now. Fails with ESRCH when there is
+    /// none (ENOSYS before Linux 5.3).
+    pub fn open(pid: u32) -> std::io::Result<Held> {
+        let raw = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+        let fd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?;
+        Ok(Held { pid, fd })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the held process; one that has exited is not an
+    /// error.
+    pub fn signal(&self, signal: Signal) -> Result<(), Errno> {
+        let Some(signal) = rustix::process::Signal::from_named_raw(signal as i32) else {
+            return Err(Errno::EINVAL);
+        };
+        match rustix::process::pidfd_send_signal(&self.fd, signal) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::SRCH => Ok(()),
+            Err(e) => Err(Errno::from_raw(e.raw_os_error())),
+        }
+    }
+
+    /// Whether the held process has exited (a zombie counts as exited: we
+    /// cannot reap what is not our child). The pidfd says so, not the pid.
+    pub fn has_exited(&self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match poll(&mut fds, Some(&now)) {
+            Ok(n) => n > 0,
+            Err(_) => !procfs::is_alive(self.pid),
+        }
+    }
+}
+
 /// Ends one process that is not our child (we cannot reap it, so "gone"
-/// means gone or a zombie): SIGTERM, grace, SIGKILL. No SIGCONT: a
-/// stopped (hung) process stays stopped and gets SIGKILL after the grace.
-pub async fn stop_pid(pid: u32, grace: Duration) -> Stopped {
-    let target = Pid::from_raw(pid as i32);
+/// means gone or a zombie): SIGTERM, grace, SIGKILL, every signal through
+/// its pidfd. No SIGCONT: a stopped (hung) process stays stopped and gets
+/// SIGKILL after the grace.
+pub async fn stop_process(target: &Held, grace: Duration) -> Stopped {
     stop_with(
         grace,
-        || procfs::is_alive(pid),
+        || !target.has_exited(),
         || {
-            let _ = kill(target, Signal::SIGTERM);
+            let _ = target.signal(Signal::SIGTERM);
         },
         || {
-            let _ = kill(target, Signal::SIGKILL);
+            let _ = target.signal(Signal::SIGKILL);
         },
     )
     .await

@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
 pub use clone3::close_on_exec_above_stdio;
-pub use group::{stop_child, stop_pid, Group, Stopped};
+pub use group::{stop_child, stop_process, Group, Held, Stopped};
 pub use resolve::{resolve_program, ResolveError};
 pub use spec::{Rules, Spec, SpecError};
 

@@ -4,12 +4,15 @@
 //! - a deadline for every request head, the upgrade request included, and
 //!   for a keep-alive connection's idle time between requests
 //!   (CCX_HANDSHAKE_TIMEOUT, hyper's header read timeout);
-//! - a cap on connections still in HTTP (CCX_MAX_PENDING, lowered to fit the
-//!   file-descriptor limit): when it is reached the oldest of them is
-//!   dropped, so a flood of silent connections cannot keep a fresh client
-//!   out. Upgraded sessions are capped by CCX_MAX_SESSIONS (over it they are
-//!   refused with -32003 and closed), so all connections together stay
-//!   below CCX_MAX_SESSIONS + CCX_MAX_PENDING;
+//! - a cap on connections that have not yet shown an authorized request
+//!   (CCX_MAX_PENDING, lowered to fit the file-descriptor limit): when it is
+//!   reached the oldest of them is dropped, so a flood of silent connections
+//!   cannot keep a fresh client out. A connection leaves this pending set
+//!   once a request of it passes the guards (`guards::Authorized`, run by
+//!   the WebSocket upgrade, and by `/mcp` once the body is read), so an
+//!   authorized call in flight is never the one dropped. Work is capped by
+//!   CCX_MAX_SESSIONS (over it a session or a stateless `/mcp` call is
+//!   refused with -32003);
 //! - the soft RLIMIT_NOFILE raised to the hard limit at start;
 //! - accept errors (out of descriptors) that drop the oldest pending
 //!   connection and back off instead of spinning, logged once a second at most.
@@ -22,11 +25,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::guards::Authorized;
 
 /// Descriptors kept for everything but connections: the listener, logs,
 /// the runtime, signal handling, state files.
@@ -247,7 +254,13 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
                 )
             });
         }
-        let service = TowerToHyperService::new(app.clone());
+        let routes = TowerToHyperService::new(app.clone());
+        let leave = pending.clone();
+        let authorized = Authorized::new(move || leave.remove(id));
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(authorized.clone());
+            routes.call(request)
+        });
         let set = pending.clone();
         let stop = shutdown.clone();
         connections.spawn(async move {

@@ -32,7 +32,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -212,8 +212,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// `GET /health`: cc_executor's fields (`status`, `service`, `version`,
 /// `active_sessions`, `max_sessions`, `uptime_seconds`) plus ccx's `pid`;
-/// with `?verbose=1` it adds the environment fingerprint (`info`), which
-/// needs the token when one is set.
+/// with `?verbose=1` it adds the environment fingerprint (`info`), behind
+/// the WebSocket's guards: the Host rule (a rebound DNS name must not read
+/// it), the Origin rule and the token.
 async fn health(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -233,11 +234,16 @@ async fn health(
         version: Some(crate::VERSION.into()),
     };
     if verbose {
-        if let Err(refusal) = guards::check_token(
+        if let Err(refusal) = guards::check(
             &state.config,
             &headers,
             query.get("token").map(String::as_str),
         ) {
+            tracing::info!(
+                status = refusal.status.as_u16(),
+                "refused /health?verbose=1: {}",
+                refusal.message
+            );
             return http_error(refusal.status, refusal.message);
         }
         let collected = info::collect_off_runtime(state.clone(), Vec::new()).await;
@@ -281,6 +287,7 @@ async fn websocket(
     uri: Uri,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    authorized: Option<Extension<guards::Authorized>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(refusal) = guards::check(
@@ -294,6 +301,9 @@ async fn websocket(
             refusal.message
         );
         return http_error(refusal.status, refusal.message);
+    }
+    if let Some(Extension(authorized)) = &authorized {
+        authorized.run();
     }
     if state.is_draining() {
         tracing::info!(status = 503, "refused upgrade: draining");
