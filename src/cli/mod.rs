@@ -10,6 +10,7 @@ mod serve;
 mod status;
 mod stop;
 mod stress;
+mod target;
 
 use std::io::Write;
 

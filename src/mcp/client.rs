@@ -44,7 +44,7 @@ pub enum McpClientError {
         authority: String,
         source: std::io::Error,
     },
-    #[error("HTTP {status}: {body}")]
+    #[error("HTTP {status}{}", if body.is_empty() { " (empty body)".to_string() } else { format!(": {body}") })]
     Http { status: u16, body: String },
     #[error("I/O error: {0}")]
     Io(String),
@@ -105,7 +105,14 @@ struct StdioConn {
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Lines the server wrote to stdout that are not JSON-RPC (at most
+    /// [`STRAY_LINES`]): the most common bug of a stdio server is a log
+    /// line or banner there.
+    stray: Vec<String>,
 }
+
+/// Non-JSON stdout lines kept for the report.
+const STRAY_LINES: usize = 10;
 
 struct HttpConn {
     authority: String,
@@ -216,13 +223,23 @@ impl McpClient {
         }
     }
 
+    /// Lines a stdio server wrote to stdout that are not JSON-RPC (empty
+    /// for HTTP), after reading briefly what it left there.
+    pub async fn stray_stdout(&mut self) -> Vec<String> {
+        let Transport::Stdio(conn) = &mut self.transport else {
+            return Vec::new();
+        };
+        conn.drain_stdout(Duration::from_millis(100)).await;
+        conn.stray.clone()
+    }
+
     /// The last lines of a stdio server's stderr (empty for HTTP).
     pub fn stderr_tail(&self, lines: usize) -> Vec<String> {
         let Transport::Stdio(conn) = &self.transport else {
             return Vec::new();
         };
         let bytes = conn.stderr.lock().map(|b| b.clone()).unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
+        let text = crate::sanitize::captured(&String::from_utf8_lossy(&bytes));
         let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         all[all.len().saturating_sub(lines)..]
             .iter()
@@ -309,6 +326,7 @@ impl StdioConn {
             stdin: Some(stdin),
             stdout: BufReader::new(stdout).lines(),
             stderr: tail,
+            stray: Vec::new(),
         })
     }
 
@@ -336,15 +354,35 @@ impl StdioConn {
             if line.trim().is_empty() {
                 continue;
             }
-            let value: Value = serde_json::from_str(&line).map_err(|_| {
-                McpClientError::NotJsonRpc(format!(
+            let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                self.keep_stray(&line);
+                return Err(McpClientError::NotJsonRpc(format!(
                     "stdout line {:?} (an MCP stdio server must write only JSON-RPC to stdout; logs go to stderr)",
-                    truncate(&line)
-                ))
-            })?;
+                    truncate(&crate::sanitize::captured(&line))
+                )));
+            };
             if value.get("id").and_then(Value::as_u64) == Some(id) && value.get("method").is_none()
             {
                 return Ok(Some(value));
+            }
+        }
+    }
+
+    fn keep_stray(&mut self, line: &str) {
+        if self.stray.len() < STRAY_LINES {
+            self.stray
+                .push(truncate(&crate::sanitize::captured(line.trim_end())));
+        }
+    }
+
+    /// Reads what the server left on stdout (for at most `within`),
+    /// keeping the lines that are not JSON.
+    async fn drain_stdout(&mut self, within: Duration) {
+        let until = tokio::time::Instant::now() + within;
+        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(until, self.stdout.next_line()).await
+        {
+            if !line.trim().is_empty() && serde_json::from_str::<Value>(&line).is_err() {
+                self.keep_stray(&line);
             }
         }
     }
@@ -354,6 +392,7 @@ impl StdioConn {
             .await
             .ok()
             .and_then(Result::ok);
+        self.drain_stdout(Duration::from_millis(200)).await;
         McpClientError::Exited {
             status: status.and_then(|s| s.code()),
         }
