@@ -76,9 +76,9 @@ fn last_words(state: &StateDir, report: &mut StatusReport) {
     let tail = super::log::tail(&state.log_file(), 0, GONE_TAIL_LINES).unwrap_or_default();
     report.log_tail = tail.lines().map(str::to_string).collect();
     report.ended = Some(if tail.contains("received: shutting down") {
-        "it shut down after a signal (its log says so), without `ccx stop`".into()
+        "the log's last lines show a shutdown after a signal".into()
     } else {
-        "its log does not say it shut down: it was killed (SIGKILL, the OOM killer) or crashed"
+        "the log's last lines show no shutdown: it was killed (SIGKILL, the OOM killer) or crashed"
             .into()
     });
 }
