@@ -92,6 +92,19 @@ fn probe(ctx: &Ctx<'_>) -> Probe {
     }
 }
 
+/// What a probe printed, for one detail line: echo's line as it came; for
+/// another probe (`git --version` prints a licence) its first line.
+fn shown_output(text: &str, probe: &Probe) -> String {
+    let text = crate::sanitize::captured(text.trim_end());
+    match probe.nonce {
+        Some(_) => text,
+        None => match text.split_once('\n') {
+            Some((first, _)) => format!("{first} …"),
+            None => text,
+        },
+    }
+}
+
 /// The fix for a refused probe: keep the user's allowlist, add to it.
 fn allowlist_fix(ctx: &Ctx<'_>, command: &str) -> String {
     let program = command.split_whitespace().next().unwrap_or("echo");
@@ -180,19 +193,13 @@ pub(super) async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 .map(|ms| format!(" (the server says the process ran {ms} ms)"))
                 .unwrap_or_else(|| " (the server sends no duration of its own)".into())
         ),
-        format!(
-            "stdout: {}",
-            crate::sanitize::captured(outcome.stdout.trim_end())
-        ),
+        format!("stdout: {}", shown_output(&outcome.stdout, &probe)),
     ];
     if let Some(why) = &probe.why {
         detail.insert(1, format!("probe: {why}"));
     }
     if c.exit_code != 0 {
-        detail.push(format!(
-            "stderr: {}",
-            crate::sanitize::captured(outcome.stderr.trim_end())
-        ));
+        detail.push(format!("stderr: {}", shown_output(&outcome.stderr, &probe)));
         let another = match probe.nonce {
             Some(_) => "",
             None => ", or choose another probe with --probe-cmd",
