@@ -92,6 +92,9 @@ impl Target {
 pub struct McpClient {
     transport: Transport,
     next_id: u64,
+    /// A request went unanswered past its deadline: a server that ignores
+    /// requests is not given time to notice its stdin close either.
+    unresponsive: bool,
 }
 
 enum Transport {
@@ -153,6 +156,7 @@ impl McpClient {
         Ok(McpClient {
             transport,
             next_id: 1,
+            unresponsive: false,
         })
     }
 
@@ -184,9 +188,11 @@ impl McpClient {
         let id = self.next_id;
         self.next_id += 1;
         let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let answer = timeout(deadline, self.exchange(message, Some(id)))
-            .await
-            .map_err(|_| McpClientError::Timeout(deadline))??;
+        let Ok(answer) = timeout(deadline, self.exchange(message, Some(id))).await else {
+            self.unresponsive = true;
+            return Err(McpClientError::Timeout(deadline));
+        };
+        let answer = answer?;
         let answer = answer.ok_or_else(|| McpClientError::NotJsonRpc("no response".into()))?;
         if let Some(error) = answer.get("error") {
             return Err(McpClientError::Rpc {
@@ -255,10 +261,12 @@ impl McpClient {
                 drop(conn.stdin.take());
                 // A stdio server ends when its stdin closes; one that does
                 // not is stopped with its group.
-                if timeout(Duration::from_secs(2), conn.child.wait())
-                    .await
-                    .is_err()
-                {
+                let wait = if self.unresponsive {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_secs(2)
+                };
+                if timeout(wait, conn.child.wait()).await.is_err() {
                     crate::process::stop_child(&mut conn.child, conn.group, Duration::from_secs(1))
                         .await;
                 }
