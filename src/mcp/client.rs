@@ -7,8 +7,6 @@
 //! HTTP status, the server's stderr, a line that is not JSON-RPC), which a
 //! full SDK client hides. It knows nothing of ccx's server internals.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -16,13 +14,13 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::time::timeout;
 
-use crate::process::Group;
 use crate::protocol::{Endpoint, Scheme};
+use stdio::StdioConn;
+
+mod stdio;
 
 /// The revision the client asks for in `initialize`.
 pub const CLIENT_PROTOCOL_VERSION: &str = "2025-11-25";
@@ -101,21 +99,6 @@ enum Transport {
     Stdio(Box<StdioConn>),
     Http(HttpConn),
 }
-
-struct StdioConn {
-    child: Child,
-    group: Group,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    /// Lines the server wrote to stdout that are not JSON-RPC (at most
-    /// [`STRAY_LINES`]): the most common bug of a stdio server is a log
-    /// line or banner there.
-    stray: Vec<String>,
-}
-
-/// Non-JSON stdout lines kept for the report.
-const STRAY_LINES: usize = 10;
 
 struct HttpConn {
     authority: String,
@@ -291,120 +274,6 @@ fn truncate(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
-}
-
-impl StdioConn {
-    fn spawn(mut cmd: tokio::process::Command) -> Result<StdioConn, McpClientError> {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(McpClientError::Spawn)?;
-        let group = Group(child.id().unwrap_or_default());
-        let (Some(stdin), Some(stdout), Some(mut stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(McpClientError::Spawn(std::io::Error::other(
-                "the child's pipes are missing",
-            )));
-        };
-        let tail = Arc::new(Mutex::new(Vec::new()));
-        let sink = tail.clone();
-        // Read to EOF whatever happens: a server blocked on a full stderr
-        // pipe would look like a hang.
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut kept) = sink.lock() {
-                    kept.extend_from_slice(&buf[..n]);
-                    if kept.len() > 2 * STDERR_TAIL {
-                        let cut = kept.len() - STDERR_TAIL;
-                        kept.drain(..cut);
-                    }
-                }
-            }
-        });
-        Ok(StdioConn {
-            child,
-            group,
-            stdin: Some(stdin),
-            stdout: BufReader::new(stdout).lines(),
-            stderr: tail,
-            stray: Vec::new(),
-        })
-    }
-
-    async fn exchange(
-        &mut self,
-        message: Value,
-        id: Option<u64>,
-    ) -> Result<Option<Value>, McpClientError> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| McpClientError::Io("stdin is closed".into()))?;
-        let mut line = message.to_string();
-        line.push('\n');
-        if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
-            return Err(self.exited().await);
-        }
-        let Some(id) = id else { return Ok(None) };
-        loop {
-            let line = match self.stdout.next_line().await {
-                Ok(Some(line)) => line,
-                Ok(None) => return Err(self.exited().await),
-                Err(e) => return Err(McpClientError::Io(e.to_string())),
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let Ok(value) = serde_json::from_str::<Value>(&line) else {
-                self.keep_stray(&line);
-                return Err(McpClientError::NotJsonRpc(format!(
-                    "stdout line {:?} (an MCP stdio server must write only JSON-RPC to stdout; logs go to stderr)",
-                    truncate(&crate::sanitize::captured(&line))
-                )));
-            };
-            if value.get("id").and_then(Value::as_u64) == Some(id) && value.get("method").is_none()
-            {
-                return Ok(Some(value));
-            }
-        }
-    }
-
-    fn keep_stray(&mut self, line: &str) {
-        if self.stray.len() < STRAY_LINES {
-            self.stray
-                .push(truncate(&crate::sanitize::captured(line.trim_end())));
-        }
-    }
-
-    /// Reads what the server left on stdout (for at most `within`),
-    /// keeping the lines that are not JSON.
-    async fn drain_stdout(&mut self, within: Duration) {
-        let until = tokio::time::Instant::now() + within;
-        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(until, self.stdout.next_line()).await
-        {
-            if !line.trim().is_empty() && serde_json::from_str::<Value>(&line).is_err() {
-                self.keep_stray(&line);
-            }
-        }
-    }
-
-    async fn exited(&mut self) -> McpClientError {
-        let status = timeout(Duration::from_secs(2), self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok);
-        self.drain_stdout(Duration::from_millis(200)).await;
-        McpClientError::Exited {
-            status: status.and_then(|s| s.code()),
-        }
-    }
 }
 
 impl HttpConn {
