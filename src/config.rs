@@ -832,26 +832,49 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
 }
 
 const DURATION_FORMATS: &str =
-    "a duration in seconds, or with an ms or s suffix (e.g. 5, 2.5s, 500ms)";
+    "a duration in seconds, or with ms, s, m or h suffixes (e.g. 5, 2.5s, 500ms, 10m, 1h30m)";
 
-/// Durations: seconds (fractions allowed), or with `s`/`ms` suffixes.
+/// Durations: seconds (fractions allowed), or one or more numbers each
+/// with a unit (`ms`, `s`, `m`, `h`), added up: `500ms`, `2.5s`, `10m`,
+/// `1h30m`. Minutes and hours matter: an agent's task runs for minutes.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let s = raw.trim();
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| DURATION_FORMATS.to_string())?;
-    if !value.is_finite() || value < 0.0 || value * scale > 1e9 {
+    if let Ok(seconds) = s.parse::<f64>() {
+        return seconds_within_range(seconds);
+    }
+    let mut total = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| DURATION_FORMATS.to_string())?;
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(DURATION_FORMATS.into()),
+        };
+        let value: f64 = number.parse().map_err(|_| DURATION_FORMATS.to_string())?;
+        total += value * scale;
+        rest = next;
+    }
+    if s.is_empty() {
         return Err(DURATION_FORMATS.into());
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    seconds_within_range(total)
+}
+
+fn seconds_within_range(seconds: f64) -> Result<Duration, String> {
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(DURATION_FORMATS.into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// A duration greater than zero: every flag and variable that waits for
@@ -915,10 +938,15 @@ mod tests {
         );
         let e = load(&[("CCX_KILL_GRACE", "soon")]).unwrap_err().to_string();
         assert!(e.contains("CCX_KILL_GRACE") && e.contains("ms"), "{e}");
-        let e = load(&[("CCX_DRAIN_PERIOD", "1m")]).unwrap_err().to_string();
-        assert!(e.contains("CCX_DRAIN_PERIOD") && e.contains("1m"), "{e}");
+        let e = load(&[("CCX_DRAIN_PERIOD", "1 min")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CCX_DRAIN_PERIOD") && e.contains("1 min"), "{e}");
         let c = load(&[("CCX_DRAIN_PERIOD", "25s")]).unwrap();
         assert_eq!(c.drain_period, Duration::from_secs(25));
+        let c = load(&[("CCX_DEFAULT_TIMEOUT", "10m"), ("CCX_DRAIN_PERIOD", "1m")]).unwrap();
+        assert_eq!(c.default_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.drain_period, Duration::from_secs(60));
     }
 
     #[test]
@@ -942,6 +970,14 @@ mod tests {
         assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("-3").is_err());
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "m", "5x", "5 m", "1h-3m", "inf", "NaN", "5min", "1e12"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
         assert_eq!(parse_optional_duration("none"), Ok(None));
     }
 

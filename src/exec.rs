@@ -26,7 +26,7 @@ use crate::protocol::{
 /// Why `ccx exec` could not give the command's own result.
 #[derive(Debug, Error)]
 pub enum ExecError {
-    #[error("cannot reach the server at {url}: {source}")]
+    #[error("cannot reach the server at {url}: {source}{}", unreachable_hint(.source))]
     Unreachable { url: String, source: ClientError },
     #[error("{0}")]
     BadUrl(ClientError),
@@ -63,6 +63,17 @@ fn lost_message(url: &str, source: &ClientError) -> String {
         ClientError::Timeout { .. } => format!("{source} before the command finished"),
         ClientError::Silent { .. } => format!("{source}; the command's result never came"),
         _ => format!("lost the connection to {url} before the command finished: {source}"),
+    }
+}
+
+/// What to do when nothing listens where a client command looked.
+pub const REFUSED_HINT: &str =
+    "start a server with `ccx serve` (background) or `ccx serve --foreground`, or name a running one with --url";
+
+fn unreachable_hint(source: &ClientError) -> String {
+    match source {
+        ClientError::Refused { .. } => format!("\nhint: {REFUSED_HINT}"),
+        _ => String::new(),
     }
 }
 

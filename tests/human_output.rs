@@ -129,7 +129,7 @@ fn doctor_all_pass() {
             step(
                 StepId::Handshake,
                 Status::Pass,
-                "connected to ws://127.0.0.1:8003/ws/mcp (server 0.1.0)",
+                "connected to ws://127.0.0.1:8003/ws/mcp (ccx 0.1.0)",
                 2,
                 &[],
                 None,
@@ -137,7 +137,7 @@ fn doctor_all_pass() {
             step(
                 StepId::Echo,
                 Status::Pass,
-                "`echo` ran (pid 8605) and its output came back",
+                "`echo` ran (pid 8605) and its output came back in 1ms",
                 1,
                 &[],
                 None,
@@ -248,7 +248,7 @@ fn doctor_verbose() {
             step(
                 StepId::Handshake,
                 Status::Pass,
-                "connected to ws://127.0.0.1:8003/ws/mcp (server 0.1.0)",
+                "connected to ws://127.0.0.1:8003/ws/mcp (ccx 0.1.0)",
                 2,
                 &[
                     "session 1e130a09-889f-4901-a8ac-92ec84a22c0f on ccx 0.1.0",
@@ -260,7 +260,7 @@ fn doctor_verbose() {
             step(
                 StepId::Echo,
                 Status::Pass,
-                "`echo` ran (pid 8612) and its output came back",
+                "`echo` ran (pid 8612) and its output came back in 2ms",
                 2,
                 &[
                     "command: echo ccx-doctor-f4db12d5093f40a49fcaed83faf441ac",
@@ -309,7 +309,7 @@ fn doctor_harmless_warning() {
             step(
                 StepId::Handshake,
                 Status::Pass,
-                "connected to ws://127.0.0.1:8003/ws/mcp (server 0.1.0)",
+                "connected to ws://127.0.0.1:8003/ws/mcp (ccx 0.1.0)",
                 2,
                 &[],
                 None,
@@ -317,7 +317,7 @@ fn doctor_harmless_warning() {
             step(
                 StepId::Echo,
                 Status::Pass,
-                "`echo` ran (pid 8925) and its output came back",
+                "`echo` ran (pid 8925) and its output came back in 2ms",
                 2,
                 &[],
                 None,

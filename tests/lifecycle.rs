@@ -245,6 +245,13 @@ fn ready_timeout_stops_the_server_and_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("was not ready within 1ms"), "{stderr}");
     assert!(stderr.contains("It was stopped"), "{stderr}");
+    // The tail is read after the stop, so it may show a readiness line
+    // that came too late: the message must not deny it.
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert!(!stderr.contains("no readiness line"), "{stderr}");
+    if stderr.contains(r#""event":"ready""#) {
+        assert!(stderr.contains("came only after the deadline"), "{stderr}");
+    }
     assert!(lab.servers().is_empty(), "the unready server was stopped");
     assert!(!lab.pid_file().exists());
 }
@@ -534,6 +541,25 @@ fn status_stop_and_logs_need_only_the_state_dir() {
 }
 
 #[test]
+fn stop_with_a_state_dir_that_was_never_used_exits_0_and_creates_nothing() {
+    let lab = Lab::new();
+    let never_used = lab.path().join("never").join("used");
+    let mut cmd = ccx_command();
+    cmd.args(["stop"])
+        .env("CCX_STATE_DIR", &never_used)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_with_deadline(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no ccx server is running"),
+        "{}",
+        text(&out)
+    );
+    assert!(!never_used.exists(), "stop created the state directory");
+}
+
+#[test]
 fn stop_when_nothing_runs_says_so_and_exits_0() {
     let lab = Lab::new();
     for _ in 0..2 {
@@ -615,8 +641,15 @@ fn append_until_seen(log: &Path, line: &str, seen: &std::sync::mpsc::Receiver<St
 #[test]
 fn logs_follow_is_woken_by_the_file_system_and_survives_rotation() {
     let lab = Lab::new();
+    // `logs -f` follows a running server only.
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let log = lab.path().join("ccx.log");
-    std::fs::write(&log, "before\n").unwrap();
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        writeln!(file, "before").unwrap();
+    }
     let mut follower = Guarded(lab.command(&["logs", "-f"]).spawn().unwrap());
     let seen = watch_stdout(&mut follower.0);
     append_until_seen(&log, "warm-up", &seen);
@@ -706,6 +739,66 @@ async fn the_background_server_rotates_its_log_by_size() {
     assert!(std::fs::read_to_string(&rotated)
         .unwrap()
         .contains("listening on"));
+}
+
+#[test]
+fn logs_follow_starts_with_the_last_lines_and_ends_when_the_server_stops() {
+    let lab = Lab::new();
+    let out = lab.run(&["serve", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    {
+        use std::io::Write;
+        let log = lab.path().join("ccx.log");
+        let mut file = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+        for i in 0..30 {
+            writeln!(file, "numbered-{i:02}").unwrap();
+        }
+    }
+    for (args, first) in [
+        (vec!["logs", "-f", "-n", "3"], 27),
+        (vec!["logs", "-f"], 20),
+    ] {
+        let mut follower = Guarded(lab.command(&args).spawn().unwrap());
+        let seen = watch_stdout(&mut follower.0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = String::new();
+        while !text.contains("numbered-29") && Instant::now() < deadline {
+            if let Ok(s) = seen.recv_timeout(Duration::from_millis(200)) {
+                text = s;
+            }
+        }
+        assert!(
+            text.contains(&format!("numbered-{first:02}")),
+            "{args:?}: {text}"
+        );
+        assert!(
+            !text.contains(&format!("numbered-{:02}", first - 1)),
+            "{args:?} printed more than its last lines: {text}"
+        );
+        assert!(!text.contains("listening on"), "{args:?}: {text}");
+        assert!(
+            follower.0.try_wait().unwrap().is_none(),
+            "{args:?} stopped following while the server runs"
+        );
+    }
+
+    let mut follower = Guarded(lab.command(&["logs", "-f", "-n", "1"]).spawn().unwrap());
+    let seen = watch_stdout(&mut follower.0);
+    let _ = seen.recv_timeout(Duration::from_secs(10));
+    let stop = lab.run(&["stop"]);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = follower.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "logs -f still follows a stopped server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
 }
 
 /// Figures for README.lifecycle.md:

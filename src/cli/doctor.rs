@@ -50,6 +50,12 @@ pub struct DoctorArgs {
     /// Differences do not fail; a side failing its checks does (exit 1).
     #[arg(long, value_name = "URL", num_args = 1..=2, value_parser = parse_url, conflicts_with = "url")]
     pub compare: Vec<String>,
+    /// The command the last step runs, instead of `echo NONCE`; it must exit 0
+    /// (e.g. 'git --version' for a server whose allowlist has no echo).
+    /// Default: echo, or under an allowlist without echo (CCX_ALLOWED_COMMANDS)
+    /// its first program with --version.
+    #[arg(long, value_name = "CMD")]
+    pub probe_cmd: Option<String>,
     /// A program the server needs on its PATH (repeatable).
     #[arg(long, value_name = "NAME")]
     pub require: Vec<String>,
@@ -63,9 +69,10 @@ pub struct DoctorArgs {
     /// Port the server should listen on [env: CCX_PORT].
     #[arg(long)]
     pub port: Option<u16>,
-    /// How long the started server may take to become ready (e.g. 10s, 500ms).
-    #[arg(long, value_parser = config::parse_positive_duration, default_value = "10s")]
-    pub spawn_timeout: Duration,
+    /// How long the started server may take to become ready (e.g. 10s, 500ms)
+    /// [default: 10s; with --mcp, the --timeout].
+    #[arg(long, value_parser = config::parse_positive_duration)]
+    pub spawn_timeout: Option<Duration>,
     /// Deadline of each network exchange: handshake, echo (e.g. 5s).
     #[arg(long, value_parser = config::parse_positive_duration, default_value = "5s")]
     pub timeout: Duration,
@@ -133,6 +140,9 @@ fn parse_url_or_mcp(raw: &str) -> Result<String, String> {
     parse_url(raw).map_err(|e| format!("{e} (or, with --mcp, http://127.0.0.1:8003/mcp)"))
 }
 
+/// `--spawn-timeout` when not given (the WebSocket checks).
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The doctor's options from its flags and the process environment.
 fn options(args: &DoctorArgs) -> Options {
     Options {
@@ -147,13 +157,14 @@ fn options(args: &DoctorArgs) -> Options {
         server_cmd: args.server_cmd.clone(),
         require: args.require.clone(),
         ccx_exe: std::env::current_exe().ok(),
-        spawn_timeout: args.spawn_timeout,
+        spawn_timeout: args.spawn_timeout.unwrap_or(SPAWN_TIMEOUT),
         timeout: args.timeout,
         strict: args.strict,
+        probe_cmd: args.probe_cmd.clone(),
     }
 }
 
-pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
+pub fn run(mut args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
     let format = args.format()?;
     if !args.compare.is_empty() {
         return match format {
@@ -164,9 +175,22 @@ pub fn run(args: DoctorArgs, color: ColorChoice) -> Result<Exit, CliError> {
             ))),
         };
     }
+    if let Some(chosen) = background_server(&args) {
+        eprintln!(
+            "{}; --port, --server-cmd or --url choose another",
+            chosen.note("doctor")
+        );
+        args.url = Some(chosen.url);
+    }
     let target = args.url.clone().unwrap_or_default();
     let mcp = match args.mcp {
-        true => Some(doctor::mcp::options(&options(&args)).map_err(CliError::Usage)?),
+        true => {
+            // An MCP server is ready when it answers `initialize`: one
+            // exchange, bounded by --timeout unless told otherwise.
+            let mut opts = options(&args);
+            opts.spawn_timeout = args.spawn_timeout.unwrap_or(args.timeout);
+            Some(doctor::mcp::options(&opts).map_err(CliError::Usage)?)
+        }
         false if target.starts_with("http://") => {
             return Err(CliError::Usage(
                 "an http:// URL is an MCP endpoint: add --mcp".into(),
@@ -210,6 +234,22 @@ fn append_summary(path: &Path, summary: &str) {
             path.display()
         ));
     }
+}
+
+/// The background server of the state directory, when the doctor is told
+/// nothing about which server to check (no --url, --server-cmd, --host,
+/// --port, CCX_HOST or CCX_PORT): checking it beats starting a second one.
+fn background_server(args: &DoctorArgs) -> Option<super::target::Chosen> {
+    if args.mcp
+        || args.url.is_some()
+        || args.server_cmd.is_some()
+        || args.host.is_some()
+        || args.port.is_some()
+    {
+        return None;
+    }
+    let config = config::Config::load(&Overrides::default(), &config::env_snapshot()).ok()?;
+    Some(super::target::choose(&config)).filter(|chosen| chosen.background)
 }
 
 /// `--compare URL [URL]`.

@@ -14,7 +14,9 @@ use crate::protocol::ExecuteParams;
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Server WebSocket URL [default: the local server, from CCX_HOST and CCX_PORT].
+    /// Server WebSocket URL [default: CCX_HOST/CCX_PORT when set, else the
+    /// background server of the state directory (`ccx serve`), else
+    /// ws://127.0.0.1:8003/ws/mcp; the choice is said on stderr].
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
     /// How long the command may run (e.g. 30, 2.5s, 500ms); the server then ends
@@ -51,7 +53,14 @@ pub struct Keep(Option<KeepAlive>);
 
 pub fn run(args: ExecArgs) -> Result<Exit, CliError> {
     let config = Config::load(&Overrides::default(), &config::env_snapshot())?;
-    let url = args.url.unwrap_or_else(|| config.ws_url());
+    let url = match args.url {
+        Some(url) => url,
+        None => {
+            let chosen = super::target::choose(&config);
+            eprintln!("{}", chosen.note("exec"));
+            chosen.url
+        }
+    };
     let mut options = ConnectOptions::new(url).token(config.token.clone());
     options.keepalive = match args.keepalive {
         Some(Keep(keepalive)) => keepalive,

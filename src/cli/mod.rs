@@ -11,6 +11,7 @@ mod serve;
 mod status;
 mod stop;
 mod stress;
+mod target;
 
 use std::io::Write;
 

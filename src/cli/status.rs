@@ -22,7 +22,17 @@ fn human(r: &StatusReport) -> String {
             } else {
                 "left it: a serve or stop holds the lock"
             };
-            format!("not running: stale pid file in {dir} ({reason}); {what}")
+            let mut text = format!("not running: stale pid file in {dir} ({reason}); {what}");
+            if let Some(ended) = &r.ended {
+                text.push_str(&format!("\n  {ended}"));
+            }
+            if !r.log_tail.is_empty() {
+                text.push_str(&format!("\n  last lines of {}:", r.log.display()));
+                for line in &r.log_tail {
+                    text.push_str(&format!("\n  | {line}"));
+                }
+            }
+            text
         }
         ServerState::Starting => format!("starting: pid {pid}, no URL yet (state dir {dir})"),
         ServerState::Running => {

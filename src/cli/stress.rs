@@ -22,7 +22,8 @@ use crate::stress::{self, cases, direct, report, Event, Mode, Plan, Progress, Ta
 pub struct StressArgs {
     /// Server to load (repeatable; the targets run one after another and are
     /// reported side by side, from three on a row each and a total) [default:
-    /// the local server, from CCX_HOST and CCX_PORT].
+    /// CCX_HOST/CCX_PORT when set, else the background server of the state
+    /// directory (`ccx serve`), else ws://127.0.0.1:8003/ws/mcp].
     #[arg(long = "url", value_name = "URL")]
     pub urls: Vec<String>,
     /// Also run the same workload with no server: ccx spawns each command
@@ -44,7 +45,7 @@ pub struct StressArgs {
     /// Run this shell command line (success: exit status 0) instead of echo.
     #[arg(long, value_name = "CMD", conflicts_with = "cases")]
     pub command: Option<String>,
-    /// Run the tests of a cc_executor stress file (see README for the fields read).
+    /// Run the tests of a cc_executor stress file (see docs/stress.md for the fields read).
     #[arg(long, value_name = "FILE")]
     pub cases: Option<PathBuf>,
     /// persistent: one session per client, reused; oneshot: one connection
@@ -75,7 +76,9 @@ pub enum ModeArg {
 pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     let config = Config::load(&Overrides::default(), &config::env_snapshot())?;
     let urls = if args.urls.is_empty() {
-        vec![config.ws_url()]
+        let chosen = super::target::choose(&config);
+        eprintln!("{}", chosen.note("stress"));
+        vec![chosen.url]
     } else {
         args.urls.clone()
     };
@@ -169,6 +172,14 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         report::render_human(&report, use_color(color, std::io::stdout().is_terminal()))
     };
     output::print(&text)?;
+    let refused = report.targets.iter().any(|t| {
+        t.failures
+            .iter()
+            .any(|f| f.cause == report::Cause::ConnectRefused)
+    });
+    if refused {
+        eprintln!("hint: {}", crate::exec::REFUSED_HINT);
+    }
     Ok(if passed { Exit::Success } else { Exit::Failure })
 }
 

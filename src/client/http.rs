@@ -59,6 +59,6 @@ async fn get_inner(authority: &str, path: &str) -> std::io::Result<HttpResponse>
     driver.abort();
     Ok(HttpResponse {
         status,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: crate::sanitize::captured(&String::from_utf8_lossy(&body)),
     })
 }

@@ -686,7 +686,7 @@ fn handshake_error(e: tungstenite::Error) -> ClientError {
             let body = response
                 .body()
                 .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .map(|b| crate::sanitize::captured(&String::from_utf8_lossy(b)))
                 .unwrap_or_default();
             ClientError::Http {
                 status: response.status().as_u16(),

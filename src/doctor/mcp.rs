@@ -122,13 +122,16 @@ async fn step(id: StepId, opts: &McpOptions, ctx: &mut Ctx<'_>) -> Outcome {
 }
 
 /// What a failed exchange means, and what to do about it.
-fn diagnose(
+async fn diagnose(
     what: &str,
     e: &McpClientError,
-    client: Option<&McpClient>,
+    client: Option<&mut McpClient>,
     opts: &McpOptions,
 ) -> Outcome {
-    let stderr = client.map(|c| c.stderr_tail(10)).unwrap_or_default();
+    let (stderr, stray) = match client {
+        Some(c) => (c.stderr_tail(10), c.stray_stdout().await),
+        None => (Vec::new(), Vec::new()),
+    };
     let fix = match e {
         McpClientError::Spawn(_) => "check the command: it runs with /bin/sh -c on this machine's PATH".to_string(),
         McpClientError::Exited { .. } => "the server died: its stderr (above) says why; run the command by hand to see it".into(),
@@ -140,26 +143,49 @@ fn diagnose(
         McpClientError::Http { status: 401, .. } => "the server needs a token: set CCX_TOKEN to the server's token (sent as Authorization: Bearer)".into(),
         McpClientError::Http { status: 403, .. } => "refused by the Host/Origin rules: use the address the server is bound to (a loopback server answers only to loopback names)".into(),
         McpClientError::Http { status: 404, .. } => "no MCP endpoint at that path: ccx serves Streamable HTTP at /mcp (e.g. http://127.0.0.1:8003/mcp)".into(),
+        McpClientError::Http { status: 405, .. } if ws_endpoint(opts) => "this is the WebSocket endpoint (JSON-RPC over WebSocket): ccx serves MCP at /mcp, e.g. `ccx doctor --mcp --url http://HOST:PORT/mcp`; or check this endpoint without --mcp: `ccx doctor --url ws://HOST:PORT/ws/mcp`".into(),
+        McpClientError::Http { status, body, .. } if body.trim().is_empty() => format!("the server answered HTTP {status} with an empty body: is --url an MCP Streamable HTTP endpoint (ccx serves /mcp)?"),
         McpClientError::Http { .. } => "the HTTP answer above names the problem".into(),
         McpClientError::NotJsonRpc(_) => "the server must speak JSON-RPC 2.0: a stdio server may write nothing but protocol messages to stdout (logs go to stderr)".into(),
         McpClientError::Rpc { .. } => "the server refused the request: its message (above) says why".into(),
         McpClientError::Io(_) | McpClientError::BadUrl(_) => "check the URL: the doctor speaks plain http://HOST:PORT/PATH".into(),
     };
+    let fix = if stray.is_empty() || matches!(e, McpClientError::NotJsonRpc(_)) {
+        fix
+    } else {
+        format!("it wrote lines that are not JSON-RPC to stdout (above): a stdio MCP server must write only protocol messages there and log to stderr; {fix}")
+    };
     Outcome::fail(format!("{what}: {e}"))
-        .detail(stderr.into_iter().map(|l| format!("server stderr: {l}")))
+        .detail(
+            stray
+                .into_iter()
+                .map(|l| format!("server stdout, not JSON-RPC: {l}"))
+                .chain(stderr.into_iter().map(|l| format!("server stderr: {l}"))),
+        )
         .fix(fix)
+}
+
+/// Whether an HTTP target is a WebSocket endpoint's path (`/ws/mcp`, `/ws`).
+fn ws_endpoint(opts: &McpOptions) -> bool {
+    match &opts.target {
+        Target::Http { url, .. } => {
+            let path = url.split('?').next().unwrap_or(url).trim_end_matches('/');
+            path.ends_with("/ws/mcp") || path.ends_with("/ws")
+        }
+        _ => false,
+    }
 }
 
 async fn initialize(opts: &McpOptions, ctx: &mut Ctx<'_>) -> Outcome {
     let mut client = match McpClient::connect(&opts.target) {
         Ok(c) => c,
-        Err(e) => return diagnose("cannot reach the server", &e, None, opts),
+        Err(e) => return diagnose("cannot reach the server", &e, None, opts).await,
     };
     let result = client
         .initialize(opts.spawn_timeout.max(opts.timeout))
         .await;
     let outcome = match result {
-        Err(e) => diagnose("initialize failed", &e, Some(&client), opts),
+        Err(e) => diagnose("initialize failed", &e, Some(&mut client), opts).await,
         Ok(result) => {
             let version = result
                 .get("protocolVersion")
@@ -209,7 +235,7 @@ async fn tools(opts: &McpOptions, ctx: &mut Ctx<'_>) -> Outcome {
     };
     let result = match client.request("tools/list", json!({}), opts.timeout).await {
         Ok(r) => r,
-        Err(e) => return diagnose("tools/list failed", &e, ctx.client.as_ref(), opts),
+        Err(e) => return diagnose("tools/list failed", &e, ctx.client.as_mut(), opts).await,
     };
     let names: Vec<String> = result
         .get("tools")
@@ -246,7 +272,9 @@ async fn call(opts: &McpOptions, ctx: &mut Ctx<'_>) -> Outcome {
     let params = json!({"name": "execute", "arguments": {"command": format!("echo {nonce}")}});
     let result = match client.request("tools/call", params, opts.timeout).await {
         Ok(r) => r,
-        Err(e) => return diagnose("tools/call execute failed", &e, ctx.client.as_ref(), opts),
+        Err(e) => {
+            return diagnose("tools/call execute failed", &e, ctx.client.as_mut(), opts).await
+        }
     };
     let text: String = result
         .get("content")

@@ -212,6 +212,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Warnings count as failures.
     pub strict: bool,
+    /// The command the `echo` step runs instead of `echo NONCE` (it must exit 0).
+    pub probe_cmd: Option<String>,
 }
 
 /// State carried from step to step.

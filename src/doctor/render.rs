@@ -164,9 +164,21 @@ fn verdict(report: &Report, paint: &dyn Fn(&str, Status) -> String) -> String {
     } else {
         ""
     };
+    // Steps skipped without a failure did not apply (a running server
+    // named with --url has no local configuration, binary or port).
+    let skipped = report
+        .steps
+        .iter()
+        .filter(|s| s.status == Status::Skip)
+        .count();
+    let applied = match skipped {
+        0 => String::new(),
+        n => format!(" ({n} did not apply)"),
+    };
     paint(
         &format!(
-            "{passed} of {total} checks passed{warnings} in {} ms{strict}",
+            "{passed} of {} checks passed{applied}{warnings} in {} ms{strict}",
+            total - skipped,
             report.duration_ms
         ),
         status,

@@ -28,16 +28,24 @@ const MAX_LINE: usize = 64 * 1024;
 /// SIGTERM → SIGKILL grace when stopping the server.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// What a stream carried: a byte count and the last bytes.
+/// Bytes of the start of each stream kept: its first line says what the
+/// program is (a usage text, a banner).
+const HEAD_BYTES: usize = 4 * 1024;
+
+/// What a stream carried: a byte count, the first bytes and the last bytes.
+/// Text taken out of it has its terminal control sequences removed.
 #[derive(Debug, Default)]
 pub struct Captured {
     pub total: u64,
+    head: Vec<u8>,
     tail: Vec<u8>,
 }
 
 impl Captured {
     fn push(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
+        let room = HEAD_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
         self.tail.extend_from_slice(bytes);
         if self.tail.len() > 2 * TAIL_BYTES {
             let cut = self.tail.len() - TAIL_BYTES;
@@ -47,12 +55,20 @@ impl Captured {
 
     /// The kept tail as text (invalid UTF-8 replaced), for signature matching.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.tail).into_owned()
+        crate::sanitize::captured(&String::from_utf8_lossy(&self.tail))
+    }
+
+    /// The first non-empty line the stream carried.
+    pub fn first_line(&self) -> Option<String> {
+        let text = crate::sanitize::captured(&String::from_utf8_lossy(&self.head));
+        text.lines()
+            .find(|l| !l.trim().is_empty())
+            .map(tail_of_line)
     }
 
     /// The last `n` non-empty lines.
     pub fn last_lines(&self, n: usize) -> Vec<String> {
-        let text = String::from_utf8_lossy(&self.tail);
+        let text = crate::sanitize::captured(&String::from_utf8_lossy(&self.tail));
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(n)..]
             .iter()

@@ -161,19 +161,27 @@ pub fn tail(path: &Path, from: u64, n: usize) -> std::io::Result<String> {
     file.seek(SeekFrom::Start(start))?;
     let mut bytes = Vec::new();
     file.take(len - start).read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).trim_end().to_string())
+    Ok(crate::sanitize::captured(&String::from_utf8_lossy(&bytes))
+        .trim_end()
+        .to_string())
 }
 
 /// How long `follow` waits for a change notification before it looks at
 /// the file anyway: only a safety net for file systems that send none.
-const FOLLOW_SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(5);
+const FOLLOW_SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Copies what `path` holds after `pos` to `out`, then keeps copying what is
 /// appended, woken by file-system notifications on the log's directory (no
 /// polling). A rotated log is read to its end, then the new one from its
-/// start; a truncated one from its start. Returns only on an error (a closed
-/// `out` is `BrokenPipe`).
-pub fn follow(path: &Path, mut pos: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+/// start; a truncated one from its start. Returns once `running` says the
+/// writer is gone (after copying what it wrote last), or on an error (a
+/// closed `out` is `BrokenPipe`).
+pub fn follow(
+    path: &Path,
+    mut pos: u64,
+    out: &mut impl std::io::Write,
+    mut running: impl FnMut() -> bool,
+) -> std::io::Result<()> {
     use notify::Watcher;
     use std::os::unix::fs::MetadataExt;
     let (tx, changes) = std::sync::mpsc::channel();
@@ -188,7 +196,11 @@ pub fn follow(path: &Path, mut pos: u64, out: &mut impl std::io::Write) -> std::
     let mut file = File::open(path)?;
     let mut inode = file.metadata()?.ino();
     loop {
+        let alive = running();
         copy_new(&mut file, &mut pos, out)?;
+        if !alive {
+            return Ok(());
+        }
         match std::fs::metadata(path) {
             Ok(meta) if meta.ino() != inode => {
                 // Rotated: what the server wrote before it switched files

@@ -155,21 +155,22 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
     }
 
     let deadline = began + options.ready_timeout;
-    let waited = wait_ready(
-        &mut child,
-        ReadyScanner::new(&log_path, offset, pid),
-        deadline,
-    )
-    .await;
+    let mut scanner = ReadyScanner::new(&log_path, offset, pid);
+    let waited = wait_ready(&mut child, &mut scanner, deadline).await;
     let ready = match waited {
         Ok(Waited::Ready(ready)) => ready,
         Ok(Waited::Exited(status)) => {
             state.remove_record()?;
             return Err(exited(status, spawned, &log_path, offset));
         }
-        Ok(Waited::TimedOut(waiting_for)) => {
+        Ok(Waited::TimedOut(mut waiting_for)) => {
             stop_child(&mut child, pid, options.kill_grace).await;
             state.remove_record()?;
+            // The tail shown below is read after the stop: a readiness line
+            // that came after the deadline is in it, and must be explained.
+            if waiting_for == NO_READY_LINE && matches!(scanner.poll(), Ok(Some(_))) {
+                waiting_for = READY_LINE_TOO_LATE;
+            }
             return Err(LifecycleError::NotReady {
                 pid,
                 timeout: options.ready_timeout,
@@ -207,6 +208,11 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
     })
 }
 
+/// Why a start timed out, as the error says it.
+const NO_READY_LINE: &str = "timed out before its readiness line appeared in its log";
+const READY_LINE_TOO_LATE: &str =
+    "timed out: its readiness line (below) came only after the deadline; give it a longer --ready-timeout";
+
 enum Waited {
     Ready(ReadyLine),
     Exited(ExitStatus),
@@ -219,7 +225,7 @@ enum Waited {
 /// child's exit, the deadline and the launcher's own SIGINT/SIGTERM.
 async fn wait_ready(
     child: &mut Child,
-    mut scanner: ReadyScanner,
+    scanner: &mut ReadyScanner,
     deadline: Instant,
 ) -> Result<Waited, LifecycleError> {
     let handler = |source| LifecycleError::io("install SIGINT/SIGTERM handlers", source);
@@ -244,8 +250,8 @@ async fn wait_ready(
             }
             _ = sleep_until(deadline) => {
                 return Ok(Waited::TimedOut(match ready {
-                    None => "no readiness line in its log",
-                    Some(_) => "it printed its readiness line but GET /health did not answer 200",
+                    None => NO_READY_LINE,
+                    Some(_) => "timed out: it printed its readiness line, but GET /health did not answer 200 in time",
                 }));
             }
             _ = interrupt.recv() => return Ok(Waited::Interrupted("SIGINT")),

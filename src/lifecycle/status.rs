@@ -50,13 +50,37 @@ pub struct StatusReport {
     pub stale_removed: bool,
     pub state_dir: PathBuf,
     pub log: PathBuf,
+    /// When a stale pid file names a process that is gone: how it ended, as
+    /// far as its log tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// When a stale pid file names a process that is gone: the last lines
+    /// of the log (the server's own last words, if any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
 }
+
+/// Lines of the log shown for a server that is gone.
+const GONE_TAIL_LINES: usize = 5;
 
 impl StatusReport {
     /// `ccx status` exits 0 only for a running, healthy server.
     pub fn ok(&self) -> bool {
         self.state == ServerState::Running && self.healthy
     }
+}
+
+/// How a server that is gone ended, from its log: a server that was asked
+/// to stop says so there; one killed by SIGKILL (or the OOM killer) cannot.
+fn last_words(state: &StateDir, report: &mut StatusReport) {
+    let tail = super::log::tail(&state.log_file(), 0, GONE_TAIL_LINES).unwrap_or_default();
+    report.log_tail = tail.lines().map(str::to_string).collect();
+    report.ended = Some(if tail.contains("received: shutting down") {
+        "the log's last lines show a shutdown after a signal".into()
+    } else {
+        "the log's last lines show no shutdown: it was killed (SIGKILL, the OOM killer) or crashed"
+            .into()
+    });
 }
 
 /// Looks at the pid file, the process and `/health`.
@@ -75,6 +99,8 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
         stale_removed: false,
         state_dir: state.dir.clone(),
         log: state.log_file(),
+        ended: None,
+        log_tail: Vec::new(),
     };
     match state.probe()? {
         Probe::None => {}
@@ -83,6 +109,9 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
             if let Some(_lock) = state.try_lock().await? {
                 // Re-read under the lock: a `serve` may have replaced it meanwhile.
                 if let Probe::Stale(again) = state.probe()? {
+                    if again.reason.ends_with("no longer exists") {
+                        last_words(state, &mut report);
+                    }
                     state.remove_record()?;
                     report.stale_removed = true;
                     report.stale = Some(again);

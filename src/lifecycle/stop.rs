@@ -67,7 +67,6 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// CCX_KILL_GRACE plus CCX_DRAIN_PERIOD: a draining server lets running
 /// commands finish) between SIGTERM and SIGKILL.
 pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
-    let _lock = state.lock(LOCK_WAIT).await?;
     let mut report = StopReport {
         schema_version: SCHEMA_VERSION,
         outcome: StopOutcome::NotRunning,
@@ -80,6 +79,12 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
         stale: None,
         state_dir: state.dir.clone(),
     };
+    // A state directory that was never used has no server to stop; taking
+    // the lock would create the directory (or fail where it cannot).
+    if !state.dir.is_dir() {
+        return Ok(report);
+    }
+    let _lock = state.lock(LOCK_WAIT).await?;
     let (record, server) = match held_server(state)? {
         Held::None => return Ok(report),
         Held::Stale(stale) => {

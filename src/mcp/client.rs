@@ -7,8 +7,6 @@
 //! HTTP status, the server's stderr, a line that is not JSON-RPC), which a
 //! full SDK client hides. It knows nothing of ccx's server internals.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -16,13 +14,13 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::time::timeout;
 
-use crate::process::Group;
 use crate::protocol::{Endpoint, Scheme};
+use stdio::StdioConn;
+
+mod stdio;
 
 /// The revision the client asks for in `initialize`.
 pub const CLIENT_PROTOCOL_VERSION: &str = "2025-11-25";
@@ -44,7 +42,7 @@ pub enum McpClientError {
         authority: String,
         source: std::io::Error,
     },
-    #[error("HTTP {status}: {body}")]
+    #[error("HTTP {status}{}", if body.is_empty() { " (empty body)".to_string() } else { format!(": {body}") })]
     Http { status: u16, body: String },
     #[error("I/O error: {0}")]
     Io(String),
@@ -92,19 +90,14 @@ impl Target {
 pub struct McpClient {
     transport: Transport,
     next_id: u64,
+    /// A request went unanswered past its deadline: a server that ignores
+    /// requests is not given time to notice its stdin close either.
+    unresponsive: bool,
 }
 
 enum Transport {
     Stdio(Box<StdioConn>),
     Http(HttpConn),
-}
-
-struct StdioConn {
-    child: Child,
-    group: Group,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
 }
 
 struct HttpConn {
@@ -146,6 +139,7 @@ impl McpClient {
         Ok(McpClient {
             transport,
             next_id: 1,
+            unresponsive: false,
         })
     }
 
@@ -177,9 +171,11 @@ impl McpClient {
         let id = self.next_id;
         self.next_id += 1;
         let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let answer = timeout(deadline, self.exchange(message, Some(id)))
-            .await
-            .map_err(|_| McpClientError::Timeout(deadline))??;
+        let Ok(answer) = timeout(deadline, self.exchange(message, Some(id))).await else {
+            self.unresponsive = true;
+            return Err(McpClientError::Timeout(deadline));
+        };
+        let answer = answer?;
         let answer = answer.ok_or_else(|| McpClientError::NotJsonRpc("no response".into()))?;
         if let Some(error) = answer.get("error") {
             return Err(McpClientError::Rpc {
@@ -216,13 +212,23 @@ impl McpClient {
         }
     }
 
+    /// Lines a stdio server wrote to stdout that are not JSON-RPC (empty
+    /// for HTTP), after reading briefly what it left there.
+    pub async fn stray_stdout(&mut self) -> Vec<String> {
+        let Transport::Stdio(conn) = &mut self.transport else {
+            return Vec::new();
+        };
+        conn.drain_stdout(Duration::from_millis(100)).await;
+        conn.stray.clone()
+    }
+
     /// The last lines of a stdio server's stderr (empty for HTTP).
     pub fn stderr_tail(&self, lines: usize) -> Vec<String> {
         let Transport::Stdio(conn) = &self.transport else {
             return Vec::new();
         };
         let bytes = conn.stderr.lock().map(|b| b.clone()).unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
+        let text = crate::sanitize::captured(&String::from_utf8_lossy(&bytes));
         let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         all[all.len().saturating_sub(lines)..]
             .iter()
@@ -238,10 +244,12 @@ impl McpClient {
                 drop(conn.stdin.take());
                 // A stdio server ends when its stdin closes; one that does
                 // not is stopped with its group.
-                if timeout(Duration::from_secs(2), conn.child.wait())
-                    .await
-                    .is_err()
-                {
+                let wait = if self.unresponsive {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_secs(2)
+                };
+                if timeout(wait, conn.child.wait()).await.is_err() {
                     crate::process::stop_child(&mut conn.child, conn.group, Duration::from_secs(1))
                         .await;
                 }
@@ -266,98 +274,6 @@ fn truncate(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
-}
-
-impl StdioConn {
-    fn spawn(mut cmd: tokio::process::Command) -> Result<StdioConn, McpClientError> {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(McpClientError::Spawn)?;
-        let group = Group(child.id().unwrap_or_default());
-        let (Some(stdin), Some(stdout), Some(mut stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(McpClientError::Spawn(std::io::Error::other(
-                "the child's pipes are missing",
-            )));
-        };
-        let tail = Arc::new(Mutex::new(Vec::new()));
-        let sink = tail.clone();
-        // Read to EOF whatever happens: a server blocked on a full stderr
-        // pipe would look like a hang.
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut kept) = sink.lock() {
-                    kept.extend_from_slice(&buf[..n]);
-                    if kept.len() > 2 * STDERR_TAIL {
-                        let cut = kept.len() - STDERR_TAIL;
-                        kept.drain(..cut);
-                    }
-                }
-            }
-        });
-        Ok(StdioConn {
-            child,
-            group,
-            stdin: Some(stdin),
-            stdout: BufReader::new(stdout).lines(),
-            stderr: tail,
-        })
-    }
-
-    async fn exchange(
-        &mut self,
-        message: Value,
-        id: Option<u64>,
-    ) -> Result<Option<Value>, McpClientError> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| McpClientError::Io("stdin is closed".into()))?;
-        let mut line = message.to_string();
-        line.push('\n');
-        if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
-            return Err(self.exited().await);
-        }
-        let Some(id) = id else { return Ok(None) };
-        loop {
-            let line = match self.stdout.next_line().await {
-                Ok(Some(line)) => line,
-                Ok(None) => return Err(self.exited().await),
-                Err(e) => return Err(McpClientError::Io(e.to_string())),
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let value: Value = serde_json::from_str(&line).map_err(|_| {
-                McpClientError::NotJsonRpc(format!(
-                    "stdout line {:?} (an MCP stdio server must write only JSON-RPC to stdout; logs go to stderr)",
-                    truncate(&line)
-                ))
-            })?;
-            if value.get("id").and_then(Value::as_u64) == Some(id) && value.get("method").is_none()
-            {
-                return Ok(Some(value));
-            }
-        }
-    }
-
-    async fn exited(&mut self) -> McpClientError {
-        let status = timeout(Duration::from_secs(2), self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok);
-        McpClientError::Exited {
-            status: status.and_then(|s| s.code()),
-        }
-    }
 }
 
 impl HttpConn {

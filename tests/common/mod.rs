@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ccx::client::{Client, ConnectOptions};
 
+pub mod background;
 pub mod cc_executor;
 pub mod python;
 
@@ -27,13 +28,20 @@ pub fn ccx_command() -> Command {
 /// a descriptor first.
 pub fn ccx_command_via(wrapper: &[&str]) -> Command {
     let mut cmd = match wrapper {
-        [] => Command::new(BIN),
+        [] => isolated(BIN),
         [program, args @ ..] => {
-            let mut cmd = Command::new(program);
+            let mut cmd = isolated(program);
             cmd.args(args).arg(BIN);
             cmd
         }
     };
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// `program` with the environment of [`ccx_command`].
+pub fn isolated(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
         let cc_executor = ccx::config::ALIASES.iter().any(|(_, alias)| *alias == name)
@@ -47,8 +55,16 @@ pub fn ccx_command_via(wrapper: &[&str]) -> Command {
             cmd.env_remove(name);
         }
     }
+    // Client commands look for the background server of the state
+    // directory: the developer's own must never be the one a test finds.
+    cmd.env("CCX_STATE_DIR", unused_state_dir());
     cmd.stdin(Stdio::null());
     cmd
+}
+
+/// A state directory that does not exist (tests that need one set their own).
+fn unused_state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ccx-test-unused-state-{}", std::process::id()))
 }
 
 /// A running `ccx serve --foreground --port 0`.

@@ -2,6 +2,9 @@
 //! each `--require NAME` resolve on the PATH the server will see. Shows the
 //! resolved paths, and the PATH searched when something is missing.
 //!
+//! With `--url`, the `--require` names are resolved by the running server
+//! itself (`server.info`, on a session of its own).
+//!
 //! A `--server-cmd` is a shell command line: `crate::shell` says which
 //! programs it starts (not `cd`, `export` or `VAR=value`), in which
 //! directory and with which PATH; each is resolved there, and each literal
@@ -11,9 +14,73 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 
 use super::{skipped_for_url, Outcome};
+use crate::client::{Client, ClientError, ConnectOptions};
 use crate::doctor::Ctx;
 use crate::process::resolve_program;
+use crate::protocol::ErrorCode;
 use crate::shell;
+
+/// `--require` against a running server (`--url`): its own PATH says.
+pub async fn remote(ctx: &mut Ctx<'_>) -> Outcome {
+    let opts = ctx.opts;
+    let Some(url) = &opts.url else {
+        return Outcome::skip("no running server named");
+    };
+    let names = opts.require.join(", ");
+    let mut options = ConnectOptions::new(url).token(ctx.token());
+    options.connect_timeout = opts.timeout;
+    options.request_timeout = opts.timeout;
+    let mut client = match Client::connect(&options).await {
+        Ok(client) => client,
+        Err(e) => {
+            return Outcome::skip(format!(
+                "cannot ask the server where --require {names} are ({e}): the handshake step below says why"
+            ))
+        }
+    };
+    let info = tokio::time::timeout(opts.timeout, client.info(&opts.require)).await;
+    client.close().await;
+    let info = match info {
+        Ok(Ok(info)) => info,
+        Ok(Err(ClientError::Rpc(e))) if e.code == ErrorCode::MethodNotFound.code() => {
+            return Outcome::warn(format!(
+                "--require {names} not checked: the server does not answer server.info (an older ccx, or cc_executor)"
+            ))
+            .fix(format!(
+                "check on the server's machine or container: `command -v {}`",
+                opts.require.join(" ")
+            ))
+        }
+        Ok(Err(e)) => {
+            return Outcome::warn(format!("--require {names} not checked: server.info failed: {e}"))
+        }
+        Err(_) => {
+            return Outcome::warn(format!(
+                "--require {names} not checked: server.info did not answer within {:?}",
+                opts.timeout
+            ))
+        }
+    };
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for name in &opts.require {
+        match info.binaries.get(name) {
+            Some(Some(path)) => found.push(format!("--require: {name} → {path} (on the server)")),
+            _ => missing.push(name.clone()),
+        }
+    }
+    let mut detail = found;
+    detail.push(format!("the server's PATH: {}", info.path.join(":")));
+    if missing.is_empty() {
+        return Outcome::pass(format!("on the server's PATH: {names}")).detail(detail);
+    }
+    Outcome::fail(format!(
+        "not on the running server's PATH: {}",
+        missing.join(", ")
+    ))
+    .detail(detail)
+    .fix("install them where the server runs (its image or host), or add their directory to the PATH the server is started with")
+}
 
 pub fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let opts = ctx.opts;

@@ -1,5 +1,7 @@
 //! Step `echo`: one `execute` of `echo NONCE` on the session the handshake
-//! opened; the nonce must come back on stdout with exit code 0. The round
+//! opened; the nonce must come back on stdout with exit code 0 (where echo
+//! may not run, an allowlist without it, the probe is `--probe-cmd`, or
+//! else the first allowed program with `--version`: it must exit 0). The round
 //! trip is timed here (cc_executor sends no `duration_ms`), bounded by
 //! `--timeout`: a round trip that works but takes seconds is a warning with
 //! the measured time and the likely cause, and one that does not finish in
@@ -13,6 +15,7 @@ use tokio::time::{timeout_at, Instant};
 use super::Outcome;
 use crate::client::identity::{Kind, ServerIdentity};
 use crate::client::{Client, ClientError, Event, OutputCollector, RunOutcome};
+use crate::config::Config;
 use crate::doctor::{human_duration, Ctx, Status};
 use crate::protocol::{ErrorCode, ExecuteParams};
 
@@ -32,8 +35,97 @@ enum Progress {
     Started(u32),
 }
 
+/// The command the step runs, and what must come back.
+struct Probe {
+    command: String,
+    /// `echo`'s nonce; `None` for another probe, which must only exit 0.
+    nonce: Option<String>,
+    /// Why the probe is not `echo`, when it is not.
+    why: Option<String>,
+}
+
+/// The allowlist of the doctor's environment (the server's own, for a
+/// server it starts or a container's HEALTHCHECK), and the name of the
+/// variable that set it.
+fn allowlist(ctx: &Ctx<'_>) -> Option<(Vec<String>, &'static str)> {
+    let loaded;
+    let config = match &ctx.config {
+        Some(config) => config,
+        None => {
+            loaded = Config::load(&ctx.opts.overrides, &ctx.opts.env).ok()?;
+            &loaded
+        }
+    };
+    let list = config.allowed_commands.clone()?;
+    Some((
+        list,
+        config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS"),
+    ))
+}
+
+fn probe(ctx: &Ctx<'_>) -> Probe {
+    if let Some(command) = &ctx.opts.probe_cmd {
+        return Probe {
+            command: command.clone(),
+            nonce: None,
+            why: Some("--probe-cmd".into()),
+        };
+    }
+    let nonce = format!("ccx-doctor-{}", uuid::Uuid::new_v4().simple());
+    let echo = Probe {
+        command: format!("echo {nonce}"),
+        nonce: Some(nonce),
+        why: None,
+    };
+    match allowlist(ctx) {
+        Some((list, variable)) if !list.iter().any(|p| p == "echo") => match list.first() {
+            Some(first) => Probe {
+                command: format!("{first} --version"),
+                nonce: None,
+                why: Some(format!(
+                    "{variable} does not allow echo: probing with its first program (--probe-cmd chooses another)"
+                )),
+            },
+            None => echo,
+        },
+        _ => echo,
+    }
+}
+
+/// What a probe printed, for one detail line: echo's line as it came; for
+/// another probe (`git --version` prints a licence) its first line.
+fn shown_output(text: &str, probe: &Probe) -> String {
+    let text = crate::sanitize::captured(text.trim_end());
+    match probe.nonce {
+        Some(_) => text,
+        None => match text.split_once('\n') {
+            Some((first, _)) => format!("{first} …"),
+            None => text,
+        },
+    }
+}
+
+/// The fix for a refused probe: keep the user's allowlist, add to it.
+fn allowlist_fix(ctx: &Ctx<'_>, command: &str) -> String {
+    let program = command.split_whitespace().next().unwrap_or("echo");
+    let (example, variable) = match allowlist(ctx) {
+        Some((list, variable)) => (format!("{variable}={},{program}", list.join(",")), variable),
+        None => (
+            format!("CCX_ALLOWED_COMMANDS=<the programs it allows now>,{program}"),
+            "CCX_ALLOWED_COMMANDS",
+        ),
+    };
+    format!(
+        "its command allowlist ({variable}, or ALLOWED_COMMANDS for cc_executor) does not allow `{program}`: \
+         probe with a program it allows (`ccx doctor --probe-cmd 'PROGRAM --version'`), \
+         or add {program} to the list, keeping the programs already in it ({example})"
+    )
+}
+
 pub(super) async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let deadline: Duration = ctx.opts.timeout;
+    let probe = probe(ctx);
+    let refused_fix = allowlist_fix(ctx, &probe.command);
     let server = ctx.server_identity.clone();
     let name = server
         .as_ref()
@@ -42,37 +134,45 @@ pub(super) async fn run(ctx: &mut Ctx<'_>) -> Outcome {
     let Some(client) = ctx.client.as_mut() else {
         return Outcome::skip("no session to run a command in");
     };
-    let nonce = format!("ccx-doctor-{}", uuid::Uuid::new_v4().simple());
-    let command = format!("echo {nonce}");
+    let command = probe.command.clone();
+    let shown = match &probe.nonce {
+        Some(_) => "echo".to_string(),
+        None => command.clone(),
+    };
     let started = Instant::now();
     let mut progress = Progress::Sent;
     let result = round_trip(client, &command, started + deadline, &mut progress).await;
     let elapsed = started.elapsed();
     let outcome = match result {
-        Err(None) => return timed_out(&command, deadline, &progress, &name, server.as_ref()),
+        Err(None) => {
+            return timed_out(&command, &shown, deadline, &progress, &name, server.as_ref())
+        }
         Err(Some(ClientError::Rpc(rpc))) if rpc.code == ErrorCode::CommandNotAllowed.code() => {
             return Outcome::fail(format!(
-                "{name} refused `echo` (code {}): {}",
-                rpc.code, rpc.message
+                "{name} refused `{shown}` (code {}): {}",
+                rpc.code,
+                crate::sanitize::captured(&rpc.message)
             ))
-            .fix("its command allowlist (CCX_ALLOWED_COMMANDS, or ALLOWED_COMMANDS for cc_executor) restricts what may run: add echo to it (e.g. CCX_ALLOWED_COMMANDS=ls,echo), or unset it to allow every command")
+            .detail(vec![format!("command: {command}")])
+            .fix(refused_fix)
         }
         Err(Some(ClientError::Rpc(rpc))) => {
             return Outcome::fail(format!(
                 "{name} answered `execute` with an error: {} (code {})",
-                rpc.message, rpc.code
+                crate::sanitize::captured(&rpc.message),
+                rpc.code
             ))
             .fix("see the server's log (stderr) for why it could not run a command")
         }
         Err(Some(e @ (ClientError::Closed { .. } | ClientError::Io(_)))) => {
             return Outcome::fail(format!(
-                "{name} closed the session while `echo` ran ({}): {e}",
+                "{name} closed the session while `{shown}` ran ({}): {e}",
                 human_duration(elapsed)
             ))
             .fix("see the server's log (stderr): it dropped the connection instead of answering")
         }
         Err(Some(e)) => {
-            return Outcome::fail(format!("cannot read {name}'s answer to `echo`: {e}"))
+            return Outcome::fail(format!("cannot read {name}'s answer to `{shown}`: {e}"))
                 .fix("the connection is up but the server's messages are not the protocol ccx knows: report it with this output")
         }
         Ok(outcome) => outcome,
@@ -93,15 +193,24 @@ pub(super) async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 .map(|ms| format!(" (the server says the process ran {ms} ms)"))
                 .unwrap_or_else(|| " (the server sends no duration of its own)".into())
         ),
-        format!("stdout: {}", outcome.stdout.trim_end()),
+        format!("stdout: {}", shown_output(&outcome.stdout, &probe)),
     ];
-    if c.exit_code != 0 {
-        detail.push(format!("stderr: {}", outcome.stderr.trim_end()));
-        return Outcome::fail(format!("`echo` exited with code {}", c.exit_code))
-            .detail(detail)
-            .fix("the server's shell cannot run `echo`: check CCX_SHELL and the PATH the server sees");
+    if let Some(why) = &probe.why {
+        detail.insert(1, format!("probe: {why}"));
     }
-    if !outcome.stdout.contains(&nonce) {
+    if c.exit_code != 0 {
+        detail.push(format!("stderr: {}", shown_output(&outcome.stderr, &probe)));
+        let another = match probe.nonce {
+            Some(_) => "",
+            None => ", or choose another probe with --probe-cmd",
+        };
+        return Outcome::fail(format!("`{shown}` exited with code {}", c.exit_code))
+            .detail(detail)
+            .fix(format!(
+                "the server cannot run `{shown}`: check CCX_SHELL and the PATH the server sees{another}"
+            ));
+    }
+    if matches!(&probe.nonce, Some(nonce) if !outcome.stdout.contains(nonce)) {
         return Outcome::fail("`echo` succeeded but its output did not come back")
             .detail(detail)
             .fix("the server loses process output: report it with this output");
@@ -110,7 +219,7 @@ pub(super) async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         let cause = slow_cause(server.as_ref());
         detail.push(format!("likely cause: {cause}"));
         return Outcome::warn(format!(
-            "`echo` works but is slow: {} for the round trip on {name} (pid {})",
+            "`{shown}` works but is slow: {} for the round trip on {name} (pid {})",
             human_duration(elapsed),
             c.pid
         ))
@@ -127,8 +236,12 @@ pub(super) async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             }
         }
     }
+    let result = match probe.nonce {
+        Some(_) => "its output came back",
+        None => "exited 0",
+    };
     Outcome::pass(format!(
-        "`echo` ran (pid {}) and its output came back in {}",
+        "`{shown}` ran (pid {}) and {result} in {}",
         c.pid,
         human_duration(elapsed)
     ))
@@ -169,6 +282,7 @@ async fn round_trip(
 
 fn timed_out(
     command: &str,
+    shown: &str,
     deadline: Duration,
     progress: &Progress,
     name: &str,
@@ -181,7 +295,7 @@ fn timed_out(
             "the request was sent; no result (`started`) came back".to_string(),
         ),
         Progress::Started(pid) => (
-            format!("{name} started `echo` (pid {pid}) but did not report its end within {within}: slow or stuck"),
+            format!("{name} started `{shown}` (pid {pid}) but did not report its end within {within}: slow or stuck"),
             "`started` came back; no `process.completed`".to_string(),
         ),
     };

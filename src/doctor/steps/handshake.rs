@@ -98,8 +98,46 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 ),
             }
         }
+        Err(ClientError::Http { status: 404, .. }) if !url_path_is_ws(&url) => {
+            wrong_path(&url, ctx.opts.timeout).await
+        }
         Err(e) => failure(e, &url, sent_token, ctx.opts.timeout),
     }
+}
+
+/// Whether the URL names a WebSocket path ccx or cc_executor serve.
+fn url_path_is_ws(url: &str) -> bool {
+    Endpoint::parse(url).is_ok_and(|e| matches!(e.path().trim_end_matches('/'), "/ws/mcp" | "/ws"))
+}
+
+/// HTTP 404 at a URL without the WebSocket path: ask the server's
+/// `/health` what it is, and offer the URL with `/ws/mcp`.
+async fn wrong_path(url: &str, deadline: std::time::Duration) -> Outcome {
+    let Ok(endpoint) = Endpoint::parse(url) else {
+        return Outcome::fail(format!("HTTP 404: nothing at {url}"));
+    };
+    let suggested = endpoint.ws_url();
+    let service = match crate::client::http::get_endpoint(&endpoint.health(), deadline).await {
+        Ok(r) if r.status == 200 => serde_json::from_str::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| {
+                v.get("service")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_string)
+            }),
+        _ => None,
+    };
+    let what = match &service {
+        Some(service) => format!("the server there is {service} (its /health says so), but"),
+        None => "there is".to_string(),
+    };
+    Outcome::fail(format!(
+        "HTTP 404 at {url}: {what} no WebSocket endpoint at path {:?}",
+        endpoint.path()
+    ))
+    .fix(format!(
+        "the WebSocket endpoint is /ws/mcp: `ccx doctor --url {suggested}`"
+    ))
 }
 
 fn failure(e: ClientError, url: &str, sent_token: bool, deadline: std::time::Duration) -> Outcome {

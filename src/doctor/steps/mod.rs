@@ -85,6 +85,9 @@ impl Outcome {
 pub(super) async fn run(id: StepId, ctx: &mut Ctx<'_>) -> Outcome {
     match id {
         StepId::Config => config::run(ctx),
+        StepId::Binaries if ctx.opts.url.is_some() && !ctx.opts.require.is_empty() => {
+            binaries::remote(ctx).await
+        }
         StepId::Binaries => binaries::run(ctx),
         StepId::Port => port::run(ctx).await,
         StepId::Spawn => spawn::run(ctx).await,

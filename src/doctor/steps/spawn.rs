@@ -390,10 +390,10 @@ fn exited_early(
     if exited_zero {
         // A usage text, a `--help`, a one-shot script: it did its job and
         // left. Its first line says best what it is.
-        let first = stdout
-            .first()
-            .or(stderr.first())
-            .cloned()
+        let first = server
+            .stdout()
+            .first_line()
+            .or_else(|| server.stderr().first_line())
             .map(|l| format!("it printed: {}", short_tail(&l)))
             .unwrap_or_else(|| "it printed nothing".into());
         let fix = top.unwrap_or_else(|| {

@@ -1,0 +1,31 @@
+//! Text captured from another program (a server's output, its log, an HTTP
+//! body) made safe to show in a report or a JSON document: terminal control
+//! sequences (colours, cursor moves, titles) and other control characters
+//! are removed, so `--color never`, `NO_COLOR` and `--json` get plain text
+//! whatever the program printed. Every place that shows captured output
+//! goes through [`captured`].
+
+/// `text` without ANSI escape sequences or control characters (newlines
+/// and tabs are kept).
+pub fn captured(text: &str) -> String {
+    console::strip_ansi_codes(text)
+        .chars()
+        .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::captured;
+
+    #[test]
+    fn colours_cursor_moves_titles_and_controls_are_removed() {
+        assert_eq!(
+            captured("\u{1b}[32m2024-01-01 | INFO\u{1b}[0m | ready\n"),
+            "2024-01-01 | INFO | ready\n"
+        );
+        assert_eq!(captured("\u{1b}]0;title\u{7}text"), "text");
+        assert_eq!(captured("a\u{1b}[2Kb\rc\u{8}\td\u{9b}"), "abc\td");
+        assert_eq!(captured("plain\ttext\nnext"), "plain\ttext\nnext");
+    }
+}
