@@ -61,6 +61,19 @@ fn text_of(step: &Value) -> String {
     serde_json::to_string_pretty(step).unwrap()
 }
 
+/// Asserts that the step failed with `cause` as its first finding;
+/// returns the step's text.
+fn failed_with(step: &Value, cause: &str) -> String {
+    let text = text_of(step);
+    assert_eq!(step["status"], "fail", "{text}");
+    assert_eq!(
+        finding_ids(step).first().map(String::as_str),
+        Some(cause),
+        "{text}"
+    );
+    text
+}
+
 fn finding_ids(step: &Value) -> Vec<String> {
     step["findings"]
         .as_array()
@@ -151,14 +164,7 @@ fn the_projects_own_package_not_importable_is_never_a_registry_install() {
             py(&python)
         ),
     );
-    assert_eq!(spawn["status"], "fail");
-    assert_eq!(
-        finding_ids(&spawn)[0],
-        "local-package-not-importable",
-        "{}",
-        text_of(&spawn)
-    );
-    let text = text_of(&spawn);
+    let text = failed_with(&spawn, "local-package-not-importable");
     assert!(text.contains("./src/cc_executor"), "{text}");
     let fix = spawn["fix"].as_str().unwrap();
     assert!(fix.contains("-m pip install -e ."), "{fix}");
@@ -187,14 +193,7 @@ fn a_missing_third_party_module_points_at_the_projects_requirements() {
             py(&bare)
         ),
     );
-    assert_eq!(spawn["status"], "fail");
-    assert_eq!(
-        finding_ids(&spawn)[0],
-        "missing-dependency",
-        "{}",
-        text_of(&spawn)
-    );
-    let text = text_of(&spawn);
+    let text = failed_with(&spawn, "missing-dependency");
     assert!(
         text.contains("declared by the project") && text.contains("./requirements.txt"),
         "{text}"

@@ -145,21 +145,7 @@ pub fn anyone_holds(target: &str, except: &[u32]) -> bool {
 /// and children, not with the number of processes on the host. Orphans
 /// re-parented to a subreaper appear here too.
 pub fn own_children() -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    let mut children: Vec<u32> = tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect();
-    children.sort_unstable();
-    children.dedup();
-    children
+    children_of(std::process::id())
 }
 
 /// Children of this process's main thread: where the kernel re-parents

@@ -102,11 +102,14 @@ fn absolute(run: &PythonRun, path: &str) -> PathBuf {
 /// named one, else `python`.
 fn interpreter(run: &PythonRun) -> String {
     let name = run.program.rsplit('/').next().unwrap_or(&run.program);
-    if super::command::is_python(name) {
-        run.program.clone()
-    } else {
-        "python".into()
+    if !super::command::is_python(name) {
+        return "python".into();
     }
+    // A relative path (`.venv/bin/python`) would break behind a `cd`.
+    if run.program.contains('/') && !run.program.starts_with('/') {
+        return run.cwd.join(&run.program).display().to_string();
+    }
+    run.program.clone()
 }
 
 /// `cd DIR && ` when a fix must run in DIR rather than where the user
