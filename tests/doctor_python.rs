@@ -476,3 +476,31 @@ fn a_wrapper_script_whose_python_cannot_find_the_projects_package_is_never_a_reg
         "{text}"
     );
 }
+
+#[test]
+fn another_projects_server_on_the_port_it_announces_is_found_there() {
+    let Some((_, python)) = cc_executor_copy("webshop-port") else {
+        return;
+    };
+    let dir = webshop();
+    let (expected, announced) = (free_port(), free_port());
+    let (report, spawn) = doctor(
+        dir.path(),
+        expected,
+        &format!(
+            "{} -m uvicorn webshop.api:shop --port {announced}",
+            py(&python)
+        ),
+    );
+    assert_eq!(spawn["status"], "warn", "{}", text_of(&spawn));
+    let summary = spawn["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("on port {announced}"))
+            && summary.contains(&format!("CCX_PORT {expected}")),
+        "{summary}"
+    );
+    assert_eq!(
+        report["target"],
+        format!("ws://127.0.0.1:{announced}/ws/mcp")
+    );
+}
