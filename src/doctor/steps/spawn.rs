@@ -456,10 +456,28 @@ fn hung(
             stdout.last().or(stderr.last()).cloned().unwrap_or_default()
         ),
     };
-    let mut detail = vec![format!(
-        "command: {what} (pid {}, still running)",
-        server.pid
-    )];
+    let left: Vec<String> = server
+        .detached
+        .as_ref()
+        .map(|d| {
+            d.running()
+                .iter()
+                .map(|p| {
+                    format!(
+                        "left running by its launcher, which exited: pid {} `{}`",
+                        p.pid,
+                        p.argv.join(" ")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut detail = vec![if left.is_empty() {
+        format!("command: {what} (pid {}, still running)", server.pid)
+    } else {
+        format!("command: {what}")
+    }];
+    detail.extend(left);
     detail.extend(stdout.iter().map(|l| format!("stdout: {l}")));
     detail.extend(stderr.iter().map(|l| format!("stderr: {l}")));
     let fix = top_fix(&findings);
