@@ -131,7 +131,7 @@ fn new_lines(path: &str, offset: Option<u64>) -> Vec<String> {
         return Vec::new();
     };
     let from = (offset.unwrap_or(0) as usize).min(bytes.len());
-    let text = String::from_utf8_lossy(&bytes[from..]);
+    let text = crate::sanitize::captured(&String::from_utf8_lossy(&bytes[from..]));
     let lines: Vec<String> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -371,7 +371,7 @@ pub async fn rerun(d: &Descendant, limit: Duration) -> std::io::Result<Rerun> {
     };
     let collect = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
         match tokio::time::timeout(Duration::from_secs(1), task).await {
-            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            Ok(Ok(bytes)) => crate::sanitize::captured(&String::from_utf8_lossy(&bytes)),
             _ => String::new(),
         }
     };
