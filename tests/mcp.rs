@@ -8,13 +8,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::python::{require_venv, Venv};
-use common::{ccx_command, eventually, live_members, pids_with_cmdline, TestServer, BIN};
+use common::{ccx_command, eventually, http, live_members, pids_with_cmdline, TestServer, BIN};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "mcp-test-token";
@@ -244,40 +243,6 @@ fn progress_token_yields_progress_notifications_carrying_output() {
         assert!(joined.contains("first") && joined.contains("second"), "{v}");
         assert_eq!(v["result"]["is_error"], false, "{v}");
     }
-}
-
-/// Raw HTTP/1.1 exchange: status, headers (lowercase names), body.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_lowercase(), body.to_string())
 }
 
 #[test]
