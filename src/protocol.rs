@@ -603,6 +603,85 @@ fn raw_id(text: &str, value: &Value) -> RawId {
     }
 }
 
+/// Whether serde_json refused a number the JSON grammar allows because no
+/// f64 or i64 holds it (`1e400`). serde_json reports it only by its message.
+fn is_out_of_range(error: &serde_json::Error) -> bool {
+    error.to_string().starts_with("number out of range")
+}
+
+/// An object read member by member because one of them holds a number out
+/// of range: the members that parse, the id as written, and what is wrong
+/// with the params if they hold such a number.
+struct Lenient {
+    members: serde_json::Map<String, Value>,
+    id: Option<RawId>,
+    params_problem: Option<String>,
+}
+
+/// Reads `text`, which serde_json refused only for a number out of range,
+/// member by member: such a number is a fine id (echoed as written), makes
+/// the params invalid, and is ignored in a member nobody reads. Any other
+/// fault (a lone surrogate, nesting past the limit) is still a parse error.
+fn lenient_object(text: &str) -> Result<Lenient, Rejection> {
+    let reject = |code, msg: String| Rejection {
+        id: None,
+        error: RpcError::new(code, msg),
+    };
+    // A map keeps the last of a duplicated name, as every JSON parser does.
+    let raw: std::collections::BTreeMap<String, &RawValue> =
+        serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => reject(
+                ErrorCode::InvalidRequest,
+                "invalid request: the message is not an object; send one JSON-RPC object".into(),
+            ),
+            _ => reject(
+                ErrorCode::ParseError,
+                format!("parse error: not valid JSON: {e}"),
+            ),
+        })?;
+    let mut lenient = Lenient {
+        members: serde_json::Map::new(),
+        id: None,
+        params_problem: None,
+    };
+    for (name, member) in raw {
+        match serde_json::from_str::<Value>(member.get()) {
+            Ok(value) => {
+                if name == "id" {
+                    lenient.id = Some(RawId(member.to_owned()));
+                }
+                lenient.members.insert(name, value);
+            }
+            Err(e) if !is_out_of_range(&e) => {
+                return Err(reject(
+                    ErrorCode::ParseError,
+                    format!("parse error: not valid JSON: {e}"),
+                ))
+            }
+            Err(e) => match name.as_str() {
+                "id" if member
+                    .get()
+                    .starts_with(|c: char| c == '-' || c.is_ascii_digit()) =>
+                {
+                    lenient.id = Some(RawId(member.to_owned()));
+                }
+                "id" | "jsonrpc" | "method" => {
+                    return Err(reject(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "invalid request: {name:?} holds a number out of range: {}",
+                            member.get()
+                        ),
+                    ))
+                }
+                "params" => lenient.params_problem = Some(e.to_string()),
+                _ => {}
+            },
+        }
+    }
+    Ok(lenient)
+}
+
 /// Classifies one incoming text frame: a request to dispatch, or the JSON-RPC
 /// error that answers it. Method names are not checked here.
 pub fn parse_request(text: &str) -> Result<Request, Rejection> {
@@ -610,37 +689,64 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
         id,
         error: RpcError::new(code, msg),
     };
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        let what = if text.trim().is_empty() {
-            "empty message".to_string()
-        } else {
-            format!("not valid JSON: {e}")
-        };
-        reject(None, ErrorCode::ParseError, format!("parse error: {what}"))
-    })?;
-    let Value::Object(mut obj) = value else {
-        let kind = match value {
-            Value::Array(_) => "an array (batch requests are not supported)",
-            _ => "not an object",
-        };
-        return Err(reject(
-            None,
-            ErrorCode::InvalidRequest,
-            format!("invalid request: the message is {kind}; send one JSON-RPC object"),
-        ));
+    let (mut obj, id, params_problem) = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut obj)) => {
+            let id = obj.remove("id");
+            if let Some(bad) = id
+                .as_ref()
+                .filter(|v| !(v.is_string() || v.is_number() || v.is_null()))
+            {
+                return Err(reject(
+                    None,
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "invalid request: \"id\" must be a string, a number or null, got {bad}"
+                    ),
+                ));
+            }
+            (obj, id.map(|value| raw_id(text, &value)), None)
+        }
+        Ok(value) => {
+            let kind = match value {
+                Value::Array(_) => "an array (batch requests are not supported)",
+                _ => "not an object",
+            };
+            return Err(reject(
+                None,
+                ErrorCode::InvalidRequest,
+                format!("invalid request: the message is {kind}; send one JSON-RPC object"),
+            ));
+        }
+        Err(e) if is_out_of_range(&e) => {
+            let mut lenient = lenient_object(text)?;
+            if let Some(bad) = lenient
+                .members
+                .remove("id")
+                .filter(|v| !(v.is_string() || v.is_number() || v.is_null()))
+            {
+                return Err(reject(
+                    None,
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "invalid request: \"id\" must be a string, a number or null, got {bad}"
+                    ),
+                ));
+            }
+            (lenient.members, lenient.id, lenient.params_problem)
+        }
+        Err(e) => {
+            let what = if text.trim().is_empty() {
+                "empty message".to_string()
+            } else {
+                format!("not valid JSON: {e}")
+            };
+            return Err(reject(
+                None,
+                ErrorCode::ParseError,
+                format!("parse error: {what}"),
+            ));
+        }
     };
-    let id = obj.remove("id");
-    if let Some(bad) = id
-        .as_ref()
-        .filter(|v| !(v.is_string() || v.is_number() || v.is_null()))
-    {
-        return Err(reject(
-            None,
-            ErrorCode::InvalidRequest,
-            format!("invalid request: \"id\" must be a string, a number or null, got {bad}"),
-        ));
-    }
-    let id = id.map(|value| raw_id(text, &value));
     match obj.get("jsonrpc") {
         Some(Value::String(v)) if v == JSONRPC_VERSION => {}
         Some(other) => {
@@ -675,6 +781,13 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
             ))
         }
     };
+    if let Some(problem) = params_problem {
+        return Err(reject(
+            id,
+            ErrorCode::InvalidParams,
+            format!("invalid params: {problem}"),
+        ));
+    }
     let params = obj.remove("params").unwrap_or(Value::Null);
     Ok(Request { id, method, params })
 }
@@ -712,6 +825,9 @@ mod tests {
             "0.10",
             "\"\\u00fc\"",
             "null",
+            "1e400",
+            "-1E+400",
+            "1e-400",
         ] {
             let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"x"}}"#);
             let request = parse_request(&text).unwrap();
@@ -731,6 +847,37 @@ mod tests {
                 .id,
             None
         );
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_told_apart_from_other_faults() {
+        // serde_json names this fault only in its message: pin the wording.
+        let err = serde_json::from_str::<Value>("1e400").unwrap_err();
+        assert!(is_out_of_range(&err), "{err}");
+        let err =
+            parse_request(r#"{"jsonrpc":"2.0","id":1e400,"method":"x","params":{"a":1e400}}"#)
+                .unwrap_err();
+        assert_eq!((err.error.code, err.id.unwrap().get()), (-32602, "1e400"));
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1e400,"method":"x","extra":"\ud800"}"#,
+            r#"{"jsonrpc":"2.0","id":1e400,"method":"x","params":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"#,
+        ] {
+            assert_eq!(
+                parse_request(text).unwrap_err().error.code,
+                -32700,
+                "{text}"
+            );
+        }
+        for text in [
+            r#"[1e400]"#,
+            r#"{"jsonrpc":"2.0","id":[1e400],"method":"x"}"#,
+        ] {
+            assert_eq!(
+                parse_request(text).unwrap_err().error.code,
+                -32600,
+                "{text}"
+            );
+        }
     }
 
     #[test]
