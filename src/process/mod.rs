@@ -99,7 +99,21 @@ pub enum SpawnError {
 pub enum StopReason {
     Cancel,
     Disconnect,
+    /// The client is connected but took no frame, or answered no ping, in time.
+    Unresponsive,
     Shutdown,
+}
+
+impl StopReason {
+    /// The cause as the log names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Cancel => "canceled by the client",
+            StopReason::Disconnect => "client disconnected",
+            StopReason::Unresponsive => "client stopped reading",
+            StopReason::Shutdown => "server shutting down",
+        }
+    }
 }
 
 /// A handle on a running process group.
@@ -243,11 +257,12 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         };
         let ((), (), (status, ending)) = tokio::join!(stdout_pump, stderr_pump, supervision);
         let completed = completion(status, ending, pid, started.elapsed());
-        let _ = events_tx.send(Event::Completed(completed)).await;
+        let delivered = events_tx.send(Event::Completed(completed.clone())).await;
         // The consumer (woken by the send) writes the completion first;
         // closing the pipes and the pidfd and returning the cgroup to the
-        // pool are not on the client's path.
+        // pool, and the log line, are not on the client's path.
         tokio::task::yield_now().await;
+        log_end(&completed, ending, delivered.is_ok());
         drop((stdout, stderr, exit));
         scope.release();
     });
@@ -397,7 +412,28 @@ fn spawn_direct(spec: &Spec, scope: &Scope) -> std::io::Result<Child> {
 enum Ending {
     Natural,
     TimedOut,
-    Stopped,
+    Stopped(StopReason),
+}
+
+/// One log line for every command's end, whatever ended it (its owner may
+/// be gone: a client that left or stopped reading never sees the completion,
+/// the log still does). `delivered`: the completion reached the consumer's
+/// queue (it may still not reach the client).
+fn log_end(c: &Completed, ending: Ending, delivered: bool) {
+    let cause = match ending {
+        Ending::Natural => "exited",
+        Ending::TimedOut => "timeout",
+        Ending::Stopped(reason) => reason.as_str(),
+    };
+    tracing::info!(
+        pid = c.pid,
+        status = c.status.as_str(),
+        exit_code = c.exit_code,
+        duration_ms = c.duration_ms.unwrap_or_default(),
+        cause,
+        delivered,
+        "command ended"
+    );
 }
 
 type Stopping = Pin<Box<dyn Future<Output = Stopped> + Send>>;
@@ -429,8 +465,8 @@ async fn supervise(
                     continue;
                 }
                 let request = *stop_rx.borrow_and_update();
-                if let (Some((_, grace)), Ending::Natural) = (request, ending) {
-                    ending = Ending::Stopped;
+                if let (Some((reason, grace)), Ending::Natural) = (request, ending) {
+                    ending = Ending::Stopped(reason);
                     stopping = Some(Box::pin(group.stop(grace)));
                 }
             }
@@ -463,7 +499,7 @@ fn completion(
     };
     let status = match ending {
         Ending::TimedOut => CompletionStatus::TimedOut,
-        Ending::Stopped => CompletionStatus::Canceled,
+        Ending::Stopped(_) => CompletionStatus::Canceled,
         Ending::Natural if exit_code == 0 => CompletionStatus::Completed,
         Ending::Natural => CompletionStatus::Failed,
     };
