@@ -69,8 +69,14 @@ const EVENT_QUEUE: usize = 16;
 /// so that a prompt or a progress dot is not held until the newline.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(200);
 /// How long output may keep flowing after the whole group is gone (a
-/// descendant that left the group can hold the pipes open forever).
+/// descendant that left the group can hold the pipes open forever): a hard
+/// cap, not a silence (an untracked process that keeps printing must not
+/// hold the completion back).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// What may still be read from a pipe past the drain: what it already held
+/// (1 MiB is the most an unprivileged process can make a pipe hold), so that
+/// a consumer slower than the drain loses no output of a command that ended.
+const LATE_READ_LIMIT: usize = 1024 * 1024;
 /// Grace for what a command leaves behind once its shell is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 
@@ -221,6 +227,8 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
             events: events_tx.clone(),
             budget: budget.clone(),
             group_gone: group_gone.clone(),
+            drain_until: None,
+            late: 0,
         };
         let Child {
             mut stdout,
@@ -553,10 +561,14 @@ struct Pump {
     stream: StreamKind,
     events: mpsc::Sender<Event>,
     budget: Arc<OutputBudget>,
-    /// Turns true once the whole group is gone: from then on a pipe that
-    /// stays silent for DRAIN_AFTER_EXIT is held by an escaped descendant,
-    /// and reading stops.
+    /// Turns true once the whole group is gone: from then on the pipe is
+    /// read for at most DRAIN_AFTER_EXIT (what is left writing to it is an
+    /// escaped descendant), then reading stops.
     group_gone: watch::Receiver<bool>,
+    /// When the drain ends, set once the group is gone.
+    drain_until: Option<Instant>,
+    /// Bytes read past the drain's end.
+    late: usize,
 }
 
 impl Pump {
@@ -615,7 +627,21 @@ impl Pump {
     ) -> Option<usize> {
         let result = loop {
             if *self.group_gone.borrow() {
-                break timeout(DRAIN_AFTER_EXIT, reader.read(buf)).await.ok()?;
+                let until = *self
+                    .drain_until
+                    .get_or_insert_with(|| Instant::now() + DRAIN_AFTER_EXIT);
+                if Instant::now() >= until && self.late >= LATE_READ_LIMIT {
+                    return None;
+                }
+                // A read that is ready completes even past the deadline (the
+                // inner future is polled first); one that would wait ends.
+                let read = tokio::time::timeout_at(until, reader.read(buf))
+                    .await
+                    .ok()?;
+                if Instant::now() >= until {
+                    self.late += read.as_ref().map_or(0, |n| *n);
+                }
+                break read;
             }
             tokio::select! {
                 r = reader.read(buf) => break r,
