@@ -274,3 +274,180 @@ impl Drop for Holder {
         let _ = self.0.wait();
     }
 }
+
+/// How one client of a burst fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fate {
+    /// Upgraded and greeted with `connected`.
+    Connected,
+    /// Upgraded, then refused with -32003 (CCX_MAX_SESSIONS).
+    SessionLimit,
+    /// HTTP 503 with Retry-After.
+    Busy,
+    /// Closed or failed without an answer.
+    Silent,
+}
+
+/// One client of a burst: connects, reads its first frame, reports how it
+/// fared on `answered`, then holds the connection until `release` (so that
+/// the sessions of a burst add up).
+async fn burst_client(
+    url: String,
+    answered: tokio::sync::mpsc::Sender<()>,
+    mut release: tokio::sync::watch::Receiver<bool>,
+) -> (Fate, String) {
+    use tokio_tungstenite::tungstenite::Error;
+    let attempt = tokio::time::timeout(Duration::from_secs(60), async {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((mut ws, _)) => {
+                let fate = match ws.next().await {
+                    Some(Ok(Message::Text(text))) if text.contains(r#""method":"connected""#) => {
+                        Fate::Connected
+                    }
+                    Some(Ok(Message::Text(text))) if text.contains("-32003") => Fate::SessionLimit,
+                    other => return (Fate::Silent, format!("first frame: {other:?}")),
+                };
+                let _ = answered.send(()).await;
+                let _ = release.wait_for(|go| *go).await;
+                (fate, String::new())
+            }
+            Err(Error::Http(response))
+                if response.status() == 503 && response.headers().contains_key("retry-after") =>
+            {
+                (Fate::Busy, String::new())
+            }
+            Err(e) => (Fate::Silent, format!("handshake: {e}")),
+        }
+    })
+    .await;
+    let _ = answered.send(()).await;
+    attempt.unwrap_or((Fate::Silent, "no answer within 60 s".into()))
+}
+
+/// Opens `clients` WebSocket connections at once, holds every upgraded one
+/// until all are answered, and returns how each fared.
+async fn burst(server: &TestServer, clients: usize) -> Vec<(Fate, String)> {
+    let (release, held) = tokio::sync::watch::channel(false);
+    let (answered, mut answers) = tokio::sync::mpsc::channel(2 * clients);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(burst_client(
+                server.url.clone(),
+                answered.clone(),
+                held.clone(),
+            ))
+        })
+        .collect();
+    drop(answered);
+    // A client reports once when answered and once when done: wait for one
+    // report per client (or the clients' own deadline).
+    let mut reports = 0;
+    while reports < clients {
+        match tokio::time::timeout(Duration::from_secs(70), answers.recv()).await {
+            Ok(Some(())) => reports += 1,
+            _ => break,
+        }
+    }
+    let _ = release.send(true);
+    let mut fates = Vec::new();
+    for task in tasks {
+        fates.push(task.await.unwrap_or((Fate::Silent, "task failed".into())));
+    }
+    fates
+}
+
+fn tally(fates: &[(Fate, String)]) -> std::collections::HashMap<Fate, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for (fate, _) in fates {
+        *counts.entry(*fate).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_up_to_the_session_cap_is_served_and_a_bigger_one_is_answered() {
+    let server = TestServer::start();
+    let fates = burst(&server, 256).await;
+    let counts = tally(&fates);
+    println!("burst of 256: {counts:?}");
+    let silent: Vec<_> = fates
+        .iter()
+        .filter(|f| f.0 == Fate::Silent)
+        .take(3)
+        .collect();
+    assert_eq!(
+        counts.get(&Fate::Connected),
+        Some(&256),
+        "{counts:?} {silent:?}"
+    );
+
+    let fates = burst(&server, 400).await;
+    let counts = tally(&fates);
+    println!("burst of 400: {counts:?}");
+    let silent: Vec<_> = fates
+        .iter()
+        .filter(|f| f.0 == Fate::Silent)
+        .take(3)
+        .collect();
+    assert!(silent.is_empty(), "{counts:?}: {silent:?}");
+    assert!(
+        counts.get(&Fate::Connected).copied().unwrap_or(0) <= 256,
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn an_evicted_connection_gets_503_and_the_log_counts_it() {
+    use std::io::Read;
+    let server = TestServer::start_with(&[("CCX_MAX_PENDING", "8")], &[]);
+    // 12 silent connections, one at a time so that the server admits them
+    // in order: the 4 oldest make room for the newest.
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        let s = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        silent.push(s);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut refused = 0;
+    let mut answers = Vec::new();
+    for s in &mut silent[..4] {
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if text.starts_with("HTTP/1.1 503") && text.contains("Retry-After: 1") {
+            refused += 1;
+        }
+        answers.push(text);
+    }
+    assert_eq!(
+        refused, 4,
+        "the oldest were not refused with 503: {answers:?}"
+    );
+    for s in &mut silent[4..] {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert!(
+            matches!(s.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut),
+            "a connection within CCX_MAX_PENDING was answered or closed"
+        );
+    }
+    let counted = || -> u64 {
+        server
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("pending connection(s) refused with 503"))
+            .filter_map(|l| {
+                let tail = l.split("WARN").nth(1)?.trim_start();
+                tail.split(' ').next()?.parse::<u64>().ok()
+            })
+            .sum()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || counted() == 4),
+        "the log does not count 4 refusals: {}",
+        server.stderr()
+    );
+}
