@@ -451,3 +451,86 @@ fn an_evicted_connection_gets_503_and_the_log_counts_it() {
         server.stderr()
     );
 }
+
+/// A server SIGKILLed with commands running: `verb` (`stop` or `status`)
+/// finds what it left (by cgroup, or by marker under `tracking`), ends it
+/// and reports it.
+async fn leftovers_of_a_killed_server_are_ended_by(verb: &str, tracking: &str, tag: &str) {
+    use common::background::StateLab;
+    let lab = StateLab::new();
+    let url = lab.serve(&[("CCX_PROCESS_TRACKING", tracking)]);
+    let status = lab.run(&["status", "--json"]);
+    let report: Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    let server = report["pid"].as_u64().expect("the server's pid") as i32;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect");
+    // A detached one that ignores SIGTERM, and the shell's own.
+    let command =
+        format!("setsid sh -c 'trap \"\" TERM; exec sleep 300.{tag}1' & exec sleep 300.{tag}2");
+    start(&mut ws, &command).await;
+    let ours = || {
+        let mut pids = common::pids_with_cmdline(&format!("300.{tag}"));
+        pids.sort_unstable();
+        pids
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || ours().len() == 2),
+        "the command's two processes did not start: {:?}",
+        ours()
+    );
+    let before = ours();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the server");
+    assert!(eventually(
+        Duration::from_secs(10),
+        || !std::path::Path::new(&format!("/proc/{server}")).exists()
+            || common::state(server as u32) == Some('Z')
+    ));
+    drop(ws);
+    let out = lab.run(&[verb, "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{verb} --json: {e}: {}", common::background::describe(&out)));
+    let gone = eventually(Duration::from_secs(5), || ours().is_empty());
+    let left = ours();
+    for pid in &left {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let killed: Vec<u64> = report["leftovers_killed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(gone, "{verb} left {left:?} running: {report}");
+    for pid in before {
+        assert!(
+            killed.contains(&(pid as u64)),
+            "{verb} did not report {pid}: {report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_what_a_sigkilled_server_left_in_its_cgroups() {
+    leftovers_of_a_killed_server_are_ended_by(
+        "stop",
+        "auto",
+        &format!("{}7", std::process::id() % 1000),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_ends_what_a_sigkilled_server_left_with_its_marker() {
+    leftovers_of_a_killed_server_are_ended_by(
+        "status",
+        "marker",
+        &format!("{}8", std::process::id() % 1000),
+    )
+    .await;
+}

@@ -14,11 +14,13 @@
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
 //! reaping without stealing statuses), `sigchld` (how the reaper hears
 //! SIGCHLD), `clone3` (a shell born inside its cgroup), `procfs` (every
-//! /proc read) and `resolve` (PATH lookups).
+//! /proc read), `resolve` (PATH lookups) and `leftovers` (what a server
+//! that died left running).
 
 pub mod admission;
 pub mod clone3;
 pub mod group;
+pub mod leftovers;
 pub mod lines;
 pub mod procfs;
 pub mod reaper;
