@@ -360,7 +360,7 @@ impl Default for Config {
             ws_max_size: 10 * MIB as usize,
             heartbeat_interval: Some(Duration::from_secs(30)),
             handshake_timeout: Duration::from_secs(10),
-            max_pending: 128,
+            max_pending: 512,
             insecure_no_auth: false,
             sources: BTreeMap::new(),
             warnings: Vec::new(),

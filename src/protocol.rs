@@ -16,9 +16,11 @@ use serde_json::Value;
 
 mod endpoint;
 mod health;
+mod request;
 
 pub use endpoint::{Endpoint, EndpointError, Scheme, HEALTH_PATH, WS_PATH};
 pub use health::{Health, Liveness, CCX_SERVICE, CC_EXECUTOR_SERVICE};
+pub use request::{parse_request, Rejection, Request};
 
 /// The only JSON-RPC version spoken.
 pub const JSONRPC_VERSION: &str = "2.0";
@@ -571,173 +573,9 @@ impl ReadyLine {
     }
 }
 
-/// A request the server understood well enough to dispatch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    /// `None` for a notification-style request (no `id` member).
-    pub id: Option<RawId>,
-    pub method: String,
-    pub params: Value,
-}
-
-/// Why a text frame is not a usable request: the error to answer with and
-/// the id to answer to (when one could be read).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub id: Option<RawId>,
-    pub error: RpcError,
-}
-
-/// The id member of `text` as written. `value` is its parsed form, used when
-/// the text cannot be read again as one object with one `id` (a duplicate
-/// member: JSON parsers keep the last, and so does `value`).
-fn raw_id(text: &str, value: &Value) -> RawId {
-    #[derive(Deserialize)]
-    struct IdOnly<'a> {
-        #[serde(borrow)]
-        id: Option<&'a RawValue>,
-    }
-    match serde_json::from_str::<IdOnly>(text) {
-        Ok(IdOnly { id: Some(raw) }) => RawId(raw.to_owned()),
-        _ => RawId::from_value(value),
-    }
-}
-
-/// Classifies one incoming text frame: a request to dispatch, or the JSON-RPC
-/// error that answers it. Method names are not checked here.
-pub fn parse_request(text: &str) -> Result<Request, Rejection> {
-    let reject = |id: Option<RawId>, code, msg: String| Rejection {
-        id,
-        error: RpcError::new(code, msg),
-    };
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        let what = if text.trim().is_empty() {
-            "empty message".to_string()
-        } else {
-            format!("not valid JSON: {e}")
-        };
-        reject(None, ErrorCode::ParseError, format!("parse error: {what}"))
-    })?;
-    let Value::Object(mut obj) = value else {
-        let kind = match value {
-            Value::Array(_) => "an array (batch requests are not supported)",
-            _ => "not an object",
-        };
-        return Err(reject(
-            None,
-            ErrorCode::InvalidRequest,
-            format!("invalid request: the message is {kind}; send one JSON-RPC object"),
-        ));
-    };
-    let id = obj.remove("id");
-    if let Some(bad) = id
-        .as_ref()
-        .filter(|v| !(v.is_string() || v.is_number() || v.is_null()))
-    {
-        return Err(reject(
-            None,
-            ErrorCode::InvalidRequest,
-            format!("invalid request: \"id\" must be a string, a number or null, got {bad}"),
-        ));
-    }
-    let id = id.map(|value| raw_id(text, &value));
-    match obj.get("jsonrpc") {
-        Some(Value::String(v)) if v == JSONRPC_VERSION => {}
-        Some(other) => {
-            return Err(reject(
-                id,
-                ErrorCode::InvalidRequest,
-                format!("invalid request: \"jsonrpc\" must be \"2.0\", got {other}"),
-            ))
-        }
-        None => {
-            return Err(reject(
-                id,
-                ErrorCode::InvalidRequest,
-                "invalid request: missing \"jsonrpc\": \"2.0\"".into(),
-            ))
-        }
-    }
-    let method = match obj.remove("method") {
-        Some(Value::String(m)) => m,
-        Some(other) => {
-            return Err(reject(
-                id,
-                ErrorCode::InvalidRequest,
-                format!("invalid request: \"method\" must be a string, got {other}"),
-            ))
-        }
-        None => {
-            return Err(reject(
-                id,
-                ErrorCode::InvalidRequest,
-                "invalid request: missing \"method\"".into(),
-            ))
-        }
-    };
-    let params = obj.remove("params").unwrap_or(Value::Null);
-    Ok(Request { id, method, params })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_bad_frames_with_the_right_code() {
-        let cases = [
-            ("", -32700),
-            ("not json", -32700),
-            ("[1,2]", -32600),
-            ("42", -32600),
-            (r#"{"method":"execute","id":1}"#, -32600),
-            (r#"{"jsonrpc":"1.0","method":"execute","id":1}"#, -32600),
-            (r#"{"jsonrpc":"2.0","id":1}"#, -32600),
-            (r#"{"jsonrpc":"2.0","method":5,"id":1}"#, -32600),
-            (r#"{"jsonrpc":"2.0","method":"x","id":{}}"#, -32600),
-        ];
-        for (text, code) in cases {
-            let err = parse_request(text).expect_err(text);
-            assert_eq!(err.error.code, code, "{text}: {}", err.error.message);
-        }
-    }
-
-    #[test]
-    fn ids_come_back_exactly_as_sent() {
-        for id in [
-            "100000000000000000000000000000",
-            "-9223372036854775809",
-            "1e3",
-            "-0",
-            "0.10",
-            "\"\\u00fc\"",
-            "null",
-        ] {
-            let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"x"}}"#);
-            let request = parse_request(&text).unwrap();
-            let raw = request.id.unwrap();
-            assert_eq!(raw.get(), id);
-            let reply = response_json(&raw, "ok");
-            assert!(reply.contains(&format!("\"id\":{id},")), "{reply}");
-            let error = error_json(Some(&raw), &RpcError::new(ErrorCode::Internal, "x"));
-            assert!(error.contains(&format!("\"id\":{id},")), "{error}");
-        }
-        // A duplicate id member: the last one, as the parsed value has it.
-        let request = parse_request(r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#).unwrap();
-        assert_eq!(request.id.unwrap().get(), "2");
-        assert_eq!(
-            parse_request(r#"{"jsonrpc":"2.0","method":"x"}"#)
-                .unwrap()
-                .id,
-            None
-        );
-    }
-
-    #[test]
-    fn keeps_the_id_when_rejecting_a_readable_request() {
-        let err = parse_request(r#"{"jsonrpc":"2.0","id":"a"}"#).unwrap_err();
-        assert_eq!(err.id.map(|id| id.get().to_string()), Some("\"a\"".into()));
-    }
 
     #[test]
     fn completed_serializes_as_the_design_says() {

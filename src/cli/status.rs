@@ -23,6 +23,13 @@ fn human(r: &StatusReport) -> String {
                 "left it: a serve or stop holds the lock"
             };
             let mut text = format!("not running: stale pid file in {dir} ({reason}); {what}");
+            if !r.leftovers_killed.is_empty() {
+                text.push_str(&format!(
+                    "\n  killed {} process(es) the dead server left running: {:?}",
+                    r.leftovers_killed.len(),
+                    r.leftovers_killed
+                ));
+            }
             if let Some(ended) = &r.ended {
                 text.push_str(&format!("\n  {ended}"));
             }

@@ -17,8 +17,17 @@ fn human(report: &StopReport) -> String {
     match report.outcome {
         StopOutcome::NotRunning => match &report.stale {
             Some(stale) => format!(
-                "no ccx server is running for {dir}; removed a stale pid file ({}), without signalling anyone",
-                stale.reason
+                "no ccx server is running for {dir}; removed a stale pid file ({}), without signalling its pid{}",
+                stale.reason,
+                if report.leftovers_killed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "\nkilled {} process(es) the dead server left running: {:?}",
+                        report.leftovers_killed.len(),
+                        report.leftovers_killed
+                    )
+                }
             ),
             None => format!("no ccx server is running for {dir}: nothing to stop"),
         },

@@ -195,6 +195,7 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
     record.health = Some(ready.health);
     record.port = Some(ready.port);
     record.host = Some(ready.host);
+    record.command_cgroups = crate::process::leftovers::command_cgroups_of(pid);
     if let Err(e) = state.write_record(&record) {
         stop_child(&mut child, pid, options.kill_grace).await;
         let _ = state.remove_record();

@@ -282,6 +282,10 @@ pub struct PidRecord {
     pub kill_grace_ms: Option<u64>,
     #[serde(default)]
     pub drain_period_ms: Option<u64>,
+    /// The server's command cgroups (`…/ccx.<pid>`), so that what it left
+    /// running if it dies is found even from another cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_cgroups: Option<PathBuf>,
 }
 
 impl PidRecord {
@@ -299,6 +303,7 @@ impl PidRecord {
             version: Some(crate::VERSION.to_string()),
             kill_grace_ms: None,
             drain_period_ms: None,
+            command_cgroups: None,
         }
     }
 

@@ -58,6 +58,10 @@ pub struct StatusReport {
     /// of the log (the server's own last words, if any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
+    /// When a stale pid file names a server that is gone: the processes it
+    /// left running (its command cgroups, its marker), SIGKILLed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers_killed: Vec<u32>,
 }
 
 /// Lines of the log shown for a server that is gone.
@@ -101,6 +105,7 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
         log: state.log_file(),
         ended: None,
         log_tail: Vec::new(),
+        leftovers_killed: Vec::new(),
     };
     match state.probe()? {
         Probe::None => {}
@@ -112,6 +117,7 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
                     if again.reason.ends_with("no longer exists") {
                         last_words(state, &mut report);
                     }
+                    report.leftovers_killed = super::stop::end_leftovers_of_record(state);
                     state.remove_record()?;
                     report.stale_removed = true;
                     report.stale = Some(again);

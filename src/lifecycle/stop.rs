@@ -1,8 +1,9 @@
 //! `stop`: SIGTERM to our server (it ends every process group it runs and
 //! exits), SIGKILL if it is still alive after the grace period, then SIGKILL
 //! to anything left in its session, wait until its port is free, and remove
-//! the pid file. A stale pid file is removed without signalling anyone:
-//! a pid that is not our server is never signalled. Every signal goes
+//! the pid file. A stale pid file is removed without signalling its pid:
+//! a pid that is not our server is never signalled (what a dead server left
+//! running is ended, see `process::leftovers`). Every signal goes
 //! through a pidfd opened before the pid file's claim is checked, so a pid
 //! reused between the check and the signal (or while `stop` waits) is never
 //! hit.
@@ -19,7 +20,7 @@ use tokio::time::{sleep, Instant};
 
 use super::state::{all_pids, is_alive, session_of, PidRecord, Probe, Stale, StateDir};
 use super::{LifecycleError, SCHEMA_VERSION};
-use crate::process::{self, procfs, stop_process, Stopped};
+use crate::process::{self, leftovers, procfs, stop_process, Stopped};
 
 /// How long to wait for the port to be free once the server is gone.
 const PORT_DEADLINE: Duration = Duration::from_secs(5);
@@ -88,6 +89,7 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
     let (record, server) = match held_server(state)? {
         Held::None => return Ok(report),
         Held::Stale(stale) => {
+            report.leftovers_killed = end_leftovers_of_record(state);
             state.remove_record()?;
             report.stale = Some(stale);
             return Ok(report);
@@ -118,10 +120,34 @@ pub async fn stop(state: &StateDir) -> Result<StopReport, LifecycleError> {
     if own_session {
         report.leftovers_killed = kill_session(record.pid).await;
     }
+    // A server SIGKILLed after its grace could not end its commands.
+    report.leftovers_killed.extend(leftovers::end_leftovers(
+        record.pid,
+        record.command_cgroups.as_deref(),
+    ));
+    report.leftovers_killed.sort_unstable();
+    report.leftovers_killed.dedup();
     report.port_freed = wait_port_free(&record).await;
     state.remove_record()?;
     report.outcome = StopOutcome::Stopped;
     Ok(report)
+}
+
+/// Ends what the dead server of the pid file (if any) left running; its
+/// pids. Logged, so that the server's log tells what became of them.
+pub fn end_leftovers_of_record(state: &StateDir) -> Vec<u32> {
+    let Ok(Some(record)) = state.read_record() else {
+        return Vec::new();
+    };
+    let ended = leftovers::end_leftovers(record.pid, record.command_cgroups.as_deref());
+    if !ended.is_empty() {
+        tracing::info!(
+            "ended {} process(es) left by the dead server {}: {ended:?}",
+            ended.len(),
+            record.pid
+        );
+    }
+    ended
 }
 
 /// What the pid file names, with our server held by a pidfd.

@@ -14,11 +14,13 @@
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
 //! reaping without stealing statuses), `sigchld` (how the reaper hears
 //! SIGCHLD), `clone3` (a shell born inside its cgroup), `procfs` (every
-//! /proc read) and `resolve` (PATH lookups).
+//! /proc read), `resolve` (PATH lookups) and `leftovers` (what a server
+//! that died left running).
 
 pub mod admission;
 pub mod clone3;
 pub mod group;
+pub mod leftovers;
 pub mod lines;
 pub mod procfs;
 pub mod reaper;
@@ -69,8 +71,14 @@ const EVENT_QUEUE: usize = 16;
 /// so that a prompt or a progress dot is not held until the newline.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(200);
 /// How long output may keep flowing after the whole group is gone (a
-/// descendant that left the group can hold the pipes open forever).
+/// descendant that left the group can hold the pipes open forever): a hard
+/// cap, not a silence (an untracked process that keeps printing must not
+/// hold the completion back).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// What may still be read from a pipe past the drain: what it already held
+/// (1 MiB is the most an unprivileged process can make a pipe hold), so that
+/// a consumer slower than the drain loses no output of a command that ended.
+const LATE_READ_LIMIT: usize = 1024 * 1024;
 /// Grace for what a command leaves behind once its shell is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 
@@ -99,7 +107,21 @@ pub enum SpawnError {
 pub enum StopReason {
     Cancel,
     Disconnect,
+    /// The client is connected but took no frame, or answered no ping, in time.
+    Unresponsive,
     Shutdown,
+}
+
+impl StopReason {
+    /// The cause as the log names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Cancel => "canceled by the client",
+            StopReason::Disconnect => "client disconnected",
+            StopReason::Unresponsive => "client stopped reading",
+            StopReason::Shutdown => "server shutting down",
+        }
+    }
 }
 
 /// A handle on a running process group.
@@ -207,6 +229,8 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
             events: events_tx.clone(),
             budget: budget.clone(),
             group_gone: group_gone.clone(),
+            drain_until: None,
+            late: 0,
         };
         let Child {
             mut stdout,
@@ -243,11 +267,12 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         };
         let ((), (), (status, ending)) = tokio::join!(stdout_pump, stderr_pump, supervision);
         let completed = completion(status, ending, pid, started.elapsed());
-        let _ = events_tx.send(Event::Completed(completed)).await;
+        let delivered = events_tx.send(Event::Completed(completed.clone())).await;
         // The consumer (woken by the send) writes the completion first;
         // closing the pipes and the pidfd and returning the cgroup to the
-        // pool are not on the client's path.
+        // pool, and the log line, are not on the client's path.
         tokio::task::yield_now().await;
+        log_end(&completed, ending, delivered.is_ok());
         drop((stdout, stderr, exit));
         scope.release();
     });
@@ -397,7 +422,28 @@ fn spawn_direct(spec: &Spec, scope: &Scope) -> std::io::Result<Child> {
 enum Ending {
     Natural,
     TimedOut,
-    Stopped,
+    Stopped(StopReason),
+}
+
+/// One log line for every command's end, whatever ended it (its owner may
+/// be gone: a client that left or stopped reading never sees the completion,
+/// the log still does). `delivered`: the completion reached the consumer's
+/// queue (it may still not reach the client).
+fn log_end(c: &Completed, ending: Ending, delivered: bool) {
+    let cause = match ending {
+        Ending::Natural => "exited",
+        Ending::TimedOut => "timeout",
+        Ending::Stopped(reason) => reason.as_str(),
+    };
+    tracing::info!(
+        pid = c.pid,
+        status = c.status.as_str(),
+        exit_code = c.exit_code,
+        duration_ms = c.duration_ms.unwrap_or_default(),
+        cause,
+        delivered,
+        "command ended"
+    );
 }
 
 type Stopping = Pin<Box<dyn Future<Output = Stopped> + Send>>;
@@ -429,8 +475,8 @@ async fn supervise(
                     continue;
                 }
                 let request = *stop_rx.borrow_and_update();
-                if let (Some((_, grace)), Ending::Natural) = (request, ending) {
-                    ending = Ending::Stopped;
+                if let (Some((reason, grace)), Ending::Natural) = (request, ending) {
+                    ending = Ending::Stopped(reason);
                     stopping = Some(Box::pin(group.stop(grace)));
                 }
             }
@@ -463,7 +509,7 @@ fn completion(
     };
     let status = match ending {
         Ending::TimedOut => CompletionStatus::TimedOut,
-        Ending::Stopped => CompletionStatus::Canceled,
+        Ending::Stopped(_) => CompletionStatus::Canceled,
         Ending::Natural if exit_code == 0 => CompletionStatus::Completed,
         Ending::Natural => CompletionStatus::Failed,
     };
@@ -517,10 +563,14 @@ struct Pump {
     stream: StreamKind,
     events: mpsc::Sender<Event>,
     budget: Arc<OutputBudget>,
-    /// Turns true once the whole group is gone: from then on a pipe that
-    /// stays silent for DRAIN_AFTER_EXIT is held by an escaped descendant,
-    /// and reading stops.
+    /// Turns true once the whole group is gone: from then on the pipe is
+    /// read for at most DRAIN_AFTER_EXIT (what is left writing to it is an
+    /// escaped descendant), then reading stops.
     group_gone: watch::Receiver<bool>,
+    /// When the drain ends, set once the group is gone.
+    drain_until: Option<Instant>,
+    /// Bytes read past the drain's end.
+    late: usize,
 }
 
 impl Pump {
@@ -579,7 +629,21 @@ impl Pump {
     ) -> Option<usize> {
         let result = loop {
             if *self.group_gone.borrow() {
-                break timeout(DRAIN_AFTER_EXIT, reader.read(buf)).await.ok()?;
+                let until = *self
+                    .drain_until
+                    .get_or_insert_with(|| Instant::now() + DRAIN_AFTER_EXIT);
+                if Instant::now() >= until && self.late >= LATE_READ_LIMIT {
+                    return None;
+                }
+                // A read that is ready completes even past the deadline (the
+                // inner future is polled first); one that would wait ends.
+                let read = tokio::time::timeout_at(until, reader.read(buf))
+                    .await
+                    .ok()?;
+                if Instant::now() >= until {
+                    self.late += read.as_ref().map_or(0, |n| *n);
+                }
+                break read;
             }
             tokio::select! {
                 r = reader.read(buf) => break r,

@@ -168,13 +168,21 @@ fn sweep_stale(parent: &Path) {
         if pid != std::process::id() && procfs::is_alive(pid) {
             continue;
         }
+        let left = super::leftovers::pids_in_tree(&entry.path());
+        if !left.is_empty() {
+            tracing::info!(
+                "ended {} process(es) left running by the dead server {pid} (its cgroups {}): {left:?}",
+                left.len(),
+                entry.path().display()
+            );
+        }
         remove_tree(&entry.path(), true);
     }
 }
 
 /// Kills (when asked) and removes a tree of command cgroups, with any
 /// sub-cgroup a command made inside its own.
-fn remove_tree(dir: &Path, kill_first: bool) {
+pub(crate) fn remove_tree(dir: &Path, kill_first: bool) {
     if let Ok(children) = std::fs::read_dir(dir) {
         for child in children.flatten().filter(|c| c.path().is_dir()) {
             if kill_first {

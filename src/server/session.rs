@@ -38,12 +38,16 @@ const OUTGOING_QUEUE: usize = 16;
 const WRITE_BATCH: usize = 64;
 /// Most process events the writer takes from the process at once.
 const EVENT_BATCH: usize = 64;
+/// How long the close frame to a client that stopped reading may wait for
+/// the client to take what is queued before it (it is dropped after that).
+const STALLED_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// WebSocket close codes used by the server.
 pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
     pub const INTERNAL: u16 = 1011;
     pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -80,6 +84,14 @@ impl Active {
     fn is_completed(&self) -> bool {
         self.completed.load(Ordering::Acquire)
     }
+}
+
+/// How the writer ended: the socket is gone or closed, or the client took
+/// no frame within the stall limit (the sink comes back, so that the close
+/// frame can still be tried once the command is ended).
+enum WriterEnd {
+    Done,
+    Stalled(SplitSink<WebSocket, Message>),
 }
 
 struct Session {
@@ -135,6 +147,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         .map(|every| Instant::now() + every);
     let shutdown = state.shutdown.clone();
     let drain = state.drain.clone();
+    let mut stalled = None;
     let end = loop {
         tokio::select! {
             message = incoming.next() => match message {
@@ -155,6 +168,19 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 Some(Ok(Message::Ping(_))) => {}
             },
             _ = finished(&mut session.active) => {
+                if !session.active.as_ref().is_some_and(Active::is_completed) {
+                    // The writer is gone before the completion: its end says
+                    // why, and the command must end for that reason.
+                    match timeout(Duration::from_secs(1), &mut writer).await {
+                        Ok(Ok(WriterEnd::Stalled(sink))) => {
+                            tracing::info!(%session_id, "closing: the client took no frame for {:?} (WS_PING_TIMEOUT)", config.ws_ping_timeout);
+                            stalled = Some(sink);
+                            break StopReason::Unresponsive;
+                        }
+                        Ok(_) => break StopReason::Disconnect,
+                        Err(_) => {}
+                    }
+                }
                 session.active = None;
                 if drain.is_cancelled() {
                     break StopReason::Shutdown;
@@ -177,15 +203,27 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             _ = sleep_until(pong_due.unwrap_or_else(Instant::now)), if pong_due.is_some() => {
                 tracing::info!(%session_id, "closing: no pong within WS_PING_TIMEOUT");
                 session.send(close(close_code::INTERNAL, "keepalive ping timeout")).await;
-                break StopReason::Disconnect;
+                break StopReason::Unresponsive;
             }
             _ = shutdown.cancelled() => break StopReason::Shutdown,
-            _ = &mut writer => {
-                tracing::info!(%session_id, "closing: the client stopped taking frames");
+            end = &mut writer => {
+                if let Ok(WriterEnd::Stalled(sink)) = end {
+                    tracing::info!(%session_id, "closing: the client took no frame for {:?} (WS_PING_TIMEOUT)", config.ws_ping_timeout);
+                    stalled = Some(sink);
+                    break StopReason::Unresponsive;
+                }
                 break StopReason::Disconnect;
             }
         }
     };
+    if session.active.is_some() {
+        tracing::info!(
+            %session_id,
+            cause = end.as_str(),
+            running = session.active.as_ref().map(|a| a.running.pid),
+            "session ending"
+        );
+    }
 
     if let Some(active) = session.active.take() {
         let grace = match end {
@@ -204,7 +242,20 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             .await;
     }
     drop(session);
-    if !writer.is_finished() {
+    if let Some(mut sink) = stalled {
+        // The command is being ended already; the reason reaches the client
+        // if it takes what is queued before it within the deadline.
+        let reason = format!(
+            "the client took no frame for {} s (WS_PING_TIMEOUT): its command was canceled",
+            config.ws_ping_timeout.as_secs()
+        );
+        let sent = timeout(STALLED_CLOSE_DEADLINE, async {
+            sink.send(close(close_code::POLICY, &clip_reason(&reason)))
+                .await
+        })
+        .await;
+        tracing::debug!(%session_id, "close frame to a stalled client: {sent:?}");
+    } else if !writer.is_finished() {
         let _ = timeout(Duration::from_secs(1), writer).await;
     }
     tracing::debug!(%session_id, "session closed");
@@ -279,7 +330,7 @@ async fn write_all(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outgoing>,
     stall_limit: Duration,
-) {
+) -> WriterEnd {
     // Empty until used: an idle session holds little (P5).
     let mut queued = Vec::new();
     let mut events = Vec::new();
@@ -340,8 +391,7 @@ async fn write_all(
             sink.flush().await
         })
         .await;
-        if let Some(completed) = &finished {
-            log_completion(completed);
+        if finished.is_some() {
             if let Some(done) = std::mem::replace(&mut follow, next_follow.take()) {
                 let _ = done.done.send(());
             }
@@ -353,10 +403,7 @@ async fn write_all(
                 tracing::debug!("send failed: {e}");
                 break;
             }
-            Err(_) => {
-                tracing::debug!("the client took no frame for {stall_limit:?}");
-                break;
-            }
+            Err(_) => return WriterEnd::Stalled(sink),
         }
     }
     // Senders must learn at once that nobody writes any more; closing a
@@ -364,6 +411,7 @@ async fn write_all(
     drop(rx);
     drop(follow);
     let _ = timeout(Duration::from_secs(1), sink.close()).await;
+    WriterEnd::Done
 }
 
 /// The next events of the followed process; never resolves without one.
@@ -385,15 +433,6 @@ fn event_json(event: Event, finished: &mut Option<Completed>) -> String {
             frame
         }
     }
-}
-
-fn log_completion(c: &Completed) {
-    tracing::info!(
-        pid = c.pid,
-        status = c.status.as_str(),
-        exit_code = c.exit_code,
-        "completed"
-    );
 }
 
 impl Session {
