@@ -96,6 +96,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
         .as_deref()
         .and_then(|cmd| address::from_flags(cmd, &host));
     let mut launcher: Option<std::io::Result<ExitStatus>> = None;
+    let mut ready_open = true;
     let (url, elsewhere): (String, Option<Announced>) = loop {
         if let Some(line) = ready.borrow_and_update().clone() {
             break (line.url, None);
@@ -117,7 +118,11 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 server.drain().await;
                 return exited_early(server, status, &what, resolved.as_deref(), opts.server_cmd.as_deref());
             }
-            _ = ready.changed() => {}
+            changed = ready.changed(), if ready_open => {
+                // The stdout reader ended (EOF): no readiness line can come,
+                // and a closed channel must not spin this loop.
+                ready_open = changed.is_ok();
+            }
             _ = sleep(POLL), if user_server => {
                 if let Some(detached) = server.detached.as_mut() {
                     detached.scan();
