@@ -207,26 +207,12 @@ fn a_server_healthy_on_the_port_it_announces_passes_with_a_warning_naming_both_p
     let Some((dir, python)) = cc_executor_copy("announced-port") else {
         return;
     };
-    let (expected, announced) = (free_port(), free_port());
-    let (report, spawn) = doctor(
-        dir.path(),
-        expected,
-        &format!(
-            "cd src && {} -m uvicorn cc_executor.core.main:app --port {announced}",
+    let report = found_where_it_announces(dir.path(), |port| {
+        format!(
+            "cd src && {} -m uvicorn cc_executor.core.main:app --port {port}",
             py(&python)
-        ),
-    );
-    assert_eq!(spawn["status"], "warn", "{}", text_of(&spawn));
-    let summary = spawn["summary"].as_str().unwrap();
-    assert!(
-        summary.contains(&format!("on port {announced}"))
-            && summary.contains(&format!("CCX_PORT {expected}")),
-        "{summary}"
-    );
-    assert_eq!(
-        report["target"],
-        format!("ws://127.0.0.1:{announced}/ws/mcp")
-    );
+        )
+    });
     let handshake = report["steps"]
         .as_array()
         .unwrap()
@@ -483,15 +469,18 @@ fn another_projects_server_on_the_port_it_announces_is_found_there() {
         return;
     };
     let dir = webshop();
+    found_where_it_announces(dir.path(), |port| {
+        format!("{} -m uvicorn webshop.api:shop --port {port}", py(&python))
+    });
+}
+
+/// Runs the doctor with CCX_PORT on one free port and a server command
+/// (`command(port)`) that listens on another; asserts that `spawn` warns
+/// naming both and that the later steps target the announced port.
+/// Returns the report.
+fn found_where_it_announces(dir: &Path, command: impl Fn(u16) -> String) -> Value {
     let (expected, announced) = (free_port(), free_port());
-    let (report, spawn) = doctor(
-        dir.path(),
-        expected,
-        &format!(
-            "{} -m uvicorn webshop.api:shop --port {announced}",
-            py(&python)
-        ),
-    );
+    let (report, spawn) = doctor(dir, expected, &command(announced));
     assert_eq!(spawn["status"], "warn", "{}", text_of(&spawn));
     let summary = spawn["summary"].as_str().unwrap();
     assert!(
@@ -503,4 +492,5 @@ fn another_projects_server_on_the_port_it_announces_is_found_there() {
         report["target"],
         format!("ws://127.0.0.1:{announced}/ws/mcp")
     );
+    report
 }
