@@ -124,14 +124,7 @@ pub(super) fn settings_differences(a: &ServerInfo, b: &ServerInfo) -> Vec<Differ
 pub fn identity_differences(a: &ServerIdentity, b: &ServerIdentity) -> Vec<Difference> {
     let mut out = Vec::new();
     let mut push = |field: &str, va: String, vb: String, why: &str| {
-        if va != vb {
-            out.push(Difference {
-                field: field.into(),
-                a: va,
-                b: vb,
-                why: why.into(),
-            });
-        }
+        push_if_different(&mut out, field, va, vb, why)
     };
     push(
         "server",
@@ -206,6 +199,24 @@ pub(super) fn list(names: &[String]) -> String {
 fn limit(l: Limit) -> String {
     let v = |x: Option<u64>| x.map_or("unlimited".to_string(), |n| n.to_string());
     format!("soft {} / hard {}", v(l.soft), v(l.hard))
+}
+
+/// Adds a difference for `field` when the two sides' values differ.
+pub(crate) fn push_if_different(
+    out: &mut Vec<Difference>,
+    field: &str,
+    a: String,
+    b: String,
+    why: &str,
+) {
+    if a != b {
+        out.push(Difference {
+            field: field.into(),
+            a,
+            b,
+            why: why.into(),
+        });
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::doctor::differences::{is_noise, list, settings_differences, Difference};
+use crate::doctor::differences::{
+    is_noise, list, push_if_different, settings_differences, Difference,
+};
 use crate::doctor::fingerprint::{Environment, Import, Python};
 use crate::protocol::ServerInfo;
 
@@ -51,14 +53,7 @@ pub fn differences(
 ) -> Vec<Difference> {
     let mut out = Vec::new();
     let mut push = |field: &str, va: String, vb: String, why: &str| {
-        if va != vb {
-            out.push(Difference {
-                field: field.into(),
-                a: va,
-                b: vb,
-                why: why.into(),
-            });
-        }
+        push_if_different(&mut out, field, va, vb, why)
     };
     let ((name_a, pa), (name_b, pb)) = (main_python(a), main_python(b));
     let both_run = pa.version.is_some() && pb.version.is_some();
