@@ -49,12 +49,16 @@ fn doctor(dir: &Path, port: u16, server_cmd: &str) -> (Value, Value) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    let spawn = report["steps"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == "spawn"))
-        .cloned()
-        .expect("a spawn step");
+    let spawn = step(&report, "spawn").clone();
     (report, spawn)
+}
+
+/// The step `id` of a report.
+fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no {id} step in {report}"))
 }
 
 fn text_of(step: &Value) -> String {
@@ -141,12 +145,7 @@ fn a_module_of_a_package_run_as_a_script_is_named_with_its_package_and_the_comma
             py(&python)
         ),
     );
-    let handshake = fixed["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "handshake")
-        .unwrap();
+    let handshake = step(&fixed, "handshake");
     assert_eq!(handshake["status"], "pass", "{}", text_of(&fixed));
 }
 
@@ -213,12 +212,7 @@ fn a_server_healthy_on_the_port_it_announces_passes_with_a_warning_naming_both_p
             py(&python)
         )
     });
-    let handshake = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "handshake")
-        .unwrap();
+    let handshake = step(&report, "handshake");
     assert_eq!(handshake["status"], "pass", "{}", text_of(&report));
 }
 

@@ -357,11 +357,7 @@ fn failures(report: &StressReport, out: &mut String) {
     out.push_str("<table class=\"failures\">\n<thead><tr><th>target</th><th>cause</th><th>count</th><th>first example</th></tr></thead>\n<tbody>\n");
     for (i, t) in report.targets.iter().enumerate() {
         for f in &t.failures {
-            let case = f
-                .case_id
-                .as_ref()
-                .map(|c| format!(" [case {c}]"))
-                .unwrap_or_default();
+            let case = f.case_suffix();
             let _ = writeln!(
                 out,
                 "<tr><td>{}{}</td><td>{}</td><td data-target=\"{i}\" data-cause=\"{}\">{}</td><td class=\"example\">{}{}</td></tr>",

@@ -175,6 +175,16 @@ pub struct FailureGroup {
     pub pattern: Option<String>,
 }
 
+impl FailureGroup {
+    /// ` [case ID]` when the example came from a case, else empty.
+    pub fn case_suffix(&self) -> String {
+        self.case_id
+            .as_ref()
+            .map(|c| format!(" [case {c}]"))
+            .unwrap_or_default()
+    }
+}
+
 /// Results of one case of a cases file, over all clients.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseReport {
@@ -221,11 +231,7 @@ pub fn render_human(report: &StressReport, color: bool) -> String {
         let _ = writeln!(out, "examples");
         for t in &report.targets {
             for f in &t.failures {
-                let case = f
-                    .case_id
-                    .as_ref()
-                    .map(|c| format!(" [case {c}]"))
-                    .unwrap_or_default();
+                let case = f.case_suffix();
                 let _ = writeln!(
                     out,
                     "  {} {}{case}: {}",
