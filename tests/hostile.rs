@@ -1146,3 +1146,111 @@ async fn huge_server_info_does_not_stall_health() {
         "/health took {slowest:?} while server.info ran"
     );
 }
+
+/// What one client of [`sessions_over_the_fd_budget_are_refused_not_starved`]
+/// got.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Outcome {
+    Completed,
+    Refused,
+    Failed(String),
+}
+
+/// One session that runs `sleep 2; echo NONCE` to its end, or is refused
+/// at once: with -32003 (session cap) or HTTP 503 (pending cap).
+async fn long_echo(port: u16, nonce: String) -> Outcome {
+    let (mut conn, _) = match Conn::handshake(port, Profile::Default).await {
+        Ok(pair) => pair,
+        // A burst past the pending cap is answered 503 + Retry-After.
+        Err(e) if e.contains("503") => return Outcome::Refused,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let first = match conn.next(DEFAULT_WITHIN).await {
+        Ok(Incoming::Frame(r)) => r,
+        other => return Outcome::Failed(format!("on connect: {:?}", other.map(|_| ()))),
+    };
+    if first.value["error"]["code"] == -32003 {
+        return Outcome::Refused;
+    }
+    if first.value["method"] != "connected" {
+        return Outcome::Failed(format!("on connect: {}", first.text));
+    }
+    let request = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"execute","params":{{"command":"sleep 2; echo {nonce}"}}}}"#
+    );
+    if let Err(e) = conn.send_text(request).await {
+        return Outcome::Failed(e);
+    }
+    let mut output = String::new();
+    loop {
+        match conn.next(Duration::from_secs(15)).await {
+            Ok(Incoming::Frame(r)) => {
+                let v = &r.value;
+                if v.get("error").is_some() {
+                    return Outcome::Failed(format!("execute refused: {}", r.text));
+                }
+                match v["method"].as_str() {
+                    Some("process.output") => {
+                        output.push_str(v["params"]["data"].as_str().unwrap_or(""))
+                    }
+                    Some("process.completed") => {
+                        return if v["params"]["exit_code"] == 0 && output.contains(&nonce) {
+                            Outcome::Completed
+                        } else {
+                            Outcome::Failed(format!("completed: {} (output {output:?})", r.text))
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            Ok(_) => return Outcome::Failed("closed before completion".into()),
+            Err(e) => return Outcome::Failed(e),
+        }
+    }
+}
+
+/// Out of descriptors: with `ulimit -n 256`, the server lowers its session
+/// cap to what the limit holds and says so at start; 100 clients running
+/// commands at once (more than the limit holds) are each served or refused
+/// at once with -32003 or 503 (none
+/// fails with "Too many open files", none waits unanswered), `/health`
+/// answers meanwhile, and a fresh client is served afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_over_the_fd_budget_are_refused_not_starved() {
+    let server = LimitedServer::start(256, &[]);
+    let port = server.port;
+    let clients = (0..100).map(|n| tokio::spawn(long_echo(port, format!("budget-{n}"))));
+    let clients: Vec<_> = clients.collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let health = timeout(Duration::from_secs(2), health_works(port)).await;
+    assert!(
+        matches!(health, Ok(Ok(()))),
+        "/health while 100 clients hold sessions: {health:?}"
+    );
+    let mut tally = std::collections::HashMap::<String, usize>::new();
+    let mut failures = Vec::new();
+    for client in clients {
+        match client.await.unwrap() {
+            Outcome::Failed(why) => failures.push(why),
+            other => *tally.entry(format!("{other:?}")).or_default() += 1,
+        }
+    }
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\nserver log:\n{}",
+        clip(&log)
+    );
+    let completed = tally.get("Completed").copied().unwrap_or(0);
+    assert!(
+        (1..=11).contains(&completed),
+        "{tally:?}: the fd budget of 256 holds 11 sessions"
+    );
+    assert!(
+        log.contains("CCX_MAX_SESSIONS lowered from 256 to 11"),
+        "the start does not say the session cap was lowered:\n{}",
+        clip(&log)
+    );
+    let (mut conn, _) = Conn::connect(port, Profile::Default).await.unwrap();
+    echo_works(&mut conn, "after-the-crowd").await.unwrap();
+}

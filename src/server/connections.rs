@@ -37,13 +37,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::fd_budget;
 use crate::guards::Authorized;
 
-/// Descriptors kept for everything but connections: the listener, logs,
-/// the runtime, signal handling, state files.
-const RESERVED_FDS: u64 = 64;
-/// Descriptors a session may hold: its socket, and its process's pipes.
-const FDS_PER_SESSION: u64 = 4;
 /// How long in-flight HTTP requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How long a refused connection is kept to deliver its `503`: closing a
@@ -74,45 +70,12 @@ pub fn raise_fd_limit() -> Option<u64> {
     (soft != RLIM_INFINITY).then_some(soft)
 }
 
-/// The caps in force, from the configuration and the fd limit.
+/// The caps in force (see [`super::fd_budget`] for how they fit the
+/// open-file limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     pub max_pending: usize,
     pub handshake_timeout: Duration,
-}
-
-impl Caps {
-    /// `max_pending` is lowered so that pending connections plus full
-    /// sessions fit in `fd_limit`, but never below 8.
-    pub fn new(
-        max_pending: usize,
-        max_sessions: usize,
-        handshake_timeout: Duration,
-        fd_limit: Option<u64>,
-    ) -> Caps {
-        let max_pending = match fd_limit {
-            Some(limit) => {
-                let room = limit.saturating_sub(RESERVED_FDS);
-                let sessions = (max_sessions as u64).saturating_mul(FDS_PER_SESSION);
-                if sessions + 2 * max_pending as u64 > room {
-                    tracing::warn!(
-                        "the open-file limit ({limit}) is below what {max_sessions} sessions \
-                         (CCX_MAX_SESSIONS) and {max_pending} pending connections \
-                         (CCX_MAX_PENDING) may need; raise `ulimit -n` or lower them"
-                    );
-                }
-                // Half of the room, at two descriptors per pending
-                // connection (its socket and the spare that answers 503).
-                let quarter = usize::try_from(room / 4).unwrap_or(usize::MAX);
-                max_pending.min(quarter).max(8)
-            }
-            None => max_pending,
-        };
-        Caps {
-            max_pending,
-            handshake_timeout,
-        }
-    }
 }
 
 /// A duplicate of a pending connection's socket, kept to answer `503` if
@@ -202,11 +165,24 @@ impl PendingSet {
 /// passes. `spare` is a duplicate of the connection's socket (hyper's
 /// connection, which owned the original, is gone).
 async fn refuse_busy(spare: std::net::TcpStream) {
+    refuse_busy_with(spare, REFUSAL_LINGER).await
+}
+
+/// [`refuse_busy`] lingering at most `linger`: zero writes the answer and
+/// closes at once (too many refusals in flight, or out of descriptors).
+async fn refuse_busy_with(spare: std::net::TcpStream, linger: Duration) {
+    if linger.is_zero() {
+        use std::io::Write;
+        let mut tcp = spare;
+        let _ = tcp.write(BUSY);
+        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        return;
+    }
     // The duplicate shares the original's non-blocking mode.
     let Ok(mut tcp) = tokio::net::TcpStream::from_std(spare) else {
         return;
     };
-    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+    let _ = tokio::time::timeout(linger, async {
         tcp.write_all(BUSY).await?;
         tcp.shutdown().await?;
         let mut sink = [0u8; 1024];
@@ -244,6 +220,39 @@ impl Throttled {
     }
 }
 
+/// One descriptor held back so that, out of descriptors, the server can
+/// still accept a waiting connection and answer it `503` instead of
+/// leaving it unanswered in the backlog.
+struct Emergency(Option<std::fs::File>);
+
+impl Emergency {
+    fn new() -> Emergency {
+        Emergency(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Frees the held descriptor, accepts one waiting connection (if any
+    /// comes within a few milliseconds), refuses it at once, and takes the
+    /// descriptor back. Returns whether a connection was answered.
+    async fn refuse_one(&mut self, listener: &TcpListener) -> bool {
+        if self.0.take().is_none() {
+            return false;
+        }
+        let accepted = tokio::time::timeout(Duration::from_millis(5), listener.accept()).await;
+        let answered = match accepted {
+            Ok(Ok((tcp, _))) => match tcp.into_std() {
+                Ok(tcp) => {
+                    refuse_busy_with(tcp, Duration::ZERO).await;
+                    true
+                }
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        *self = Emergency::new();
+        answered
+    }
+}
+
 /// The accepted socket and a duplicate of it (none when out of descriptors:
 /// the connection is then closed without an answer if it is evicted).
 fn with_spare(
@@ -274,6 +283,8 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
         evicted: Arc::default(),
     };
     let connections = TaskTracker::new();
+    let refusing = Arc::new(tokio::sync::Semaphore::new(fd_budget::REFUSING as usize));
+    let mut emergency = Emergency::new();
     let mut backoff = Duration::ZERO;
     let mut accept_log = Throttled::new();
     let mut report = tokio::time::interval(Duration::from_secs(1));
@@ -294,13 +305,20 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
             }
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
-                // Out of descriptors (or memory): make room, and wait before
+                // Out of descriptors (or memory): answer the waiting client
+                // with the held-back descriptor, make room, and wait before
                 // trying again instead of spinning.
+                let answered = emergency.refuse_one(&listener).await;
                 let freed = pending.evict_oldest();
                 backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                 accept_log.warn(|n| {
                     format!(
-                        "accept error: {e}{}; retrying in {backoff:?}{}",
+                        "accept error: {e}{}{}; retrying in {backoff:?}{}",
+                        if answered {
+                            " (answered a waiting connection 503 with the reserve descriptor)"
+                        } else {
+                            ""
+                        },
                         if freed {
                             " (dropped the oldest pending connection)"
                         } else {
@@ -341,6 +359,7 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
         });
         let set = pending.clone();
         let stop = shutdown.clone();
+        let refusing = refusing.clone();
         connections.spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
@@ -360,7 +379,12 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
                     // spare, to carry the refusal.
                     drop(conn);
                     if let Some(spare) = take(&spare) {
-                        refuse_busy(spare).await;
+                        // Lingering holds a descriptor: only a bounded
+                        // number of refusals do, the rest close at once.
+                        match refusing.try_acquire_owned() {
+                            Ok(_permit) => refuse_busy(spare).await,
+                            Err(_) => refuse_busy_with(spare, Duration::ZERO).await,
+                        }
                     }
                 }
                 _ = stop.cancelled() => {
@@ -401,16 +425,5 @@ mod tests {
         assert!(set.evict_oldest());
         assert!(second.is_cancelled());
         assert!(!set.evict_oldest());
-    }
-
-    #[test]
-    fn pending_cap_fits_the_fd_limit() {
-        let t = Duration::from_secs(10);
-        assert_eq!(Caps::new(128, 256, t, None).max_pending, 128);
-        assert_eq!(Caps::new(128, 256, t, Some(1 << 20)).max_pending, 128);
-        // 256 descriptors: 64 reserved, half of the rest for pending ones
-        // at two each.
-        assert_eq!(Caps::new(128, 256, t, Some(256)).max_pending, 48);
-        assert_eq!(Caps::new(128, 256, t, Some(16)).max_pending, 8);
     }
 }

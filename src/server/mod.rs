@@ -12,6 +12,7 @@
 
 pub mod bootstrap;
 pub mod connections;
+pub mod fd_budget;
 pub mod info;
 pub mod probes;
 pub mod secret;
@@ -116,10 +117,20 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServerError> {
 /// session has ended, or after CCX_DRAIN_PERIOD.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     drain: CancellationToken,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let budget = fd_budget::FdBudget::fit(
+        config.max_sessions,
+        config.max_pending,
+        connections::raise_fd_limit(),
+    );
+    if let Some(warning) = budget.lowered_warning(config.max_sessions, config.max_pending) {
+        tracing::warn!("{warning}");
+    }
+    config.max_sessions = budget.max_sessions;
+    config.max_pending = budget.max_pending;
     let state = Arc::new(AppState {
         sessions: Arc::new(Semaphore::new(config.max_sessions)),
         config,
@@ -131,14 +142,11 @@ pub async fn serve(
     });
     tokio::spawn(drain_then_shut_down(state.clone()));
     let app = router(state.clone());
-    let fd_limit = connections::raise_fd_limit();
-    let caps = connections::Caps::new(
-        state.config.max_pending,
-        state.config.max_sessions,
-        state.config.handshake_timeout,
-        fd_limit,
-    );
-    tracing::debug!(?fd_limit, ?caps, "connection limits");
+    let caps = connections::Caps {
+        max_pending: state.config.max_pending,
+        handshake_timeout: state.config.handshake_timeout,
+    };
+    tracing::debug!(?budget, ?caps, "connection limits");
     connections::serve(listener, app, caps, shutdown.clone()).await;
     state.tracker.close();
     let deadline = state.shutdown_grace() + Duration::from_millis(700);
