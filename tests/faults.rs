@@ -161,6 +161,86 @@ async fn a_client_that_stops_reading_gets_a_close_frame_and_the_log_a_line() {
     assert!(close.reason.contains("WS_PING_TIMEOUT"), "{close:?}");
 }
 
+/// A client that reads slowly but steadily gets everything: 6 MB of
+/// 100-byte lines read at about 600 KB/s take ten seconds, five times
+/// WS_PING_TIMEOUT, while the server's keep-alive ping waits behind
+/// megabytes of queued output. Reading counts as being alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_reader_gets_all_its_output() {
+    const TOTAL: usize = 6_000_000;
+    let server = TestServer::start_with(
+        &[("WS_PING_INTERVAL", "1s"), ("WS_PING_TIMEOUT", "2s")],
+        &[],
+    );
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(65536).expect("SO_RCVBUF");
+    let stream = socket
+        .connect(
+            format!("127.0.0.1:{}", server.port)
+                .parse()
+                .expect("address"),
+        )
+        .await
+        .expect("connect");
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(server.url.as_str(), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
+    let line = "x".repeat(99);
+    let pid = start(&mut ws, &format!("yes {line} | head -c {TOTAL}")).await;
+    let began = Instant::now();
+    let mut received = 0usize;
+    let mut since_pause = 0usize;
+    let completed = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a frame within 30 s")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the server closed the connection after {received} bytes in {:?}; log:\n{}",
+                    began.elapsed(),
+                    server.stderr()
+                )
+            });
+        let message = message.unwrap_or_else(|e| {
+            panic!(
+                "connection failed after {received} bytes in {:?}: {e}; log:\n{}",
+                began.elapsed(),
+                server.stderr()
+            )
+        });
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(frame) => panic!(
+                "closed with {frame:?} after {received} of {TOTAL} bytes in {:?}",
+                began.elapsed()
+            ),
+            _ => continue,
+        };
+        let value: Value = serde_json::from_str(&text).expect("frames are JSON");
+        match value["method"].as_str() {
+            Some("process.output") => {
+                let n = value["params"]["data"].as_str().unwrap_or("").len();
+                received += n;
+                since_pause += n;
+                if since_pause >= 60_000 {
+                    since_pause = 0;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Some("process.completed") if value["params"]["pid"] == pid => break value,
+            _ => {}
+        }
+    };
+    assert_eq!(completed["params"]["exit_code"], 0, "{completed}");
+    assert_eq!(received, TOTAL, "output lost on the way");
+    assert!(
+        began.elapsed() > Duration::from_secs(4),
+        "the reader was not slow ({:?}): the test proves nothing",
+        began.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untracked_escaped_process_that_keeps_printing_does_not_hold_completion_back() {
     // Marker tracking cannot see a process started with an empty

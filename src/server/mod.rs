@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod connections;
 pub mod fd_budget;
 pub mod info;
+pub mod keepalive;
 pub mod probes;
 pub mod secret;
 pub mod session;

@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use super::keepalive::WriteProgress;
 use super::AppState;
 use crate::process::admission::{check_allowed, check_strings};
 use crate::process::{self, Event, Running, SpawnError, StopReason};
@@ -121,7 +122,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     let session_id = uuid::Uuid::new_v4().to_string();
     let (sink, mut incoming) = socket.split();
     let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
-    let mut writer = tokio::spawn(write_all(sink, out_rx, state.config.ws_ping_timeout));
+    let progress = WriteProgress::new();
+    let mut writer = tokio::spawn(write_all(
+        sink,
+        out_rx,
+        state.config.ws_ping_timeout,
+        progress.clone(),
+    ));
     let mut session = Session {
         state: state.clone(),
         out,
@@ -201,6 +208,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 session.heartbeat();
             }
             _ = sleep_until(pong_due.unwrap_or_else(Instant::now)), if pong_due.is_some() => {
+                // The ping may wait behind queued output: a client that
+                // reads it is alive.
+                if let Some(later) = progress.extended_deadline(config.ws_ping_timeout) {
+                    pong_due = Some(later);
+                    continue;
+                }
                 tracing::info!(%session_id, "closing: no pong within WS_PING_TIMEOUT");
                 session.send(close(close_code::INTERNAL, "keepalive ping timeout")).await;
                 break StopReason::Unresponsive;
@@ -319,9 +332,10 @@ fn clip_reason(reason: &str) -> String {
 /// Sends every queued frame, and the events of the running process as they
 /// come: all frames that are ready go to the socket together and are
 /// flushed once (many small lines must not cost one write each). A failed
-/// send, or frames the client has not taken within `stall_limit`
-/// (WS_PING_TIMEOUT: the client is dead or stuck), ends the writer, and
-/// with it the session.
+/// send, or a frame (or the flush) the client has not taken within
+/// `stall_limit` (WS_PING_TIMEOUT: the client is dead or stuck), ends the
+/// writer, and with it the session. Each frame taken marks `progress`: a
+/// slow reader is alive as long as it keeps taking frames.
 ///
 /// Order: `process.completed` is written only after every frame the
 /// session queued before it (a CANCEL's answer and `process.canceled` come
@@ -330,6 +344,7 @@ async fn write_all(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outgoing>,
     stall_limit: Duration,
+    progress: WriteProgress,
 ) -> WriterEnd {
     // Empty until used: an idle session holds little (P5).
     let mut queued = Vec::new();
@@ -384,13 +399,7 @@ async fn write_all(
             }
         }
         let closing = frames.iter().any(|m| matches!(m, Message::Close(_)));
-        let sent = timeout(stall_limit, async {
-            for message in frames.drain(..) {
-                sink.feed(message).await?;
-            }
-            sink.flush().await
-        })
-        .await;
+        let sent = send_frames(&mut sink, &mut frames, stall_limit, &progress).await;
         if finished.is_some() {
             if let Some(done) = std::mem::replace(&mut follow, next_follow.take()) {
                 let _ = done.done.send(());
@@ -412,6 +421,25 @@ async fn write_all(
     drop(follow);
     let _ = timeout(Duration::from_secs(1), sink.close()).await;
     WriterEnd::Done
+}
+
+/// Feeds `frames` to the socket and flushes; each step must be taken
+/// within `stall_limit`, and marks `progress` when it is.
+async fn send_frames(
+    sink: &mut SplitSink<WebSocket, Message>,
+    frames: &mut Vec<Message>,
+    stall_limit: Duration,
+    progress: &WriteProgress,
+) -> Result<Result<(), axum::Error>, tokio::time::error::Elapsed> {
+    for message in frames.drain(..) {
+        if let Err(e) = timeout(stall_limit, sink.feed(message)).await? {
+            return Ok(Err(e));
+        }
+        progress.mark();
+    }
+    let flushed = timeout(stall_limit, sink.flush()).await?;
+    progress.mark();
+    Ok(flushed)
 }
 
 /// The next events of the followed process; never resolves without one.
