@@ -17,14 +17,16 @@ pub struct WriteProgress {
     millis: Arc<AtomicU64>,
 }
 
-impl WriteProgress {
-    pub fn new() -> WriteProgress {
+impl Default for WriteProgress {
+    fn default() -> WriteProgress {
         WriteProgress {
             since: Instant::now(),
             millis: Arc::default(),
         }
     }
+}
 
+impl WriteProgress {
     /// Records that the socket took a frame now.
     pub fn mark(&self) {
         let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -50,7 +52,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reading_recently_extends_the_deadline_and_silence_does_not() {
-        let progress = WriteProgress::new();
+        let progress = WriteProgress::default();
         let limit = Duration::from_secs(2);
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(progress.extended_deadline(limit), None);

@@ -122,7 +122,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     let session_id = uuid::Uuid::new_v4().to_string();
     let (sink, mut incoming) = socket.split();
     let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
-    let progress = WriteProgress::new();
+    let progress = WriteProgress::default();
     let mut writer = tokio::spawn(write_all(
         sink,
         out_rx,
