@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | `exit` | every exit code of the CLI |
 //! | `protocol` | wire types: requests, notifications, error codes; the readiness line, the health body, the endpoint (a server's URLs) |
+//! | `log_sink` | the log's writer (stderr), remembering a write that failed |
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
 //! | `sanitize` | captured output made safe to show: terminal control sequences removed |
 //! | `shell` | what a shell command line runs (programs, `cd`, PATH) |
@@ -30,6 +31,7 @@ pub mod exec;
 pub mod exit;
 pub mod guards;
 pub mod lifecycle;
+pub mod log_sink;
 pub mod mcp;
 pub mod process;
 pub mod protocol;

@@ -154,6 +154,7 @@ fn doctor_port_in_use() {
     let health = ccx::protocol::Health {
         active_sessions: Some(0),
         info: None,
+        log_error: None,
         max_sessions: Some(256),
         pid: Some(8613),
         service: Some("ccx".into()),

@@ -206,7 +206,7 @@ fn init_logging(color: ColorChoice) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::log_sink::Stderr)
         .with_env_filter(filter)
         .with_ansi(use_color(color, std::io::stderr().is_terminal()))
         .with_target(false)

@@ -1,5 +1,6 @@
 //! `ccx status [--json]`: is the background server running and healthy?
-//! Exit 0 when it runs and `/health` answers 200, 1 otherwise.
+//! Exit 0 when it runs, `/health` answers 200 and its log can be written;
+//! 1 otherwise.
 
 use super::{lifecycle_report, CliError, ReportArgs};
 use crate::exit::Exit;
@@ -51,11 +52,17 @@ fn human(r: &StatusReport) -> String {
                     r.health_error.as_deref().unwrap_or("no answer")
                 )
             };
+            let log = match &r.log_error {
+                None => r.log.display().to_string(),
+                Some(e) => format!(
+                    "{} CANNOT BE WRITTEN: {e}; its lines are being lost: free space there",
+                    r.log.display()
+                ),
+            };
             format!(
-                "running: {}\n  pid     {pid}\n  uptime  {}\n  health  {health}\n  log     {}",
+                "running: {}\n  pid     {pid}\n  uptime  {}\n  health  {health}\n  log     {log}",
                 r.url.as_deref().unwrap_or("?"),
                 uptime(r.uptime_ms),
-                r.log.display()
             )
         }
     }

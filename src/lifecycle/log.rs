@@ -21,6 +21,30 @@ pub const ROTATED_KEPT: usize = 5;
 /// How often the background server looks at its log's size.
 pub const ROTATE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Why `path` cannot take another line, when the filesystem that holds it
+/// is full (less than one block free for this user); `None` when it has
+/// room or cannot be asked.
+// statvfs's block counts are u64 here, narrower on some targets.
+#[allow(clippy::useless_conversion)]
+pub fn no_room(path: &Path) -> Option<String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let fs = nix::sys::statvfs::statvfs(dir).ok()?;
+    // Root may use the blocks reserved for it; others may not.
+    let blocks = if nix::unistd::geteuid().is_root() {
+        fs.blocks_free()
+    } else {
+        fs.blocks_available()
+    };
+    let free = u64::from(blocks).saturating_mul(u64::from(fs.fragment_size()));
+    (free < u64::from(fs.fragment_size()).max(1)).then(|| {
+        format!(
+            "{} (the filesystem of {} has {free} bytes free)",
+            std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+            dir.display()
+        )
+    })
+}
+
 /// `ccx.log.N`: the Nth newest rotated log.
 pub fn rotated(path: &Path, n: usize) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

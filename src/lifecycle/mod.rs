@@ -63,6 +63,11 @@ pub enum LifecycleError {
         url: String,
         state_dir: PathBuf,
     },
+    #[error(
+        "cannot start the server: its log {} cannot be written: {reason}. Free space there, or choose another CCX_STATE_DIR",
+        log.display()
+    )]
+    LogUnwritable { log: PathBuf, reason: String },
     #[error("cannot start the server {}: {source}", exe.display())]
     Spawn {
         exe: PathBuf,

@@ -125,6 +125,12 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
     };
 
     let log_path = state.log_file();
+    if let Some(reason) = log::no_room(&log_path) {
+        return Err(LifecycleError::LogUnwritable {
+            log: log_path,
+            reason,
+        });
+    }
     let log_file = log::open_append(&log_path)?;
     let log_io = |source| LifecycleError::io(format!("use log {}", log_path.display()), source);
     let offset = log_file.metadata().map_err(log_io)?.len();
@@ -329,6 +335,13 @@ fn exited(
     log_path: &std::path::Path,
     offset: u64,
 ) -> LifecycleError {
+    // A server that could not write its log exits without a word in it.
+    if let Some(reason) = log::no_room(log_path) {
+        return LifecycleError::LogUnwritable {
+            log: log_path.to_path_buf(),
+            reason,
+        };
+    }
     LifecycleError::Exited {
         status: describe(status),
         after_ms: spawned.elapsed().as_millis(),

@@ -43,6 +43,11 @@ pub struct StatusReport {
     pub uptime_ms: Option<u64>,
     /// Why the server is not healthy, when it is not.
     pub health_error: Option<String>,
+    /// Why the server's log cannot be written, when it cannot: the server
+    /// says its last write failed (`/health`'s `log_error`), or the log's
+    /// filesystem is full. Lines are being lost; `status` exits 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
     /// The stale pid file found, when `state` is `stale`.
     pub stale: Option<Stale>,
     /// Whether the stale pid file was removed (not when a `serve` or `stop`
@@ -70,7 +75,7 @@ const GONE_TAIL_LINES: usize = 5;
 impl StatusReport {
     /// `ccx status` exits 0 only for a running, healthy server.
     pub fn ok(&self) -> bool {
-        self.state == ServerState::Running && self.healthy
+        self.state == ServerState::Running && self.healthy && self.log_error.is_none()
     }
 }
 
@@ -99,6 +104,7 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
         port: None,
         uptime_ms: None,
         health_error: None,
+        log_error: None,
         stale: None,
         stale_removed: false,
         state_dir: state.dir.clone(),
@@ -142,7 +148,12 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
                     report.state = ServerState::Running;
                     let endpoint = endpoint.health();
                     match http::get_endpoint(&endpoint, HEALTH_DEADLINE).await {
-                        Ok(r) if r.status == 200 => report.healthy = true,
+                        Ok(r) if r.status == 200 => {
+                            report.healthy = true;
+                            report.log_error = crate::protocol::Health::parse(&r.body)
+                                .ok()
+                                .and_then(|h| h.log_error);
+                        }
                         Ok(r) => {
                             report.health_error = Some(format!(
                                 "GET /health answered HTTP {}: {}",
@@ -150,6 +161,9 @@ pub async fn status(state: &StateDir) -> Result<StatusReport, LifecycleError> {
                             ))
                         }
                         Err(e) => report.health_error = Some(format!("GET /health failed: {e}")),
+                    }
+                    if report.log_error.is_none() {
+                        report.log_error = super::log::no_room(&report.log);
                     }
                 }
             }

@@ -21,6 +21,11 @@ pub struct Health {
     /// `null` when it could not be collected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
+    /// ccx: why the server's log cannot be written (its last write
+    /// failed, e.g. `No space left on device (os error 28)`); absent when
+    /// it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +86,7 @@ mod tests {
         let h = Health {
             active_sessions: Some(1),
             info: None,
+            log_error: None,
             max_sessions: Some(256),
             pid: Some(42),
             service: Some(CCX_SERVICE.into()),

@@ -31,7 +31,15 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerErr
         .port();
     let url = config.ws_url();
     tracing::info!("listening on {url}");
-    announce_ready(&config, url);
+    if let Err(source) = announce_ready(&config, url) {
+        // Storage that refuses writes loses the log too: stop and say so.
+        // Stdout closed or its reader gone is the launcher's choice.
+        let storage = [libc::ENOSPC, libc::EDQUOT, libc::EIO, libc::EFBIG];
+        if source.raw_os_error().is_some_and(|e| storage.contains(&e)) {
+            return Err(ServerError::Announce { source });
+        }
+        tracing::warn!("cannot write the readiness line to stdout: {source}");
+    }
     let served = serve(listener, config, shutdown.drain, shutdown.now).await;
     reaper::kill_leftovers();
     served?;
@@ -52,8 +60,10 @@ fn check_shell(config: &Config) -> Result<(), ServerError> {
 }
 
 /// The readiness line: one JSON object on stdout, printed once the socket
-/// listens. Launchers (`ccx serve`, the doctor, scripts) wait for it.
-fn announce_ready(config: &Config, url: String) {
+/// listens. Launchers (`ccx serve`, the doctor, scripts) wait for it: a
+/// server that cannot write it (a full disk under its log) must exit and
+/// say why, not serve with nobody knowing where.
+fn announce_ready(config: &Config, url: String) -> std::io::Result<()> {
     let line = ReadyLine {
         event: ReadyLine::EVENT.into(),
         url,
@@ -64,6 +74,7 @@ fn announce_ready(config: &Config, url: String) {
         version: Some(crate::VERSION.into()),
     };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
-    let _ = out.flush();
+    let written = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default())
+        .and_then(|()| out.flush());
+    crate::log_sink::record(written)
 }

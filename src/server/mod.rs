@@ -67,6 +67,8 @@ pub enum ServerError {
     ShellNotExecutable { shell: PathBuf },
     #[error("CCX_SHELL {shell:?} does not exist (or is not on PATH)")]
     ShellMissing { shell: PathBuf },
+    #[error("cannot write the readiness line to stdout: {source}")]
+    Announce { source: std::io::Error },
 }
 
 /// What every request handler and session shares.
@@ -235,6 +237,7 @@ async fn health(
     let mut body = crate::protocol::Health {
         active_sessions: Some(state.active_sessions() as u64),
         info: None,
+        log_error: crate::log_sink::error(),
         max_sessions: Some(state.config.max_sessions as u64),
         pid: Some(std::process::id()),
         service: Some(crate::protocol::CCX_SERVICE.into()),

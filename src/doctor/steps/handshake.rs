@@ -2,7 +2,7 @@
 //! message, through the one ccx client, as a user's client does it. Names
 //! the cause of a failure (refused, timeout, 401, 403, 404, not a WebSocket,
 //! not a ccx), and warns when a proxy variable would divert clients that
-//! honour it.
+//! honour it, or when the server says it cannot write its log.
 
 use super::Outcome;
 use crate::client::identity::{self, Kind};
@@ -60,9 +60,23 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
                 ));
             }
             let summary = format!("connected to {url} ({})", server.name());
+            let log_error = server
+                .health
+                .as_ref()
+                .and_then(|h| h.get("log_error"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
             ctx.server_identity = Some(server);
             ctx.client = Some(client);
             match proxy {
+                None if log_error.is_some() => Outcome::warn(format!(
+                    "{summary}, but it cannot write its log: {}",
+                    log_error.unwrap_or_default()
+                ))
+                .detail(detail)
+                .fix(
+                    "free space on the filesystem of the server's log (`ccx status` names the file), or restart it with another CCX_STATE_DIR; until then its log lines are lost",
+                ),
                 None => Outcome::pass(summary).detail(detail),
                 Some((var, value)) => {
                     detail.push(format!("{var}={value}"));
