@@ -532,6 +532,57 @@ fn an_evicted_connection_gets_503_and_the_log_counts_it() {
     );
 }
 
+/// Past CCX_MAX_PENDING, the connection that has sent the least makes
+/// room, not merely the oldest: 4 connections that sent part of a request
+/// head come first, then 4 silent ones; once all are older than the
+/// newcomers' grace, 4 newcomers push out the 4 silent ones, and the
+/// partial senders and the newcomers are kept.
+#[test]
+fn the_connections_that_sent_least_are_refused_first() {
+    use std::io::{Read, Write};
+    let server = TestServer::start_with(&[("CCX_MAX_PENDING", "8")], &[]);
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    };
+    let mut partial = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .unwrap();
+        partial.push(s);
+    }
+    let mut silent: Vec<_> = (0..4).map(|_| connect()).collect();
+    // Past the 0.5 s in which a newcomer is spared.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut newcomers: Vec<_> = (0..4).map(|_| connect()).collect();
+    let mut answers = Vec::new();
+    for s in &mut silent {
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        answers.push(String::from_utf8_lossy(&answer).to_string());
+    }
+    assert!(
+        answers.iter().all(|a| a.starts_with("HTTP/1.1 503")),
+        "the silent connections were not the ones refused: {answers:?}"
+    );
+    for (what, s) in partial
+        .iter_mut()
+        .map(|s| ("a partial sender", s))
+        .chain(newcomers.iter_mut().map(|s| ("a newcomer", s)))
+    {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert!(
+            matches!(s.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut),
+            "{what} was answered or closed"
+        );
+    }
+}
+
 /// A server SIGKILLed with commands running: `verb` (`stop` or `status`)
 /// finds what it left (by cgroup, or by marker under `tracking`), ends it
 /// and reports it.
@@ -571,9 +622,26 @@ async fn leftovers_of_a_killed_server_are_ended_by(verb: &str, tracking: &str, t
             || common::state(server as u32) == Some('Z')
     ));
     drop(ws);
-    let out = lab.run(&[verb, "--json"]);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{verb} --json: {e}: {}", common::background::describe(&out)));
+    let out = match verb {
+        "serve" => lab.run(&["serve", "--port", "0"]),
+        _ => lab.run(&[verb, "--json"]),
+    };
+    let report: Value = match verb {
+        // serve says it in a warning: `killed N process(es) … left running: [a, b]`.
+        "serve" => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let list = stderr
+                .lines()
+                .find(|l| l.contains("the dead server left running"))
+                .and_then(|l| l.rsplit_once(": "))
+                .map(|(_, list)| list.to_string())
+                .unwrap_or_else(|| "[]".into());
+            json!({"leftovers_killed": serde_json::from_str::<Value>(&list).unwrap_or_default(), "stderr": stderr})
+        }
+        _ => serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{verb} --json: {e}: {}", common::background::describe(&out))
+        }),
+    };
     let gone = eventually(Duration::from_secs(5), || ours().is_empty());
     let left = ours();
     for pid in &left {
@@ -611,6 +679,16 @@ async fn status_ends_what_a_sigkilled_server_left_with_its_marker() {
         "status",
         "marker",
         &format!("{}8", std::process::id() % 1000),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_serve_ends_what_a_sigkilled_server_left_with_its_marker_and_says_so() {
+    leftovers_of_a_killed_server_are_ended_by(
+        "serve",
+        "marker",
+        &format!("{}9", std::process::id() % 1000),
     )
     .await;
 }

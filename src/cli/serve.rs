@@ -126,6 +126,13 @@ fn background(args: &ServeArgs, config: Config) -> Result<Exit, CliError> {
     if let Some(stale) = &started.removed_stale {
         output::warn(&format!("removed a stale pid file: {}", stale.reason));
     }
+    if !started.leftovers_killed.is_empty() {
+        output::warn(&format!(
+            "killed {} process(es) the dead server left running: {:?}",
+            started.leftovers_killed.len(),
+            started.leftovers_killed
+        ));
+    }
     let record = &started.record;
     output::print(&format!(
         "ccx server ready at {}\n  pid     {}\n  health  {}\n  log     {}\n  ready in {} ms; stop it with `ccx stop`, follow its log with `ccx logs -f`\n",

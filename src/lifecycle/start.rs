@@ -92,6 +92,9 @@ pub struct Started {
     pub elapsed: Duration,
     /// A pid file found and removed because it did not name a live server.
     pub removed_stale: Option<Stale>,
+    /// What the dead server of that pid file left running (its command
+    /// cgroups, its marker), SIGKILLed before the new server started.
+    pub leftovers_killed: Vec<u32>,
 }
 
 /// How long a launcher waits for another `serve`/`stop` on the same state
@@ -107,6 +110,7 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
     let _lock = state
         .lock(lock_wait(options.ready_timeout, options.kill_grace))
         .await?;
+    let mut leftovers_killed = Vec::new();
     let removed_stale = match state.probe()? {
         Probe::Ours(record) => {
             return Err(LifecycleError::AlreadyRunning {
@@ -118,6 +122,7 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
             })
         }
         Probe::Stale(stale) => {
+            leftovers_killed = super::stop::end_leftovers_of_record(state);
             state.remove_record()?;
             Some(stale)
         }
@@ -212,6 +217,7 @@ pub async fn start(options: StartOptions) -> Result<Started, LifecycleError> {
         log: log_path,
         elapsed: began.elapsed(),
         removed_stale,
+        leftovers_killed,
     })
 }
 

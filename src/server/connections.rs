@@ -1,29 +1,31 @@
 //! The accept loop and what it allows a connection before its WebSocket
-//! upgrade, so that no client can lock the server out (issue 12):
+//! upgrade, so that no client can lock the server out:
 //!
 //! - a deadline for every request head, the upgrade request included, and
 //!   for a keep-alive connection's idle time between requests
 //!   (CCX_HANDSHAKE_TIMEOUT, hyper's header read timeout);
 //! - a cap on connections that have not yet shown an authorized request
-//!   (CCX_MAX_PENDING, lowered to fit the file-descriptor limit; by default
-//!   twice the default CCX_MAX_SESSIONS, so that a burst of clients fits):
-//!   when it is reached the oldest of them is refused with `503` and
-//!   `Retry-After` (never a silent close), so a flood of silent connections
-//!   cannot keep a fresh client out; the log counts them every second. A connection leaves this pending set
-//!   once a request of it passes the guards (`guards::Authorized`, run by
-//!   the WebSocket upgrade, and by `/mcp` once the body is read), so an
-//!   authorized call in flight is never the one dropped. Work is capped by
-//!   CCX_MAX_SESSIONS (over it a session or a stateless `/mcp` call is
-//!   refused with -32003);
+//!   (CCX_MAX_PENDING, fitted to the open-file limit by
+//!   [`super::fd_budget`]; by default twice the default CCX_MAX_SESSIONS, so
+//!   that a burst of clients fits): past it the one that has sent the least
+//!   ([`super::pending`]) is refused with `503` and `Retry-After` (never a
+//!   silent close), so a flood of silent connections cannot keep a fresh
+//!   client out; the log counts them every second. A connection leaves the
+//!   pending set once a request of it passes the guards
+//!   (`guards::Authorized`, run by the WebSocket upgrade, and by `/mcp` once
+//!   the body is read), so an authorized call in flight is never the one
+//!   dropped. Work is capped by CCX_MAX_SESSIONS (over it a session or a
+//!   stateless `/mcp` call is refused with -32003);
+//! - at most [`fd_budget::REFUSING`] refusals linger to deliver their `503`;
 //! - the soft RLIMIT_NOFILE raised to the hard limit at start;
-//! - accept errors (out of descriptors) that drop the oldest pending
-//!   connection and back off instead of spinning, logged once a second at most.
+//! - accept errors (out of descriptors) answered with a held-back
+//!   descriptor, then a pending connection dropped and a back-off instead of
+//!   spinning, logged once a second at most.
 //!
 //! It knows routes only as the `Router` it is given.
 
-use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::fd_budget;
+use super::pending::{take, Counted, PendingSet, Spare};
 use crate::guards::Authorized;
 
 /// How long in-flight HTTP requests get to finish at shutdown.
@@ -76,88 +79,6 @@ pub fn raise_fd_limit() -> Option<u64> {
 pub struct Caps {
     pub max_pending: usize,
     pub handshake_timeout: Duration,
-}
-
-/// A duplicate of a pending connection's socket, kept to answer `503` if
-/// it is evicted (its original belongs to hyper, which drops it); closed as
-/// soon as the connection leaves the pending set.
-type Spare = Arc<Mutex<Option<std::net::TcpStream>>>;
-
-/// Connections not yet upgraded, oldest first, each with the token that
-/// drops it and its spare socket.
-#[derive(Default)]
-struct Pending {
-    next: u64,
-    live: BTreeMap<u64, (CancellationToken, Spare)>,
-}
-
-fn take(spare: &Spare) -> Option<std::net::TcpStream> {
-    spare.lock().unwrap_or_else(|e| e.into_inner()).take()
-}
-
-#[derive(Clone)]
-struct PendingSet {
-    inner: Arc<Mutex<Pending>>,
-    max: usize,
-    /// Evicted since the last report.
-    evicted: Arc<AtomicU64>,
-}
-
-impl PendingSet {
-    /// Registers a new connection; drops the oldest when over the cap.
-    /// Returns its id, its token, and whether one was dropped.
-    fn admit(&self, spare: Spare) -> (u64, CancellationToken, bool) {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let id = p.next;
-        p.next += 1;
-        let token = CancellationToken::new();
-        p.live.insert(id, (token.clone(), spare));
-        let mut evicted = false;
-        while p.live.len() > self.max {
-            if let Some((_, (oldest, _))) = p.live.pop_first() {
-                oldest.cancel();
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-                evicted = true;
-            }
-        }
-        (id, token, evicted)
-    }
-
-    /// Drops the oldest pending connection (to free a descriptor).
-    fn evict_oldest(&self) -> bool {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match p.live.pop_first() {
-            Some((_, (oldest, spare))) => {
-                // Out of descriptors: free both, answer nothing.
-                drop(take(&spare));
-                oldest.cancel();
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Takes connection `id` out of the set (it is authorized, or gone),
-    /// closing its spare socket.
-    fn remove(&self, id: u64) {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, spare)) = p.live.remove(&id) {
-            drop(take(&spare));
-        }
-    }
-
-    /// Logs how many connections were refused since the last report.
-    fn report(&self) {
-        let n = self.evicted.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            tracing::warn!(
-                "{n} pending connection(s) refused with 503: more than {} connections had not \
-                 sent an authorized request yet (CCX_MAX_PENDING)",
-                self.max
-            );
-        }
-    }
 }
 
 /// Answers an evicted connection `503` with `Retry-After`, half-closes it,
@@ -277,11 +198,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Accepts and serves connections until `shutdown`, then lets in-flight
 /// HTTP requests finish (upgraded sessions are ended by their own tasks).
 pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: CancellationToken) {
-    let pending = PendingSet {
-        inner: Arc::default(),
-        max: caps.max_pending,
-        evicted: Arc::default(),
-    };
+    let pending = PendingSet::new(caps.max_pending);
     let connections = TaskTracker::new();
     let refusing = Arc::new(tokio::sync::Semaphore::new(fd_budget::REFUSING as usize));
     let mut emergency = Emergency::new();
@@ -309,7 +226,7 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
                 // with the held-back descriptor, make room, and wait before
                 // trying again instead of spinning.
                 let answered = emergency.refuse_one(&listener).await;
-                let freed = pending.evict_oldest();
+                let freed = pending.evict_one();
                 backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                 accept_log.warn(|n| {
                     format!(
@@ -320,7 +237,7 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
                             ""
                         },
                         if freed {
-                            " (dropped the oldest pending connection)"
+                            " (dropped a pending connection)"
                         } else {
                             ""
                         },
@@ -349,7 +266,9 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
             }
         };
         let spare: Spare = Arc::new(Mutex::new(spare));
-        let (id, dropped, _) = pending.admit(spare.clone());
+        let received = Arc::new(AtomicU64::new(0));
+        let tcp = Counted::new(tcp, received.clone());
+        let (id, dropped, _) = pending.admit(spare.clone(), received);
         let routes = TowerToHyperService::new(app.clone());
         let leave = pending.clone();
         let authorized = Authorized::new(move || leave.remove(id));
@@ -402,28 +321,4 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
         connections.wait(),
     )
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_oldest_pending_connection_makes_room() {
-        let set = PendingSet {
-            inner: Arc::default(),
-            max: 2,
-            evicted: Arc::default(),
-        };
-        let (_, first, e1) = set.admit(Spare::default());
-        let (_, second, e2) = set.admit(Spare::default());
-        assert!(!e1 && !e2);
-        let (third_id, third, e3) = set.admit(Spare::default());
-        assert!(e3);
-        assert!(first.is_cancelled() && !second.is_cancelled() && !third.is_cancelled());
-        set.remove(third_id);
-        assert!(set.evict_oldest());
-        assert!(second.is_cancelled());
-        assert!(!set.evict_oldest());
-    }
 }

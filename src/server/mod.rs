@@ -15,6 +15,7 @@ pub mod connections;
 pub mod fd_budget;
 pub mod info;
 pub mod keepalive;
+pub mod pending;
 pub mod probes;
 pub mod secret;
 pub mod session;
