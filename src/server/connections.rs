@@ -268,12 +268,14 @@ pub async fn serve(listener: TcpListener, app: Router, caps: Caps, shutdown: Can
         let spare: Spare = Arc::new(Mutex::new(spare));
         let received = Arc::new(AtomicU64::new(0));
         let tcp = Counted::new(tcp, received.clone());
+        let send_queue = tcp.send_queue();
         let (id, dropped, _) = pending.admit(spare.clone(), received);
         let routes = TowerToHyperService::new(app.clone());
         let leave = pending.clone();
         let authorized = Authorized::new(move || leave.remove(id));
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(authorized.clone());
+            request.extensions_mut().insert(send_queue.clone());
             routes.call(request)
         });
         let set = pending.clone();

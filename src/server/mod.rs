@@ -301,6 +301,7 @@ async fn websocket(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     authorized: Option<Extension<guards::Authorized>>,
+    send_queue: Option<Extension<keepalive::SendQueue>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(refusal) = guards::check(
@@ -358,7 +359,9 @@ async fn websocket(
     upgrade.on_upgrade(move |socket| {
         tracker.track_future(async move {
             match permit {
-                Some(_permit) => session::run(socket, state).await,
+                Some(_permit) => {
+                    session::run(socket, state, send_queue.map(|Extension(q)| q)).await
+                }
                 None => session::refuse_over_limit(socket, &state).await,
             }
         })

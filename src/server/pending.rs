@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::keepalive::SendQueue;
+
 /// How long a new connection is spared from eviction while older ones
 /// remain: time enough to send a request head on a loaded machine.
 pub const NEWCOMER_GRACE: Duration = Duration::from_millis(500);
@@ -147,15 +149,34 @@ impl PendingSet {
     }
 }
 
-/// A socket that counts the bytes its peer sent into `received`.
+/// A socket that counts the bytes its peer sent into `received`, and
+/// makes its [`SendQueue`] forget it before it closes.
 pub struct Counted {
     inner: TcpStream,
     received: Arc<AtomicU64>,
+    queue: SendQueue,
 }
 
 impl Counted {
     pub fn new(inner: TcpStream, received: Arc<AtomicU64>) -> Counted {
-        Counted { inner, received }
+        use std::os::fd::AsRawFd;
+        let queue = SendQueue::new(inner.as_raw_fd());
+        Counted {
+            inner,
+            received,
+            queue,
+        }
+    }
+
+    /// The socket's send queue, for the session's keep-alive.
+    pub fn send_queue(&self) -> SendQueue {
+        self.queue.clone()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.queue.forget();
     }
 }
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::keepalive::WriteProgress;
+use super::keepalive::{PeerProgress, SendQueue, WriteProgress};
 use super::AppState;
 use crate::process::admission::{check_allowed, check_strings};
 use crate::process::{self, Event, Running, SpawnError, StopReason};
@@ -118,7 +118,7 @@ pub async fn refuse_over_limit(mut socket: WebSocket, state: &AppState) {
 }
 
 /// Runs a session to its end.
-pub async fn run(socket: WebSocket, state: Arc<AppState>) {
+pub async fn run(socket: WebSocket, state: Arc<AppState>, send_queue: Option<SendQueue>) {
     let session_id = uuid::Uuid::new_v4().to_string();
     let (sink, mut incoming) = socket.split();
     let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
@@ -129,6 +129,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         state.config.ws_ping_timeout,
         progress.clone(),
     ));
+    let mut peer = PeerProgress::new(progress, send_queue);
     let mut session = Session {
         state: state.clone(),
         out,
@@ -201,6 +202,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 if pong_due.is_none() {
                     pong_due = Some(Instant::now() + config.ws_ping_timeout);
                     session.send(Message::Ping(Default::default())).await;
+                    peer.ping_sent();
                 }
             }
             _ = sleep_until(next_heartbeat.unwrap_or_else(Instant::now)), if next_heartbeat.is_some() => {
@@ -210,7 +212,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             _ = sleep_until(pong_due.unwrap_or_else(Instant::now)), if pong_due.is_some() => {
                 // The ping may wait behind queued output: a client that
                 // reads it is alive.
-                if let Some(later) = progress.extended_deadline(config.ws_ping_timeout) {
+                if let Some(later) = peer.late_pong_deadline(config.ws_ping_timeout) {
                     pong_due = Some(later);
                     continue;
                 }
