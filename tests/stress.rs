@@ -761,7 +761,7 @@ fn the_engine_emits_one_event_per_request() {
     let env = [("HOME".to_string(), home.path().display().to_string())].into();
     let config =
         ccx::config::Config::load(&Default::default(), &env).expect("the default configuration");
-    let rules = direct::Rules::from_config(&config);
+    let rules = ccx::process::Executor::from_config(&config);
     let plan = Plan {
         clients: 2,
         requests: Some(3),

@@ -15,8 +15,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{output, runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
-use crate::process::reaper;
-use crate::stress::{self, cases, direct, report, Event, Mode, Plan, Progress, Target, Workload};
+use crate::process::{reaper, Executor};
+use crate::stress::{self, cases, report, Event, Mode, Plan, Progress, Target, Workload};
 
 #[derive(Debug, Args)]
 pub struct StressArgs {
@@ -93,7 +93,7 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         })
         .collect();
     if args.direct {
-        targets.push(Target::Direct(direct::Rules::from_config(&config)));
+        targets.push(Target::Direct(Executor::from_config(&config)));
     }
     let (workload, detail) = match (&args.cases, &args.command) {
         (Some(path), _) => (

@@ -8,7 +8,8 @@
 //! [`Event`]s (wire types from `protocol`) and takes stop requests.
 //!
 //! The process toolkit lives in its submodules, each written once:
-//! `spec` (execute → Spec, timeout rule, environment scrubbing),
+//! `executor` (the one way a request becomes a command: rules, admission,
+//! spawn), `spec` (execute → Spec, timeout rule, environment scrubbing),
 //! `admission` (which requests may run: strings, allowlist), `group`
 //! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
@@ -19,6 +20,7 @@
 
 pub mod admission;
 pub mod clone3;
+pub mod executor;
 pub mod group;
 pub mod leftovers;
 pub mod lines;
@@ -49,6 +51,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
 pub use clone3::close_on_exec_above_stdio;
+pub use executor::{Executor, OwnLimits, StartError};
 pub use group::{stop_child, stop_process, Group, Held, Stopped};
 pub use resolve::{resolve_program, ResolveError};
 pub use spec::{Rules, Spec, SpecError};

@@ -42,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::guards;
+use crate::process::Executor;
 
 /// Initial read buffer of a WebSocket session (grows for larger frames).
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -70,6 +71,8 @@ pub enum ServerError {
 /// What every request handler and session shares.
 pub struct AppState {
     pub config: Config,
+    /// Every command's rules and admission, taken once from `config`.
+    pub executor: Arc<Executor>,
     pub shutdown: CancellationToken,
     /// Cancelled when the drain begins (SIGTERM); `shutdown` follows once
     /// every session has ended or CCX_DRAIN_PERIOD has passed.
@@ -122,6 +125,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let state = Arc::new(AppState {
         sessions: Arc::new(Semaphore::new(config.max_sessions)),
+        executor: Arc::new(Executor::from_config(&config)),
         config,
         shutdown: shutdown.clone(),
         drain,
@@ -199,6 +203,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(WS_PATH_DOCKER, get(websocket))
         .merge(crate::mcp::http::router(
             Arc::new(state.config.clone()),
+            state.executor.clone(),
             state.sessions.clone(),
             crate::mcp::Drain {
                 draining: state.drain.clone(),

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::AppState;
-use crate::process::admission::{check_allowed, check_strings};
-use crate::process::{self, Event, Running, SpawnError, StopReason};
+use crate::process::admission::AdmissionError;
+use crate::process::{Event, Running, SpawnError, StartError, StopReason};
 use crate::protocol::{
     error_json, method, parse_request, response_json, Completed, Connected, ControlParams,
     ControlResult, ErrorCode, ExecuteParams, Frame, InfoParams, ProcessStatus, RawId, Request,
@@ -530,12 +530,7 @@ impl Session {
         }
         let params: ExecuteParams =
             params_of(request.params, "execute", "{\"command\": \"echo hi\"}")?;
-        let config = &self.state.config;
-        let spec = process::Spec::from_execute(&params, &process::Rules::from_config(config))
-            .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))?;
-        check_strings(&params)?;
-        check_allowed(&params, config)?;
-        let (running, events) = process::spawn(spec).map_err(spawn_error)?;
+        let (running, events) = self.state.executor.start(&params).map_err(start_error)?;
         let status = ProcessStatus {
             status: "started".into(),
             pid: running.pid,
@@ -649,6 +644,21 @@ fn params_of<T: serde::de::DeserializeOwned>(
             format!("invalid params for {method}: {e}; e.g. {example}"),
         )
     })
+}
+
+/// Why a command did not start, as a JSON-RPC error: a refused request is
+/// the client's fault (-32602, or -32001 from the allowlist).
+fn start_error(e: StartError) -> RpcError {
+    match e {
+        StartError::Refused(AdmissionError::NotAllowed(message)) => {
+            RpcError::new(ErrorCode::CommandNotAllowed, message)
+        }
+        StartError::Refused(refused) => RpcError::new(
+            ErrorCode::InvalidParams,
+            format!("invalid params: {refused}"),
+        ),
+        StartError::Spawn(e) => spawn_error(e),
+    }
 }
 
 /// A spawn failure as the client should read it: E2BIG (command and

@@ -25,6 +25,7 @@ use hdrhistogram::Histogram;
 use tokio::time::{timeout, Instant};
 
 use crate::client::{Client, ClientError, ConnectOptions, RunOutcome};
+use crate::process::Executor;
 use crate::protocol::{CompletionStatus, ExecuteParams};
 use cases::Case;
 use report::{
@@ -38,8 +39,9 @@ use timeline::TimeTally;
 pub enum Target {
     /// A ccx (or cc_executor-compatible) server's WebSocket URL.
     Server { url: String, token: Option<String> },
-    /// No server: each request is spawned in this process under these rules.
-    Direct(direct::Rules),
+    /// No server: each request is admitted and spawned in this process by
+    /// this executor.
+    Direct(Executor),
 }
 
 impl Target {
@@ -67,7 +69,7 @@ impl Target {
                     .map(|client| Session::Server(Box::new(client)))
                     .map_err(|e| Failure::from_connect(e, url))
             }
-            Target::Direct(rules) => Ok(Session::Direct(rules.clone())),
+            Target::Direct(executor) => Ok(Session::Direct(executor.clone())),
         }
     }
 }
@@ -76,7 +78,7 @@ impl Target {
 enum Session {
     Server(Box<Client>),
     /// Nothing to keep open: each run spawns its own process group.
-    Direct(direct::Rules),
+    Direct(Executor),
 }
 
 impl Session {
@@ -95,7 +97,7 @@ impl Session {
                 Ok(Err(e)) => Err(Failure::from_request(e)),
                 Ok(Ok(outcome)) => Ok(outcome),
             },
-            Session::Direct(rules) => direct::run(rules, params, deadline).await,
+            Session::Direct(executor) => direct::run(executor, params, deadline).await,
         }
     }
 
