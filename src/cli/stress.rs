@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{output, runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
-use crate::process::{reaper, Executor};
+use crate::process::{Executor, Supervisor};
 use crate::stress::{self, cases, report, Event, Mode, Plan, Progress, Target, Workload};
 
 #[derive(Debug, Args)]
@@ -125,19 +125,16 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         None => None,
     };
 
-    if args.direct {
-        // Before any thread exists, so that all inherit it (process::sigchld).
-        crate::process::sigchld::block();
-    }
-    let runtime = runtime()?;
-    if args.direct {
-        // As the server does: escaped descendants are tracked, re-parented
-        // to us and reaped, not left to init.
-        let _guard = runtime.enter();
-        crate::process::supervise_children(config.process_tracking);
-    }
+    // With --direct this process runs the commands: supervised as the
+    // server's are (escaped descendants tracked, re-parented to us and
+    // reaped, leftovers ended), from before any thread exists.
+    let runner = if args.direct {
+        Runner::Supervised(Supervisor::start(config.process_tracking, runtime)?)
+    } else {
+        Runner::Plain(runtime()?)
+    };
     let mut bars = Vec::new();
-    let report = runtime.block_on(stress::run_all(&targets, &plan, settings, |target| {
+    let report = runner.block_on(stress::run_all(&targets, &plan, settings, |target| {
         if let Some(previous) = bars.last() {
             ProgressBar::finish_and_clear(previous);
         }
@@ -148,9 +145,7 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     if let Some(last) = bars.last() {
         last.finish_and_clear();
     }
-    if args.direct {
-        reaper::kill_orphans();
-    }
+    drop(runner);
     let passed = report.passed;
     if let (Some(path), Some(file)) = (&args.html, html) {
         let mut file = file;
@@ -181,6 +176,22 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         eprintln!("hint: {}", crate::exec::REFUSED_HINT);
     }
     Ok(if passed { Exit::Success } else { Exit::Failure })
+}
+
+/// Where the load runs: under a supervisor when this process runs the
+/// commands itself (`--direct`).
+enum Runner {
+    Plain(tokio::runtime::Runtime),
+    Supervised(Supervisor),
+}
+
+impl Runner {
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match self {
+            Runner::Plain(runtime) => runtime.block_on(future),
+            Runner::Supervised(supervisor) => supervisor.block_on(future),
+        }
+    }
 }
 
 /// The engine's progress drawn as an indicatif bar.

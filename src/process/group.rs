@@ -213,6 +213,22 @@ pub async fn stop_process(target: &Held, grace: Duration) -> Stopped {
     .await
 }
 
+/// SIGKILLs each held process, and the group it leads while it is alive
+/// (a group id is its leader's pid, which cannot be reused while the
+/// leader lives), then waits up to `deadline` for each to be gone.
+pub async fn kill_held(members: &[Held], deadline: Duration) {
+    for member in members {
+        let leads_group = procfs::stat(member.pid()).is_some_and(|s| s.pgrp == member.pid());
+        if leads_group && !member.has_exited() {
+            let _ = killpg(Pid::from_raw(member.pid() as i32), Signal::SIGKILL);
+        }
+        let _ = member.signal(Signal::SIGKILL);
+    }
+    for member in members {
+        gone_within(deadline, &|| !member.has_exited()).await;
+    }
+}
+
 /// Ends a child we spawned, that leads (or is about to lead) its own
 /// group, and reaps it: the child and its group get SIGTERM + SIGCONT,
 /// `grace` for the child to exit, then SIGKILL; members left behind are

@@ -14,7 +14,8 @@
 //! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
 //! reaping without stealing statuses), `sigchld` (how the reaper hears
-//! SIGCHLD), `clone3` (a shell born inside its cgroup), `procfs` (every
+//! SIGCHLD), `supervisor` (the guard every entry point that runs commands
+//! holds: SIGCHLD blocked, reaping, leftovers ended on drop), `clone3` (a shell born inside its cgroup), `procfs` (every
 //! /proc read), `resolve` (PATH lookups) and `leftovers` (what a server
 //! that died left running).
 
@@ -29,6 +30,7 @@ pub mod reaper;
 pub mod resolve;
 pub mod sigchld;
 pub mod spec;
+pub mod supervisor;
 pub mod tracking;
 pub mod utf8;
 
@@ -52,9 +54,10 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 pub use clone3::close_on_exec_above_stdio;
 pub use executor::{Executor, OwnLimits, StartError};
-pub use group::{stop_child, stop_process, Group, Held, Stopped};
+pub use group::{kill_held, stop_child, stop_process, stop_with, Group, Held, Stopped};
 pub use resolve::{resolve_program, ResolveError};
 pub use spec::{Rules, Spec, SpecError};
+pub use supervisor::Supervisor;
 
 use crate::protocol::{Completed, CompletionStatus, Output, StreamKind};
 use clone3::Clone3Error;
@@ -134,22 +137,6 @@ pub struct Running {
     pub group: Group,
     scope: Arc<Scope>,
     stop: watch::Sender<Option<(StopReason, Duration)>>,
-}
-
-/// Makes this process the supervisor of the commands it will run, as the
-/// server, `ccx mcp` and `stress --direct` all need: a child subreaper (so
-/// descendants that leave their group are re-parented here and reaped),
-/// the orphan reaper task, and the tracking of escaped descendants (cgroup
-/// v2 or marker, as `choice` allows). Call once, inside a tokio runtime;
-/// returns the mode.
-pub fn supervise_children(choice: crate::config::TrackingChoice) -> tracking::Mode {
-    if let Err(e) = reaper::become_subreaper() {
-        tracing::warn!(
-            "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
-        );
-    }
-    tokio::spawn(reaper::run());
-    tracking::init(choice)
 }
 
 impl Running {
