@@ -16,7 +16,7 @@ use super::{output, runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::process::{Executor, Supervisor};
-use crate::stress::{self, cases, report, Event, Mode, Plan, Progress, Target, Workload};
+use crate::stress::{self, cases, render, report, Event, Mode, Plan, Progress, Target, Workload};
 
 #[derive(Debug, Args)]
 pub struct StressArgs {
@@ -164,7 +164,7 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         json.push('\n');
         json
     } else {
-        report::render_human(&report, use_color(color, std::io::stdout().is_terminal()))
+        render::render_human(&report, use_color(color, std::io::stdout().is_terminal()))
     };
     output::print(&text)?;
     let refused = report.targets.iter().any(|t| {

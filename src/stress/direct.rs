@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
+use super::failure::Failure;
 use super::report::Cause;
-use super::Failure;
 use crate::client::{OutputCollector, RunOutcome};
 use crate::process::admission::AdmissionError;
 use crate::process::{Event, Executor};
