@@ -249,9 +249,9 @@ async fn sigint_or_a_second_sigterm_stops_at_once_despite_the_drain_period() {
 /// The `execute` tool over `/mcp`: its result (`isError`, text content,
 /// structured content).
 async fn mcp_execute(server: &TestServer, command: &str) -> serde_json::Value {
-    use ccx::mcp::client::{McpClient, Target};
+    use ccx::client::mcp::{McpClient, McpTarget};
     let url = format!("http://127.0.0.1:{}/mcp", server.port);
-    let mut mcp = McpClient::connect(&Target::Http { url, token: None }).expect("an MCP client");
+    let mut mcp = McpClient::connect(&McpTarget::Http { url, token: None }).expect("an MCP client");
     mcp.initialize(LONG).await.expect("initialize");
     let arguments = serde_json::json!({"name": "execute", "arguments": {"command": command}});
     let result = mcp.request("tools/call", arguments, LONG).await;

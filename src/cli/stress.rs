@@ -16,7 +16,9 @@ use super::{output, runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::process::{Executor, Supervisor};
-use crate::stress::{self, cases, render, report, Event, Mode, Plan, Progress, Target, Workload};
+use crate::stress::{
+    self, cases, render, report, Mode, Plan, Progress, ProgressEvent, Target, Workload,
+};
 
 #[derive(Debug, Args)]
 pub struct StressArgs {
@@ -198,9 +200,9 @@ impl Runner {
 struct Bar(ProgressBar);
 
 impl Progress for Bar {
-    fn event(&self, event: Event) {
+    fn event(&self, event: ProgressEvent) {
         match event {
-            Event::RequestDone { .. } => self.0.inc(1),
+            ProgressEvent::RequestDone { .. } => self.0.inc(1),
         }
     }
 }

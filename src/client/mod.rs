@@ -13,6 +13,7 @@ mod connect;
 mod error;
 pub mod http;
 pub mod identity;
+pub mod mcp;
 mod outcome;
 
 use std::collections::VecDeque;

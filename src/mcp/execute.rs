@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::output::HeadTail;
 use crate::config::Config;
 use crate::process::admission::AdmissionError;
-use crate::process::{Event, Executor, SpawnError, StartError, StopReason};
+use crate::process::{Executor, ProcessEvent, SpawnError, StartError, StopReason};
 use crate::protocol::{CompletionStatus, ExecuteParams, DRAINING_NO_COMMAND};
 
 pub const NAME: &str = "execute";
@@ -158,7 +158,7 @@ pub async fn call(
             }
         };
         match event {
-            Some(Event::Output(chunk)) => {
+            Some(ProcessEvent::Output(chunk)) => {
                 truncated |= chunk.truncated;
                 if let Some(token) = &progress {
                     sent += 1;
@@ -166,7 +166,7 @@ pub async fn call(
                 }
                 output.push(&chunk.data);
             }
-            Some(Event::Completed(c)) => break Some(c),
+            Some(ProcessEvent::Completed(c)) => break Some(c),
             None => break None,
         }
     };

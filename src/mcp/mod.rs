@@ -9,7 +9,6 @@
 //!
 //! It must not know the WebSocket protocol on `/ws/mcp` or the CLI.
 
-pub mod client;
 pub mod execute;
 pub mod http;
 pub mod output;

@@ -73,7 +73,7 @@ pub struct Launch<'a> {
 /// A started child: its pid, the read ends of its stdout and stderr, and
 /// the pidfd that tells when it exits.
 #[derive(Debug)]
-pub struct Started {
+pub struct Cloned {
     pub pid: u32,
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
@@ -98,7 +98,7 @@ pub enum Clone3Error {
 
 /// Starts `launch.program` with stdin from /dev/null, stdout and stderr on
 /// new pipes, in a new process group; inside `launch.cgroup` when given.
-pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
+pub fn spawn(launch: &Launch) -> Result<Cloned, Clone3Error> {
     if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
         return Err(Clone3Error::Unsupported(io::Error::from(
             io::ErrorKind::Unsupported,
@@ -214,7 +214,7 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
             return Err(Clone3Error::Spawn(cause));
         }
     };
-    Ok(Started {
+    Ok(Cloned {
         pid,
         stdout,
         stderr,

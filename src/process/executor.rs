@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use super::admission::{check_strings, AdmissionError, Allowlist};
-use super::{spawn, Event, Rules, Running, SpawnError, Spec};
+use super::{spawn, ProcessEvent, Rules, Running, SpawnError, Spec};
 use crate::config::Config;
 use crate::protocol::ExecuteParams;
 
@@ -63,13 +63,13 @@ impl Executor {
     pub fn start(
         &self,
         params: &ExecuteParams,
-    ) -> Result<(Running, mpsc::Receiver<Event>), StartError> {
+    ) -> Result<(Running, mpsc::Receiver<ProcessEvent>), StartError> {
         let spec = self.admit(params)?;
         Ok(self.spawn(spec)?)
     }
 
     /// Starts a process [`admit`](Self::admit) returned.
-    pub fn spawn(&self, spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError> {
+    pub fn spawn(&self, spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), SpawnError> {
         spawn(spec)
     }
 
@@ -80,7 +80,7 @@ impl Executor {
         &self,
         command: &str,
         limit: OwnLimits,
-    ) -> Result<(Running, mpsc::Receiver<Event>), StartError> {
+    ) -> Result<(Running, mpsc::Receiver<ProcessEvent>), StartError> {
         let rules = Rules {
             kill_grace: limit.kill_grace,
             max_output: limit.max_output,

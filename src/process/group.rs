@@ -51,6 +51,13 @@ impl Stopped {
     }
 }
 
+/// A signal by its name (`SIGTERM`), or `signal N` when it has none.
+pub fn signal_name(number: i32) -> String {
+    Signal::try_from(number)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {number}"))
+}
+
 /// A process group, named by its leader's pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Group(pub u32);

@@ -1,5 +1,5 @@
 //! The accept loop and what it allows a connection before its WebSocket
-//! upgrade, so that no client can lock the server out (issue 12):
+//! upgrade, so that no client can lock the server out:
 //!
 //! - a deadline for every request head, the upgrade request included, and
 //!   for a keep-alive connection's idle time between requests

@@ -239,17 +239,8 @@ async fn health(
         version: Some(crate::VERSION.into()),
     };
     if verbose {
-        if let Err(refusal) = guards::check(
-            &state.config,
-            &headers,
-            query.get("token").map(String::as_str),
-        ) {
-            tracing::info!(
-                status = refusal.status.as_u16(),
-                "refused /health?verbose=1: {}",
-                refusal.message
-            );
-            return http_error(refusal.status, refusal.message);
+        if let Some(refused) = pass_guards(&state, &headers, &query, "/health?verbose=1") {
+            return refused;
         }
         let collected = info::collect_off_runtime(state.clone(), Vec::new()).await;
         body.info = Some(
@@ -263,8 +254,8 @@ async fn health(
 }
 
 /// `GET /healthz`: the minimal liveness answer, as cc_executor gives it.
-async fn healthz() -> Json<crate::protocol::Liveness> {
-    Json(crate::protocol::Liveness::ok())
+async fn healthz() -> Json<crate::protocol::Healthz> {
+    Json(crate::protocol::Healthz::ok())
 }
 
 async fn not_found(uri: Uri) -> Response {
@@ -274,6 +265,30 @@ async fn not_found(uri: Uri) -> Response {
         "endpoints": ["/health", "/healthz", "/livez", "/readyz", WS_PATH, WS_PATH_DOCKER, "/mcp"],
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// The guards (Host, Origin, token) for `what`: `None` when they pass,
+/// else the answer to a refusal (logged).
+fn pass_guards(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    what: &str,
+) -> Option<Response> {
+    guards::check(
+        &state.config,
+        headers,
+        query.get("token").map(String::as_str),
+    )
+    .map_err(|refusal| {
+        tracing::info!(
+            status = refusal.status.as_u16(),
+            "refused {what}: {}",
+            refusal.message
+        );
+        http_error(refusal.status, refusal.message)
+    })
+    .err()
 }
 
 fn http_error(status: StatusCode, message: String) -> Response {
@@ -295,17 +310,8 @@ async fn websocket(
     authorized: Option<Extension<guards::Authorized>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(refusal) = guards::check(
-        &state.config,
-        &headers,
-        query.get("token").map(String::as_str),
-    ) {
-        tracing::info!(
-            status = refusal.status.as_u16(),
-            "refused upgrade: {}",
-            refusal.message
-        );
-        return http_error(refusal.status, refusal.message);
+    if let Some(refused) = pass_guards(&state, &headers, &query, "upgrade") {
+        return refused;
     }
     if let Some(Extension(authorized)) = &authorized {
         authorized.run();

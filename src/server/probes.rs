@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 
 use super::AppState;
-use crate::process::{Event, OwnLimits, StartError};
+use crate::process::{OwnLimits, ProcessEvent, StartError};
 use crate::protocol::CompletionStatus;
 
 /// How long a shell check's verdict is reused.
@@ -92,7 +92,7 @@ async fn spawn_shell(state: &AppState) -> Result<(), String> {
     })?;
     let completed = timeout(SHELL_CHECK_DEADLINE + Duration::from_secs(1), async {
         while let Some(event) = events.recv().await {
-            if let Event::Completed(done) = event {
+            if let ProcessEvent::Completed(done) = event {
                 return Some(done);
             }
         }

@@ -15,7 +15,7 @@ use super::failure::Failure;
 use super::report::Cause;
 use crate::client::{OutputCollector, RunOutcome};
 use crate::process::admission::AdmissionError;
-use crate::process::{Event, Executor};
+use crate::process::{Executor, ProcessEvent};
 use crate::protocol::{ExecuteParams, ProcessStatus};
 
 /// The label of the direct target in the table and the `target` field of its
@@ -57,8 +57,8 @@ pub(super) async fn run(
         let mut collected = OutputCollector::default();
         while let Some(event) = events.recv().await {
             match event {
-                Event::Output(o) => collected.add(o),
-                Event::Completed(completed) => {
+                ProcessEvent::Output(o) => collected.add(o),
+                ProcessEvent::Completed(completed) => {
                     return Some(collected.finish(started.clone(), completed))
                 }
             }

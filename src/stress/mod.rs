@@ -6,7 +6,7 @@
 //! [`Client`], or [`Target::Direct`], the same commands run in this process
 //! with the server's process rules and no server ([`direct`]), as a baseline.
 //! Knows the client, the process layer and the wire types; not the CLI, nor
-//! the server's internals. Progress goes out as [`Event`]s; the engine
+//! the server's internals. Progress goes out as [`ProgressEvent`]s; the engine
 //! draws nothing.
 
 pub mod cases;
@@ -71,28 +71,28 @@ impl Target {
     }
 
     /// A session able to run commands one after another.
-    async fn open(&self) -> Result<Session, Failure> {
+    async fn open(&self) -> Result<TargetSession, Failure> {
         match self {
             Target::Server { url, token } => {
                 let options = ConnectOptions::new(url.clone()).token(token.clone());
                 Client::connect(&options)
                     .await
-                    .map(|client| Session::Server(Box::new(client)))
+                    .map(|client| TargetSession::Server(Box::new(client)))
                     .map_err(|e| Failure::from_connect(e, url))
             }
-            Target::Direct(executor) => Ok(Session::Direct(executor.clone())),
+            Target::Direct(executor) => Ok(TargetSession::Direct(executor.clone())),
         }
     }
 }
 
 /// An open session on a target.
-enum Session {
+enum TargetSession {
     Server(Box<Client>),
     /// Nothing to keep open: each run spawns its own process group.
     Direct(Executor),
 }
 
-impl Session {
+impl TargetSession {
     /// Runs one command to completion within `deadline`.
     async fn run(
         &mut self,
@@ -100,7 +100,7 @@ impl Session {
         deadline: Duration,
     ) -> Result<RunOutcome, Failure> {
         match self {
-            Session::Server(client) => match timeout(deadline, client.run(params)).await {
+            TargetSession::Server(client) => match timeout(deadline, client.run(params)).await {
                 Err(_) => Err(Failure::new(
                     Cause::Timeout,
                     format!("no process.completed within {deadline:?} (the command's timeout plus the kill grace)"),
@@ -108,14 +108,14 @@ impl Session {
                 Ok(Err(e)) => Err(Failure::from_request(e)),
                 Ok(Ok(outcome)) => Ok(outcome),
             },
-            Session::Direct(executor) => direct::run(executor, params, deadline).await,
+            TargetSession::Direct(executor) => direct::run(executor, params, deadline).await,
         }
     }
 
     async fn close(self) {
         match self {
-            Session::Server(client) => (*client).close().await,
-            Session::Direct(_) => {}
+            TargetSession::Server(client) => (*client).close().await,
+            TargetSession::Direct(_) => {}
         }
     }
 }
@@ -146,22 +146,22 @@ pub async fn run_all(
 /// What the engine says while it runs a target, for whoever shows progress
 /// (the CLI draws a bar from these; the engine draws nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub enum ProgressEvent {
     /// One request finished, well or not.
     RequestDone { ok: bool },
 }
 
-/// Receives the engine's [`Event`]s. Called from every client task as a
+/// Receives the engine's [`ProgressEvent`]s. Called from every client task as a
 /// request finishes, so it must return at once (no I/O that can block).
 pub trait Progress: Send + Sync {
-    fn event(&self, event: Event);
+    fn event(&self, event: ProgressEvent);
 }
 
 /// Progress nobody watches.
 pub struct NoProgress;
 
 impl Progress for NoProgress {
-    fn event(&self, _: Event) {}
+    fn event(&self, _: ProgressEvent) {}
 }
 
 /// Runs the plan against one target and reports, telling `progress` of
@@ -208,7 +208,7 @@ async fn client_loop(
     progress: &dyn Progress,
 ) -> Tally {
     let mut tally = Tally::new(plan.cases().len());
-    let mut session: Option<Session> = None;
+    let mut session: Option<TargetSession> = None;
     let mut k: u64 = 0;
     loop {
         if plan.requests.is_some_and(|n| k >= n) || stop_at.is_some_and(|t| Instant::now() >= t) {
@@ -242,7 +242,7 @@ async fn client_loop(
         }
         let ok = result.is_ok();
         tally.record(request.case, result, started.elapsed());
-        progress.event(Event::RequestDone { ok });
+        progress.event(ProgressEvent::RequestDone { ok });
     }
     if let Some(s) = session {
         s.close().await;

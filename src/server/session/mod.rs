@@ -29,7 +29,7 @@ use handlers::notification_json;
 use writer::write_all;
 
 use crate::process::admission::AdmissionError;
-use crate::process::{Event, Running, SpawnError, StartError, StopReason};
+use crate::process::{ProcessEvent, Running, SpawnError, StartError, StopReason};
 use crate::protocol::{
     error_json, method, parse_request, response_json, Completed, Connected, ControlParams,
     ControlResult, ErrorCode, ExecuteParams, Frame, InfoParams, ProcessStatus, RawId, Request,
@@ -81,7 +81,7 @@ struct Follow {
     /// The `execute` answer and `process.started`: one hand-over, so they
     /// always share one write.
     announce: Vec<Message>,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<ProcessEvent>,
     completed: Arc<AtomicBool>,
     done: oneshot::Sender<()>,
 }
@@ -315,9 +315,5 @@ fn close_for(error: &axum::Error, max_size: usize) -> Option<(u16, String)> {
 
 /// A close reason fits in a control frame: 123 bytes after the code.
 fn clip_reason(reason: &str) -> String {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_string()
+    reason[..crate::sanitize::floor_char_boundary(reason, 123)].to_string()
 }

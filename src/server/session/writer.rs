@@ -19,7 +19,7 @@ pub(super) async fn write_all(
     mut rx: mpsc::Receiver<Outgoing>,
     stall_limit: Duration,
 ) -> WriterEnd {
-    // Empty until used: an idle session holds little (P5).
+    // Empty until used: an idle session holds little memory.
     let mut queued = Vec::new();
     let mut events = Vec::new();
     let mut frames = Vec::new();
@@ -103,7 +103,7 @@ pub(super) async fn write_all(
 }
 
 /// The next events of the followed process; never resolves without one.
-async fn next_events(follow: &mut Option<Follow>, events: &mut Vec<Event>) -> usize {
+async fn next_events(follow: &mut Option<Follow>, events: &mut Vec<ProcessEvent>) -> usize {
     match follow {
         Some(f) => f.events.recv_many(events, EVENT_BATCH).await,
         None => std::future::pending().await,
@@ -112,10 +112,10 @@ async fn next_events(follow: &mut Option<Follow>, events: &mut Vec<Event>) -> us
 
 /// One event as its frame; `finished` takes the completion (logged once
 /// its frame is written: the log line is not on the client's path).
-fn event_json(event: Event, finished: &mut Option<Completed>) -> String {
+fn event_json(event: ProcessEvent, finished: &mut Option<Completed>) -> String {
     match event {
-        Event::Output(o) => notification_json(method::PROCESS_OUTPUT, &o),
-        Event::Completed(c) => {
+        ProcessEvent::Output(o) => notification_json(method::PROCESS_OUTPUT, &o),
+        ProcessEvent::Completed(c) => {
             let frame = notification_json(method::PROCESS_COMPLETED, &c);
             *finished = Some(c);
             frame
