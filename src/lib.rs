@@ -11,7 +11,6 @@
 //! | `log_sink` | the log's writer (stderr), remembering a write that failed |
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
 //! | `sanitize` | captured output made safe to show: terminal control sequences removed |
-//! | `shell` | what a shell command line runs (programs, `cd`, PATH) |
 //! | `process` | which requests may run, process groups, clone3 into a cgroup, output framing, reaping, tracking of escaped descendants |
 //! | `guards` | who may open a session over HTTP: token, Origin, Host; the mark a request leaves on its connection once it passed them |
 //! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) and the doctor's MCP client |
@@ -37,7 +36,6 @@ pub mod process;
 pub mod protocol;
 pub mod sanitize;
 pub mod server;
-pub mod shell;
 pub mod stress;
 
 /// The version every component reports.

@@ -19,7 +19,7 @@ mod health;
 mod request;
 
 pub use endpoint::{Endpoint, EndpointError, Scheme, HEALTH_PATH, WS_PATH};
-pub use health::{Health, Liveness, CCX_SERVICE, CC_EXECUTOR_SERVICE};
+pub use health::{Health, Healthz, CCX_SERVICE, CC_EXECUTOR_SERVICE};
 pub use request::{parse_request, Rejection, Request};
 
 /// The only JSON-RPC version spoken.

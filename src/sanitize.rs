@@ -3,7 +3,8 @@
 //! sequences (colours, cursor moves, titles) and other control characters
 //! are removed, so `--color never`, `NO_COLOR` and `--json` get plain text
 //! whatever the program printed. Every place that shows captured output
-//! goes through [`captured`].
+//! goes through [`captured`]; text cut to a size is cut on a character
+//! boundary ([`floor_char_boundary`]).
 
 /// `text` without ANSI escape sequences or control characters (newlines
 /// and tabs are kept).
@@ -12,6 +13,16 @@ pub fn captured(text: &str) -> String {
         .chars()
         .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
         .collect()
+}
+
+/// The largest character boundary of `s` at or below `at` (`s.len()` when
+/// `at` is past the end): where `s` may be cut to at most `at` bytes.
+pub fn floor_char_boundary(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 #[cfg(test)]

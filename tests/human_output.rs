@@ -14,7 +14,8 @@ use std::path::Path;
 
 use ccx::doctor::render::{self, Style};
 use ccx::doctor::{Finding, Report, Severity, Status, StepId, StepResult, SCHEMA_VERSION};
-use ccx::stress::report::{render_human, StressReport};
+use ccx::stress::render::render_human;
+use ccx::stress::report::StressReport;
 use serde_json::{json, Value};
 
 const TARGET: &str = "ws://127.0.0.1:8003/ws/mcp";

@@ -245,3 +245,76 @@ async fn sigint_or_a_second_sigterm_stops_at_once_despite_the_drain_period() {
         assert!(live_members(started.pgid.unwrap()).is_empty());
     }
 }
+
+/// The `execute` tool over `/mcp`: its result (`isError`, text content,
+/// structured content).
+async fn mcp_execute(server: &TestServer, command: &str) -> serde_json::Value {
+    use ccx::client::mcp::{McpClient, McpTarget};
+    let url = format!("http://127.0.0.1:{}/mcp", server.port);
+    let mut mcp = McpClient::connect(&McpTarget::Http { url, token: None }).expect("an MCP client");
+    mcp.initialize(LONG).await.expect("initialize");
+    let arguments = serde_json::json!({"name": "execute", "arguments": {"command": command}});
+    let result = mcp.request("tools/call", arguments, LONG).await;
+    mcp.close().await;
+    result.expect("tools/call answered")
+}
+
+/// One executor behind every front end: with one rule changed (an allowlist
+/// of `ls`), `echo hi` is refused in the same words on the WebSocket, by the
+/// MCP tool and by the executor `stress --direct` uses; the readiness probe,
+/// the server's own command, still runs. With another rule changed (a shell
+/// that always exits 7), the WebSocket, the MCP tool and the probe all see
+/// that shell.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_executor_admits_and_spawns_for_websocket_mcp_probe_and_direct() {
+    let server = TestServer::start_with(&[("CCX_ALLOWED_COMMANDS", "ls")], &[]);
+    let mut client = server.client().await;
+    let refused = match client.run(&exec("echo hi")).await {
+        Err(ClientError::Rpc(e)) => e,
+        other => panic!("echo ran under an allowlist of ls: {other:?}"),
+    };
+    assert_eq!(refused.code, -32001, "{refused:?}");
+    assert!(
+        refused.message.contains("CCX_ALLOWED_COMMANDS"),
+        "{refused:?}"
+    );
+    client.close().await;
+
+    let mcp = mcp_execute(&server, "echo hi").await;
+    assert_eq!(mcp["isError"], true, "{mcp}");
+    assert_eq!(mcp["content"][0]["text"], refused.message.as_str(), "{mcp}");
+
+    let home = tempfile::tempdir().unwrap();
+    let env = [
+        ("HOME".to_string(), home.path().display().to_string()),
+        ("CCX_ALLOWED_COMMANDS".to_string(), "ls".to_string()),
+    ]
+    .into();
+    let config = ccx::config::Config::load(&Default::default(), &env).expect("a configuration");
+    let direct = ccx::process::Executor::from_config(&config)
+        .admit(&exec("echo hi"))
+        .expect_err("the direct executor admitted echo under an allowlist of ls");
+    assert_eq!(direct.to_string(), refused.message);
+    let (status, ready) = readiness(&server).await;
+    assert_eq!(
+        status, 200,
+        "the probe is not a client's command: {ready:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let shell = dir.path().join("exits-7");
+    std::fs::write(&shell, "#!/bin/sh\nexit 7\n").unwrap();
+    std::fs::set_permissions(&shell, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let server = TestServer::start_with(&[("CCX_SHELL", &shell.display().to_string())], &[]);
+    let mut client = server.client().await;
+    let outcome = client.run(&exec("echo hi")).await.expect("a completion");
+    assert_eq!(outcome.completed.exit_code, 7, "{outcome:?}");
+    client.close().await;
+    let mcp = mcp_execute(&server, "echo hi").await;
+    assert_eq!(mcp["structuredContent"]["exit_code"], 7, "{mcp}");
+    let ready = readiness_becomes(&server, 503, LONG).await;
+    assert!(
+        ready.reasons.iter().any(|r| r.contains("exit code 7")),
+        "{ready:?}"
+    );
+}

@@ -740,7 +740,7 @@ fn the_engine_emits_one_event_per_request() {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use ccx::stress::{run_target, Event, Mode, Plan, Progress, Target, Workload};
+    use ccx::stress::{run_target, Mode, Plan, Progress, ProgressEvent, Target, Workload};
 
     #[derive(Default)]
     struct Count {
@@ -748,8 +748,8 @@ fn the_engine_emits_one_event_per_request() {
         ok: AtomicU64,
     }
     impl Progress for Count {
-        fn event(&self, event: Event) {
-            let Event::RequestDone { ok } = event;
+        fn event(&self, event: ProgressEvent) {
+            let ProgressEvent::RequestDone { ok } = event;
             self.done.fetch_add(1, Ordering::SeqCst);
             if ok {
                 self.ok.fetch_add(1, Ordering::SeqCst);
@@ -761,7 +761,7 @@ fn the_engine_emits_one_event_per_request() {
     let env = [("HOME".to_string(), home.path().display().to_string())].into();
     let config =
         ccx::config::Config::load(&Default::default(), &env).expect("the default configuration");
-    let rules = direct::Rules::from_config(&config);
+    let rules = ccx::process::Executor::from_config(&config);
     let plan = Plan {
         clients: 2,
         requests: Some(3),

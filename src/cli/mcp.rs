@@ -8,7 +8,7 @@ use clap::Args;
 use super::{init_logging, runtime, startup_warnings, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
-use crate::process::reaper;
+use crate::process::Supervisor;
 use crate::server::Shutdown;
 
 #[derive(Debug, Args)]
@@ -21,26 +21,22 @@ pub fn run(_args: McpArgs, color: ColorChoice) -> Result<Exit, CliError> {
     for warning in startup_warnings(&env, &config) {
         tracing::warn!("{warning}");
     }
-    // Before any thread exists, so that all inherit it (process::sigchld).
-    crate::process::sigchld::block();
-    let runtime = runtime()?;
-    let served = runtime.block_on(serve(config));
+    // Before any thread exists, so that all inherit its SIGCHLD mask.
+    let supervisor = Supervisor::start(config.process_tracking, runtime)?;
+    let served = supervisor.block_on(serve(config));
     // tokio reads stdin in a blocking thread that only EOF ends: after a
     // signal, stdin is still open, and waiting for that thread would keep
     // the process alive.
-    runtime.shutdown_background();
+    supervisor.shutdown_background();
     served
 }
 
 async fn serve(config: Config) -> Result<Exit, CliError> {
-    crate::process::supervise_children(config.process_tracking);
     // Nothing to drain on stdio: SIGTERM, like SIGINT, stops at once.
     let shutdown = Shutdown::without_drain();
     shutdown.stop_on_signals();
     tracing::info!("serving MCP on stdio");
-    let served = crate::mcp::stdio::serve(config, shutdown.now.clone()).await;
-    reaper::kill_leftovers();
-    match served {
+    match crate::mcp::stdio::serve(config, shutdown.now.clone()).await {
         Ok(()) => tracing::info!("stopped"),
         // A signal before any client initialized the service cancels its start.
         Err(_) if shutdown.now.is_cancelled() => tracing::info!("stopped before a client came"),

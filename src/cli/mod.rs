@@ -1,5 +1,9 @@
 //! The command line: clap types, one file per subcommand, and the mapping of
-//! every error to its exit code. Only this layer reads the process environment.
+//! every error to its exit code. The configuration is read from the
+//! environment here, once (`config::env_snapshot`); below this layer only
+//! what describes or runs on this machine reads it: PATH lookups
+//! (`process::resolve`), the environment commands inherit
+//! (`process::spec`), and the fingerprints of the doctor and `server.info`.
 
 mod completions;
 mod doctor;

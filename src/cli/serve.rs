@@ -13,6 +13,7 @@ use super::{init_logging, output, runtime, startup_warnings, CliError, ColorChoi
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
 use crate::lifecycle::{self, StartOptions, StateDir};
+use crate::process::Supervisor;
 use crate::server::{self, secret, Shutdown};
 
 #[derive(Debug, Args)]
@@ -84,8 +85,8 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
         }
         return background(&args, config);
     }
-    // Before any thread exists, so that all inherit it (process::sigchld).
-    crate::process::sigchld::block();
+    // Before any thread exists, so that all inherit its SIGCHLD mask.
+    let supervisor = Supervisor::start(config.process_tracking, runtime)?;
     init_logging(color);
     secret::forbid_same_user_inspection();
     if let Some(e) = handoff_failed {
@@ -105,7 +106,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
     if args.lifeline {
         shutdown.stop_when_stdin_closes();
     }
-    runtime()?.block_on(async {
+    supervisor.block_on(async {
         if args.detached {
             // Started by `ccx serve`: stdout and stderr are the state
             // directory's log, which this process keeps rotated.

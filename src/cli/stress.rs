@@ -15,8 +15,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{output, runtime, use_color, CliError, ColorChoice};
 use crate::config::{self, Config, Overrides};
 use crate::exit::Exit;
-use crate::process::reaper;
-use crate::stress::{self, cases, direct, report, Event, Mode, Plan, Progress, Target, Workload};
+use crate::process::{Executor, Supervisor};
+use crate::stress::{
+    self, cases, render, report, Mode, Plan, Progress, ProgressEvent, Target, Workload,
+};
 
 #[derive(Debug, Args)]
 pub struct StressArgs {
@@ -93,7 +95,7 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         })
         .collect();
     if args.direct {
-        targets.push(Target::Direct(direct::Rules::from_config(&config)));
+        targets.push(Target::Direct(Executor::from_config(&config)));
     }
     let (workload, detail) = match (&args.cases, &args.command) {
         (Some(path), _) => (
@@ -125,19 +127,16 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         None => None,
     };
 
-    if args.direct {
-        // Before any thread exists, so that all inherit it (process::sigchld).
-        crate::process::sigchld::block();
-    }
-    let runtime = runtime()?;
-    if args.direct {
-        // As the server does: escaped descendants are tracked, re-parented
-        // to us and reaped, not left to init.
-        let _guard = runtime.enter();
-        crate::process::supervise_children(config.process_tracking);
-    }
+    // With --direct this process runs the commands: supervised as the
+    // server's are (escaped descendants tracked, re-parented to us and
+    // reaped, leftovers ended), from before any thread exists.
+    let runner = if args.direct {
+        Runner::Supervised(Supervisor::start(config.process_tracking, runtime)?)
+    } else {
+        Runner::Plain(runtime()?)
+    };
     let mut bars = Vec::new();
-    let report = runtime.block_on(stress::run_all(&targets, &plan, settings, |target| {
+    let report = runner.block_on(stress::run_all(&targets, &plan, settings, |target| {
         if let Some(previous) = bars.last() {
             ProgressBar::finish_and_clear(previous);
         }
@@ -148,9 +147,7 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     if let Some(last) = bars.last() {
         last.finish_and_clear();
     }
-    if args.direct {
-        reaper::kill_orphans();
-    }
+    drop(runner);
     let passed = report.passed;
     if let (Some(path), Some(file)) = (&args.html, html) {
         let mut file = file;
@@ -169,7 +166,7 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         json.push('\n');
         json
     } else {
-        report::render_human(&report, use_color(color, std::io::stdout().is_terminal()))
+        render::render_human(&report, use_color(color, std::io::stdout().is_terminal()))
     };
     output::print(&text)?;
     let refused = report.targets.iter().any(|t| {
@@ -183,13 +180,29 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
     Ok(if passed { Exit::Success } else { Exit::Failure })
 }
 
+/// Where the load runs: under a supervisor when this process runs the
+/// commands itself (`--direct`).
+enum Runner {
+    Plain(tokio::runtime::Runtime),
+    Supervised(Supervisor),
+}
+
+impl Runner {
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match self {
+            Runner::Plain(runtime) => runtime.block_on(future),
+            Runner::Supervised(supervisor) => supervisor.block_on(future),
+        }
+    }
+}
+
 /// The engine's progress drawn as an indicatif bar.
 struct Bar(ProgressBar);
 
 impl Progress for Bar {
-    fn event(&self, event: Event) {
+    fn event(&self, event: ProgressEvent) {
         match event {
-            Event::RequestDone { .. } => self.0.inc(1),
+            ProgressEvent::RequestDone { .. } => self.0.inc(1),
         }
     }
 }

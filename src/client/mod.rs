@@ -9,8 +9,12 @@
 //! disconnected). Which server it talks to is learnt from what the server
 //! says (`identity`), never assumed.
 
+mod connect;
+mod error;
 pub mod http;
 pub mod identity;
+pub mod mcp;
+mod outcome;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,6 +38,12 @@ use crate::protocol::{
     ExecuteParams, Frame, InfoParams, Output, ProcessStatus, RpcError, Scheme, ServerInfo,
     StreamKind,
 };
+
+pub use connect::check_url;
+use connect::{connect_tcp, parse_connected};
+pub use error::ClientError;
+use error::{handshake_error, truncate, ws_error};
+pub use outcome::{continues, Event, OutputCollector, RunOutcome};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -85,159 +95,6 @@ impl ConnectOptions {
     pub fn token(mut self, token: Option<String>) -> Self {
         self.token = token;
         self
-    }
-}
-
-/// What can go wrong talking to a server; each names its cause.
-#[derive(Debug, Error)]
-pub enum ClientError {
-    #[error("invalid URL {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
-    #[error("{}", refused_message(.tried, .other_family.as_deref()))]
-    Refused {
-        /// Every address tried, in order (`127.0.0.1:8003`, `[::1]:8003`).
-        tried: Vec<String>,
-        /// The other loopback family's address on the same port, when
-        /// something accepts connections there.
-        other_family: Option<String>,
-    },
-    #[error("no answer from {url} within {after:?} ({stage})")]
-    Timeout {
-        url: String,
-        stage: &'static str,
-        after: Duration,
-    },
-    #[error("the server answered HTTP {status} instead of upgrading to WebSocket{}", body_suffix(.body))]
-    Http { status: u16, body: String },
-    #[error("not a WebSocket endpoint: {0}")]
-    NotWebSocket(String),
-    #[error("a WebSocket server, but not ccx: {0}")]
-    NotCcx(String),
-    #[error("network error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("server error: {0}")]
-    Rpc(RpcError),
-    #[error(
-        "no answer from the server at {url} for {after:?}: the connection is dead or the network partitioned"
-    )]
-    Silent { url: String, after: Duration },
-    #[error("the server closed the connection{}", close_suffix(*.code, .reason))]
-    Closed { code: Option<u16>, reason: String },
-    #[error("protocol error: {0}")]
-    Protocol(String),
-}
-
-fn refused_message(tried: &[String], other: Option<&str>) -> String {
-    let tried = match tried {
-        [] => "the server".to_string(),
-        [one] => one.clone(),
-        many => many.join(" and "),
-    };
-    match other {
-        Some(other) => format!(
-            "connection refused at {tried}: nothing listens there, but something accepts connections at {other} (the other loopback family): use that address in the URL"
-        ),
-        None => format!("connection refused at {tried}: nothing is listening there"),
-    }
-}
-
-fn body_suffix(body: &str) -> String {
-    let body = body.trim();
-    if body.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", body.chars().take(300).collect::<String>())
-    }
-}
-
-fn close_suffix(code: Option<u16>, reason: &str) -> String {
-    match (code, reason.is_empty()) {
-        (Some(c), true) => format!(" with code {c}"),
-        (Some(c), false) => format!(" with code {c}: {reason}"),
-        (None, true) => String::new(),
-        (None, false) => format!(": {reason}"),
-    }
-}
-
-/// A process event, as the client sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Started(ProcessStatus),
-    Output(Output),
-    /// `process.paused`, `process.resumed` or `process.canceled`.
-    Control(ProcessStatus),
-    Completed(Completed),
-    /// Any other notification (kept, not interpreted).
-    Other(Frame),
-}
-
-/// Everything a command produced, collected by [`Client::run`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunOutcome {
-    pub started: ProcessStatus,
-    pub stdout: String,
-    pub stderr: String,
-    pub lossy: bool,
-    pub truncated: bool,
-    pub completed: Completed,
-}
-
-/// Output gathered chunk by chunk until the completion arrives; shared by
-/// [`Client::run`] and the no-server runner of `ccx stress --direct`.
-#[derive(Debug, Clone, Default)]
-pub struct OutputCollector {
-    stdout: String,
-    stderr: String,
-    lossy: bool,
-    truncated: bool,
-}
-
-impl OutputCollector {
-    pub fn add(&mut self, output: Output) {
-        self.lossy |= output.lossy;
-        // Every chunk of a long line but its last says `truncated`: the line
-        // continues in the next message (concatenation rebuilds it), nothing
-        // was dropped.
-        self.truncated |= output.truncated && !continues(&output);
-        match output.stream {
-            StreamKind::Stdout => self.stdout.push_str(&output.data),
-            StreamKind::Stderr => self.stderr.push_str(&output.data),
-        }
-    }
-
-    pub fn finish(self, started: ProcessStatus, completed: Completed) -> RunOutcome {
-        RunOutcome {
-            started,
-            stdout: self.stdout,
-            stderr: self.stderr,
-            lossy: self.lossy,
-            truncated: self.truncated,
-            completed,
-        }
-    }
-}
-
-/// Whether this output message is a chunk of a long line that the next
-/// message continues (cc_executor marks such chunks `truncated`).
-pub fn continues(output: &Output) -> bool {
-    matches!((output.chunk_index, output.total_chunks), (Some(i), Some(n)) if i + 1 < n)
-}
-
-/// Checks that `url` is one the client can connect to (`ws://HOST[:PORT]/…`),
-/// so that commands can refuse a bad `--url` before doing anything. The
-/// URL is read by [`Endpoint::parse`], like every server URL in ccx.
-pub fn check_url(url: &str) -> Result<(), ClientError> {
-    let invalid = |reason: &str| ClientError::InvalidUrl {
-        url: url.into(),
-        reason: reason.into(),
-    };
-    match Endpoint::parse(url)
-        .map_err(|e| invalid(&e.reason))?
-        .scheme()
-    {
-        Scheme::Ws => Ok(()),
-        Scheme::Wss => Err(invalid(WSS_UNSUPPORTED)),
-        Scheme::Http | Scheme::Https => Err(invalid("expected ws://HOST:PORT/ws/mcp")),
     }
 }
 
@@ -585,145 +442,6 @@ impl Client {
     /// Closes the session politely.
     pub async fn close(mut self) {
         let _ = timeout(Duration::from_secs(1), self.socket.close(None)).await;
-    }
-}
-
-/// Connects to the first of `host`'s addresses that accepts, in the order
-/// the resolver gives them (as most clients do), remembering the refusals.
-/// When every address refuses and they are all loopback, probes the other
-/// loopback family on the same port: `localhost` resolves to ::1 first for
-/// some clients and to 127.0.0.1 for others, and a server bound to one
-/// family is unreachable through the other.
-async fn connect_tcp(host: &str, port: u16) -> Result<(TcpStream, Route), ClientError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| {
-            ClientError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot resolve {host}: {e}"),
-            ))
-        })?
-        .collect();
-    let mut refused = Vec::new();
-    let mut last_error = None;
-    for addr in &addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                let route = Route {
-                    connected: addr.to_string(),
-                    refused,
-                };
-                return Ok((stream, route));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                refused.push(addr.to_string());
-            }
-            Err(e) => last_error = Some(e),
-        }
-    }
-    if let Some(e) = last_error {
-        return Err(ClientError::Io(e));
-    }
-    let mut other_family = None;
-    if addrs.iter().all(|a| a.ip().is_loopback()) {
-        let families: Vec<bool> = addrs.iter().map(SocketAddr::is_ipv4).collect();
-        let other: Option<SocketAddr> = if families.iter().all(|v4| *v4) {
-            Some(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)))
-        } else if families.iter().all(|v4| !*v4) {
-            Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)))
-        } else {
-            None
-        };
-        if let Some(other) = other {
-            let probe = timeout(Duration::from_secs(1), TcpStream::connect(other)).await;
-            if matches!(probe, Ok(Ok(_))) {
-                other_family = Some(other.to_string());
-            }
-        }
-    }
-    Err(ClientError::Refused {
-        tried: refused,
-        other_family,
-    })
-}
-
-fn parse_connected(message: Message) -> Result<Connected, ClientError> {
-    let Message::Text(text) = message else {
-        return Err(ClientError::NotCcx(format!(
-            "the first message was not text: {message:?}"
-        )));
-    };
-    let frame: Frame = serde_json::from_str(&text).map_err(|_| {
-        ClientError::NotCcx(format!(
-            "the first message is not JSON-RPC: {}",
-            truncate(&text)
-        ))
-    })?;
-    if let Some(error) = frame.error {
-        return Err(ClientError::Rpc(error));
-    }
-    if frame.method.as_deref() != Some(method::CONNECTED) {
-        return Err(ClientError::NotCcx(format!(
-            "the first message is not `connected`: {}",
-            truncate(&text)
-        )));
-    }
-    serde_json::from_value(frame.params.unwrap_or(Value::Null))
-        .map_err(|e| ClientError::NotCcx(format!("malformed `connected` message: {e}")))
-}
-
-fn truncate(text: &str) -> String {
-    let mut s: String = text.chars().take(200).collect();
-    if s.len() < text.len() {
-        s.push('…');
-    }
-    s
-}
-
-fn handshake_error(e: tungstenite::Error) -> ClientError {
-    match e {
-        tungstenite::Error::Http(response) => {
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| crate::sanitize::captured(&String::from_utf8_lossy(b)))
-                .unwrap_or_default();
-            ClientError::Http {
-                status: response.status().as_u16(),
-                body,
-            }
-        }
-        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            ClientError::Refused {
-                tried: Vec::new(),
-                other_family: None,
-            }
-        }
-        tungstenite::Error::Io(io) => ClientError::Io(io),
-        tungstenite::Error::Url(u) => ClientError::InvalidUrl {
-            url: String::new(),
-            reason: u.to_string(),
-        },
-        other => ClientError::NotWebSocket(other.to_string()),
-    }
-}
-
-fn ws_error(e: tungstenite::Error) -> ClientError {
-    match e {
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => ClientError::Closed {
-            code: None,
-            reason: "the server dropped the TCP connection without a WebSocket close".into(),
-        },
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            ClientError::Closed {
-                code: None,
-                reason: String::new(),
-            }
-        }
-        tungstenite::Error::Io(io) => ClientError::Io(io),
-        other => ClientError::Protocol(other.to_string()),
     }
 }
 

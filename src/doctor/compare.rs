@@ -167,7 +167,7 @@ pub async fn run(
             tokio::select! {
                 local = probe::local(&request, &place) => environment = local,
                 number = interrupted.as_mut() => {
-                    interruption = Some(format!("interrupted by {}", super::signal_name(number)));
+                    interruption = Some(format!("interrupted by {}", crate::process::signal_name(number)));
                     signalled = u8::try_from(number).ok();
                     environment = Err("interrupted while it ran".into());
                 }

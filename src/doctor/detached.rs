@@ -18,7 +18,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::process::procfs;
+use crate::process::{self, procfs};
 
 /// How long a re-run of a dead descendant may take.
 pub const RERUN_LIMIT: Duration = Duration::from_secs(10);
@@ -310,20 +310,12 @@ impl Detached {
                 }
             }
         };
-        signal(Signal::SIGTERM);
-        signal(Signal::SIGCONT);
-        let until = tokio::time::Instant::now() + grace;
-        while targets.iter().any(|(p, t, _)| same(*p, *t)) && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        signal(Signal::SIGKILL);
-        for _ in 0..100 {
-            self.scan();
-            if !targets.iter().any(|(p, t, _)| same(*p, *t)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let alive = || targets.iter().any(|(p, t, _)| same(*p, *t));
+        let term = || {
+            signal(Signal::SIGTERM);
+            signal(Signal::SIGCONT);
+        };
+        process::stop_with(grace, alive, term, || signal(Signal::SIGKILL)).await;
         self.scan();
         targets
             .into_iter()

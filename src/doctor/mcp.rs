@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::steps::Outcome;
 use super::{millis, runner, Report, StepId, SCHEMA_VERSION};
-use crate::mcp::client::{McpClient, McpClientError, Target, HANDSHAKE_VERSIONS};
+use crate::client::mcp::{McpClient, McpClientError, McpTarget, HANDSHAKE_VERSIONS};
 
 /// The steps of an MCP check, in order.
 pub const STEPS: [StepId; 3] = [StepId::Initialize, StepId::Tools, StepId::Call];
@@ -22,7 +22,7 @@ pub const STEPS: [StepId; 3] = [StepId::Initialize, StepId::Tools, StepId::Call]
 /// What the CLI decided.
 #[derive(Debug, Clone)]
 pub struct McpOptions {
-    pub target: Target,
+    pub target: McpTarget,
     /// Deadline of each exchange.
     pub timeout: Duration,
     /// How long a started server may take to answer `initialize`.
@@ -34,7 +34,7 @@ pub struct McpOptions {
 /// endpoint, `--server-cmd` a stdio server; neither: `ccx mcp` (this binary).
 pub fn options(opts: &super::Options) -> Result<McpOptions, String> {
     let target = match (&opts.url, &opts.server_cmd) {
-        (Some(url), _) if url.starts_with("http://") => Target::Http {
+        (Some(url), _) if url.starts_with("http://") => McpTarget::Http {
             url: url.clone(),
             token: opts.env.get("CCX_TOKEN").filter(|t| !t.is_empty()).cloned(),
         },
@@ -43,10 +43,10 @@ pub fn options(opts: &super::Options) -> Result<McpOptions, String> {
                 "--mcp checks an MCP endpoint: --url must be http://HOST:PORT/PATH (ccx serves /mcp), not {url}"
             ))
         }
-        (None, Some(command)) => Target::Stdio {
+        (None, Some(command)) => McpTarget::Stdio {
             command: command.clone(),
         },
-        (None, None) => Target::Program {
+        (None, None) => McpTarget::Program {
             program: opts
                 .ccx_exe
                 .clone()
@@ -136,7 +136,7 @@ async fn diagnose(
         McpClientError::Spawn(_) => "check the command: it runs with /bin/sh -c on this machine's PATH".to_string(),
         McpClientError::Exited { .. } => "the server died: its stderr (above) says why; run the command by hand to see it".into(),
         McpClientError::Timeout(_) => match opts.target {
-            Target::Http { .. } => "the endpoint accepted the connection but did not answer: is it an MCP Streamable HTTP endpoint (ccx serves /mcp)?".into(),
+            McpTarget::Http { .. } => "the endpoint accepted the connection but did not answer: is it an MCP Streamable HTTP endpoint (ccx serves /mcp)?".into(),
             _ => "a stdio MCP server must answer JSON-RPC lines on stdout; one that waits for something else, or writes its answers elsewhere, hangs here".into(),
         },
         McpClientError::Connect { .. } => "nothing listens there: start the server (`ccx serve`) or correct --url".into(),
@@ -168,7 +168,7 @@ async fn diagnose(
 /// Whether an HTTP target is a WebSocket endpoint's path (`/ws/mcp`, `/ws`).
 fn ws_endpoint(opts: &McpOptions) -> bool {
     match &opts.target {
-        Target::Http { url, .. } => {
+        McpTarget::Http { url, .. } => {
             let path = url.split('?').next().unwrap_or(url).trim_end_matches('/');
             path.ends_with("/ws/mcp") || path.ends_with("/ws")
         }

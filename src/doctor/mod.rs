@@ -21,6 +21,7 @@ pub mod render_github;
 pub mod render_junit;
 mod runner;
 mod server;
+pub mod shell;
 pub mod signatures;
 pub(crate) mod steps;
 
@@ -345,12 +346,6 @@ async fn fetch_info(
         Ok(Err(e)) => Err(format!("server.info failed: {e}")),
         Ok(Ok(info)) => Ok(info),
     }
-}
-
-fn signal_name(number: i32) -> String {
-    nix::sys::signal::Signal::try_from(number)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {number}"))
 }
 
 fn millis(d: Duration) -> u64 {

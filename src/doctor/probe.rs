@@ -107,7 +107,7 @@ pub struct Place {
 impl Place {
     /// The place of `cmd`'s server, `inherited_path` standing for `$PATH`.
     pub fn of_command(cmd: &str, inherited_path: &str) -> Place {
-        let Some(server) = crate::shell::analyze(cmd)
+        let Some(server) = crate::doctor::shell::analyze(cmd)
             .ok()
             .and_then(|a| a.programs.last().cloned())
         else {

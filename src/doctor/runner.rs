@@ -8,8 +8,9 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use super::steps::Outcome;
-use super::{human_duration, millis, signal_name, Status, StepId, StepResult};
+use super::{human_duration, millis, Status, StepId, StepResult};
 use crate::exit::Exit;
+use crate::process::signal_name;
 
 /// A set of checks the runner drives: what each step may take, and the step
 /// itself (which may leave state behind for the next).

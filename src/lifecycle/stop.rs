@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, Instant};
 
 use super::state::{all_pids, is_alive, session_of, PidRecord, Probe, Stale, StateDir};
 use super::{LifecycleError, SCHEMA_VERSION};
-use crate::process::{self, leftovers, procfs, stop_process, Stopped};
+use crate::process::{self, leftovers, stop_process, Stopped};
 
 /// How long to wait for the port to be free once the server is gone.
 const PORT_DEADLINE: Duration = Duration::from_secs(5);
@@ -210,24 +210,10 @@ fn send(pid: Pid, signal: Option<Signal>) -> Result<(), LifecycleError> {
     }
 }
 
-async fn gone_within(target: &process::Held, deadline: Duration) -> bool {
-    let until = Instant::now() + deadline;
-    loop {
-        if target.has_exited() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        sleep(POLL).await;
-    }
-}
-
 /// SIGKILLs every process still in session `sid` (commands that outlived a
 /// SIGKILLed server, or escaped its process groups), with their groups.
-/// Each member is held by a pidfd and checked again once held; its group
-/// is signalled only while its leader, held, is alive (the group id is the
-/// leader's pid, which cannot be reused while it lives).
+/// Each member is held by a pidfd and checked again once held (see
+/// `process::kill_held` for its group).
 async fn kill_session(sid: u32) -> Vec<u32> {
     let members: Vec<process::Held> = all_pids()
         .into_iter()
@@ -235,16 +221,7 @@ async fn kill_session(sid: u32) -> Vec<u32> {
         .filter_map(|p| process::Held::open(p).ok())
         .filter(|held| session_of(held.pid()) == Some(sid) && !held.has_exited())
         .collect();
-    for member in &members {
-        let leads_group = procfs::stat(member.pid()).is_some_and(|s| s.pgrp == member.pid());
-        if leads_group && !member.has_exited() {
-            let _ = killpg(Pid::from_raw(member.pid() as i32), Signal::SIGKILL);
-        }
-        let _ = member.signal(Signal::SIGKILL);
-    }
-    for member in &members {
-        gone_within(member, KILL_DEADLINE).await;
-    }
+    process::kill_held(&members, KILL_DEADLINE).await;
     members.iter().map(process::Held::pid).collect()
 }
 

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::HeadTail;
 use crate::config::Config;
-use crate::process::admission::{check_allowed, check_strings};
-use crate::process::{self, Event, SpawnError, StopReason};
+use crate::process::admission::AdmissionError;
+use crate::process::{Executor, ProcessEvent, SpawnError, StartError, StopReason};
 use crate::protocol::{CompletionStatus, ExecuteParams, DRAINING_NO_COMMAND};
 
 pub const NAME: &str = "execute";
@@ -107,6 +107,7 @@ fn refused(message: impl Into<String>) -> CallToolResult {
 /// Runs one `execute` call to its end.
 pub async fn call(
     config: &Config,
+    executor: &Executor,
     draining: Option<&CancellationToken>,
     arguments: Option<JsonObject>,
     context: RequestContext<RoleServer>,
@@ -123,17 +124,21 @@ pub async fn call(
             ))
         }
     };
-    let spec = match process::Spec::from_execute(&params, &process::Rules::from_config(config)) {
-        Ok(spec) => spec,
-        Err(e) => return refused(format!("invalid arguments for execute: {e}")),
-    };
-    if let Err(e) = check_strings(&params).and_then(|()| check_allowed(&params, config)) {
-        return refused(e.message);
-    }
-    let (running, mut events) = match process::spawn(spec) {
+    let (running, mut events) = match executor.start(&params) {
         Ok(started) => started,
-        Err(e @ SpawnError::BadCwd(_)) => return refused(format!("invalid arguments: {e}")),
-        Err(e) => return refused(e.to_string()),
+        Err(StartError::Refused(e @ AdmissionError::Spec(_))) => {
+            return refused(format!("invalid arguments for execute: {e}"))
+        }
+        Err(StartError::Refused(e @ AdmissionError::Invalid(_))) => {
+            return refused(format!("invalid params: {e}"))
+        }
+        Err(StartError::Refused(e @ AdmissionError::NotAllowed(_))) => {
+            return refused(e.to_string())
+        }
+        Err(StartError::Spawn(e @ SpawnError::BadCwd(_))) => {
+            return refused(format!("invalid arguments: {e}"))
+        }
+        Err(StartError::Spawn(e)) => return refused(e.to_string()),
     };
     tracing::info!(pid = running.pid, "mcp execute started");
 
@@ -153,7 +158,7 @@ pub async fn call(
             }
         };
         match event {
-            Some(Event::Output(chunk)) => {
+            Some(ProcessEvent::Output(chunk)) => {
                 truncated |= chunk.truncated;
                 if let Some(token) = &progress {
                     sent += 1;
@@ -161,7 +166,7 @@ pub async fn call(
                 }
                 output.push(&chunk.data);
             }
-            Some(Event::Completed(c)) => break Some(c),
+            Some(ProcessEvent::Completed(c)) => break Some(c),
             None => break None,
         }
     };

@@ -25,6 +25,7 @@ use super::sessions::CappedSessions;
 use super::{Drain, Tools};
 use crate::config::Config;
 use crate::guards;
+use crate::process::Executor;
 use crate::protocol::{ErrorCode, RpcError, DRAINING_NO_SESSION};
 
 /// Where the endpoint is served.
@@ -46,6 +47,7 @@ struct Guard {
 /// `shutdown` is cancelled.
 pub fn router<S: Clone + Send + Sync + 'static>(
     config: Arc<Config>,
+    executor: Arc<Executor>,
     sessions: Arc<Semaphore>,
     drain: Drain,
     shutdown: &CancellationToken,
@@ -60,7 +62,13 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .disable_allowed_hosts()
         .disable_allowed_origins();
     let service = StreamableHttpService::new(
-        move || Ok(Tools::served(tools_config.clone(), draining.clone())),
+        move || {
+            Ok(Tools::served(
+                tools_config.clone(),
+                executor.clone(),
+                draining.clone(),
+            ))
+        },
         CappedSessions::new(LocalSessionManager::default(), sessions.clone()).into(),
         transport,
     );

@@ -9,7 +9,6 @@
 //!
 //! It must not know the WebSocket protocol on `/ws/mcp` or the CLI.
 
-pub mod client;
 pub mod execute;
 pub mod http;
 pub mod output;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::process::Executor;
 
 /// The name under which ccx introduces itself to MCP clients.
 pub const SERVER_NAME: &str = "ccx";
@@ -38,6 +38,8 @@ pub const SERVER_NAME: &str = "ccx";
 #[derive(Clone)]
 pub struct Tools {
     config: Arc<Config>,
+    /// The process rules and admission of `config`, built once.
+    executor: Arc<Executor>,
     /// Cancelled when the server serving the tools starts draining.
     draining: Option<CancellationToken>,
 }
@@ -57,15 +59,21 @@ impl Tools {
     /// Tools with no server around them (`ccx mcp` over stdio).
     pub fn new(config: Arc<Config>) -> Self {
         Tools {
+            executor: Arc::new(Executor::from_config(&config)),
             config,
             draining: None,
         }
     }
 
     /// Tools served by a server that drains.
-    pub fn served(config: Arc<Config>, draining: CancellationToken) -> Self {
+    pub fn served(
+        config: Arc<Config>,
+        executor: Arc<Executor>,
+        draining: CancellationToken,
+    ) -> Self {
         Tools {
             config,
+            executor,
             draining: Some(draining),
         }
     }
@@ -108,6 +116,7 @@ impl ServerHandler for Tools {
             execute::NAME => {
                 let result = execute::call(
                     &self.config,
+                    &self.executor,
                     self.draining.as_ref(),
                     request.arguments,
                     context,

@@ -5,6 +5,8 @@
 //! looks at first (how it started, how it ended), and memory stays at about
 //! the budget whatever the command prints.
 
+use crate::sanitize::floor_char_boundary;
+
 /// Output gathered so far, at most about `limit` bytes of it kept.
 #[derive(Debug)]
 pub struct HeadTail {
@@ -38,7 +40,7 @@ impl HeadTail {
     pub fn push(&mut self, mut data: &str) {
         if self.tail.is_empty() && self.omitted == 0 {
             let room = self.head_limit().saturating_sub(self.head.len());
-            let take = floor_boundary(data, room.min(data.len()));
+            let take = floor_char_boundary(data, room.min(data.len()));
             self.head.push_str(&data[..take]);
             data = &data[take..];
             if data.is_empty() {
@@ -86,14 +88,6 @@ impl HeadTail {
         self.head.push_str(&self.tail);
         self.head
     }
-}
-
-/// The largest character boundary of `s` at or below `at`.
-fn floor_boundary(s: &str, mut at: usize) -> usize {
-    while !s.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
 }
 
 /// The smallest character boundary of `s` at or above `at`.

@@ -1,19 +1,37 @@
 //! Which `execute` requests may become a process, checked the same way by
-//! the WebSocket server and the MCP `execute` tool: strings the kernel can
-//! carry (no NUL, environment names without `=`, each under
-//! MAX_ARG_STRLEN), and the allowlist (CCX_ALLOWED_COMMANDS, or
-//! cc_executor's ALLOWED_COMMANDS).
+//! every front end (through `Executor`): strings the kernel can carry (no
+//! NUL, environment names without `=`, each under MAX_ARG_STRLEN), and the
+//! allowlist (CCX_ALLOWED_COMMANDS, or cc_executor's ALLOWED_COMMANDS).
+//!
+//! It speaks no protocol: a refusal is an [`AdmissionError`], which the
+//! WebSocket server and the MCP tool each put in their own words.
 
 use brush_parser::ast;
+use thiserror::Error;
 
+use super::spec::SpecError;
 use crate::config::Config;
-use crate::protocol::{ErrorCode, ExecuteParams, RpcError};
+use crate::protocol::ExecuteParams;
+
+/// Why a request may not become a process.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum AdmissionError {
+    /// Its timeout is not a positive, finite number of seconds.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// It cannot reach a process as written (a NUL byte, an empty command,
+    /// a string over the kernel's limit).
+    #[error("{0}")]
+    Invalid(String),
+    /// The allowlist does not admit it; the message names the list.
+    #[error("{0}")]
+    NotAllowed(String),
+}
 
 /// Strings that cannot reach a process: NUL bytes anywhere, `=` or an empty
 /// name in the environment.
-pub fn check_strings(params: &ExecuteParams) -> Result<(), RpcError> {
-    let invalid =
-        |what: String| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {what}"));
+pub fn check_strings(params: &ExecuteParams) -> Result<(), AdmissionError> {
+    let invalid = AdmissionError::Invalid;
     if params.command.contains('\0') {
         return Err(invalid("command contains a NUL byte".into()));
     }
@@ -64,38 +82,65 @@ const MAX_ARG_STRLEN: usize = 128 * 1024;
 ///
 /// The program is the word sh would run, found with sh's rules (see
 /// [`program_word`]), never by splitting on what Unicode calls white space.
-pub fn check_allowed(params: &ExecuteParams, config: &Config) -> Result<(), RpcError> {
-    let Some(allowed) = config.allowed_commands.as_deref() else {
-        return Ok(());
-    };
-    let var = config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS");
-    let command = &params.command;
-    let shown = command.split([' ', '\t']).next().unwrap_or("");
-    let not_allowed = |program: &str, why: String| {
-        RpcError::new(
-            ErrorCode::CommandNotAllowed,
-            format!(
+pub fn check_allowed(params: &ExecuteParams, config: &Config) -> Result<(), AdmissionError> {
+    match Allowlist::of(config) {
+        Some(allowlist) => allowlist.check(params),
+        None => Ok(()),
+    }
+}
+
+/// A server's allowlist: the programs (CCX_ALLOWED_COMMANDS or its alias),
+/// the variables a request may set (CCX_ALLOWED_ENV), and the name of the
+/// variable the programs came from, for messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allowlist {
+    programs: Vec<String>,
+    env: Vec<String>,
+    variable: &'static str,
+}
+
+impl Allowlist {
+    /// The allowlist of `config`; `None` when every program is allowed.
+    pub fn of(config: &Config) -> Option<Allowlist> {
+        Some(Allowlist {
+            programs: config.allowed_commands.clone()?,
+            env: config.allowed_env.clone(),
+            variable: config.variable_of("allowed_commands", "CCX_ALLOWED_COMMANDS"),
+        })
+    }
+
+    /// Whether the list admits `params` (see [`check_allowed`]).
+    pub fn check(&self, params: &ExecuteParams) -> Result<(), AdmissionError> {
+        let (allowed, var) = (&self.programs, self.variable);
+        let command = &params.command;
+        let shown = command.split([' ', '\t']).next().unwrap_or("");
+        let not_allowed = |program: &str, why: String| {
+            AdmissionError::NotAllowed(format!(
                 "Command '{}' is not allowed: {why}; allowed programs ({var}): {}",
                 program.escape_debug(),
                 allowed.join(", ")
-            ),
-        )
-    };
-    if let Some((c, why)) = unquoted_metacharacter(command) {
-        return Err(not_allowed(shown, format!("it contains {c:?}, {why}")));
+            ))
+        };
+        if let Some((c, why)) = unquoted_metacharacter(command) {
+            return Err(not_allowed(shown, format!("it contains {c:?}, {why}")));
+        }
+        let program = program_word(command).map_err(|why| not_allowed(shown, why))?;
+        if !allowed.contains(&program) {
+            return Err(not_allowed(&program, "it is not in the list".into()));
+        }
+        check_env(params, &self.env, var)
     }
-    let program = program_word(command).map_err(|why| not_allowed(shown, why))?;
-    if !allowed.contains(&program) {
-        return Err(not_allowed(&program, "it is not in the list".into()));
-    }
-    check_env(params, &config.allowed_env, var)
 }
 
 /// With an allowlist, each variable a request sets must match an entry of
 /// CCX_ALLOWED_ENV (a name, or a prefix ending in `*`), and a locale
 /// variable may not name a file (a `/` in its value makes glibc load that
 /// file as a locale).
-fn check_env(params: &ExecuteParams, allowed_env: &[String], var: &str) -> Result<(), RpcError> {
+fn check_env(
+    params: &ExecuteParams,
+    allowed_env: &[String],
+    var: &str,
+) -> Result<(), AdmissionError> {
     for (name, value) in params.env.iter().flatten() {
         let listed = allowed_env.iter().any(|a| match a.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix),
@@ -112,10 +157,9 @@ fn check_env(params: &ExecuteParams, allowed_env: &[String], var: &str) -> Resul
         } else {
             continue;
         };
-        return Err(RpcError::new(
-            ErrorCode::CommandNotAllowed,
-            format!("env variable {name} is not allowed: {why}"),
-        ));
+        return Err(AdmissionError::NotAllowed(format!(
+            "env variable {name} is not allowed: {why}"
+        )));
     }
     Ok(())
 }
@@ -279,8 +323,16 @@ mod tests {
         }
     }
 
-    fn check(config: &Config, command: &str) -> Result<(), RpcError> {
+    fn check(config: &Config, command: &str) -> Result<(), AdmissionError> {
         check_allowed(&ExecuteParams::command(command), config)
+    }
+
+    /// The allowlist's message, panicking unless `result` is its refusal.
+    fn not_allowed(result: Result<(), AdmissionError>, what: &str) -> String {
+        match result {
+            Err(AdmissionError::NotAllowed(message)) => message,
+            other => panic!("{what:?}: expected the allowlist's refusal, got {other:?}"),
+        }
     }
 
     #[test]
@@ -305,9 +357,8 @@ mod tests {
             "! ls",
             "l* -l",
         ] {
-            let e = check(&c, bad).unwrap_err();
-            assert_eq!(e.code, -32001, "{bad}");
-            assert!(e.message.contains("CCX_ALLOWED_COMMANDS"), "{}", e.message);
+            let e = not_allowed(check(&c, bad), bad);
+            assert!(e.contains("CCX_ALLOWED_COMMANDS"), "{e}");
         }
         let by_path = allowing(&["/usr/bin/ls"]);
         assert!(check(&by_path, "/usr/bin/ls -l").is_ok());
@@ -322,8 +373,7 @@ mod tests {
             '\u{b}', '\u{c}', '\r', '\u{a0}', '\u{2028}', '\u{3000}', '\u{85}',
         ] {
             let command = format!("mkdir{sep}/../../../../bin/sh -c id");
-            let e = check(&c, &command).unwrap_err();
-            assert_eq!(e.code, -32001, "{command:?}");
+            not_allowed(check(&c, &command), &command);
             assert_eq!(
                 program_word(&command).unwrap(),
                 format!("mkdir{sep}/../../../../bin/sh")
@@ -349,14 +399,10 @@ mod tests {
             "echo PATH=/x:~/bin",
             "~/bin/echo",
         ] {
-            let e = check(&c, bad).unwrap_err();
-            assert_eq!(e.code, -32001, "{bad}");
+            let e = not_allowed(check(&c, bad), bad);
             assert!(
-                e.message.contains("expands")
-                    || e.message.contains("start")
-                    || e.message.contains("tilde"),
-                "{bad}: {}",
-                e.message
+                e.contains("expands") || e.contains("start") || e.contains("tilde"),
+                "{bad}: {e}"
             );
         }
         for fine in [
@@ -396,9 +442,8 @@ mod tests {
             "PERL5OPT",
             "LANGX",
         ] {
-            let e = with_env(bad, "x").unwrap_err();
-            assert_eq!(e.code, -32001, "{bad}");
-            assert!(e.message.contains(bad), "{}", e.message);
+            let e = not_allowed(with_env(bad, "x"), bad);
+            assert!(e.contains(bad), "{e}");
         }
         assert!(with_env("LC_ALL", "/tmp/evil").is_err());
         let mut params = ExecuteParams::command("anything");
@@ -409,12 +454,13 @@ mod tests {
     #[test]
     fn too_large_for_the_kernel_is_invalid_params_naming_the_limit() {
         let mut params = ExecuteParams::command(format!("echo {}", "x".repeat(MAX_ARG_STRLEN)));
-        let e = check_strings(&params).unwrap_err();
-        assert_eq!(e.code, -32602);
-        assert!(e.message.contains("MAX_ARG_STRLEN"), "{}", e.message);
+        let Err(AdmissionError::Invalid(e)) = check_strings(&params) else {
+            panic!("a command over MAX_ARG_STRLEN was not invalid");
+        };
+        assert!(e.contains("MAX_ARG_STRLEN"), "{e}");
         params.command = "echo".into();
         params.env = Some([("BIG".to_string(), "x".repeat(MAX_ARG_STRLEN))].into());
         let e = check_strings(&params).unwrap_err();
-        assert!(e.message.contains("BIG"), "{}", e.message);
+        assert!(e.to_string().contains("BIG"), "{e}");
     }
 }

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
 use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -47,9 +48,15 @@ use tokio::net::unix::pipe;
 /// The child's stack until it execs: a few frames of raw system calls.
 const CHILD_STACK: usize = 64 * 1024;
 
+/// One 16-byte unit of a child stack: the x86-64 ABI wants the stack
+/// pointer 16-byte aligned at a call, and a `Box<[u8]>` promises only 1.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct StackUnit([u8; 16]);
+
 thread_local! {
     /// The stack this thread's children run on until they exec.
-    static CHILD_STACKS: std::cell::Cell<Option<Box<[u8]>>> = const { std::cell::Cell::new(None) };
+    static CHILD_STACKS: std::cell::Cell<Option<Box<[StackUnit]>>> = const { std::cell::Cell::new(None) };
 }
 
 /// What the shell is started with.
@@ -66,7 +73,7 @@ pub struct Launch<'a> {
 /// A started child: its pid, the read ends of its stdout and stderr, and
 /// the pidfd that tells when it exits.
 #[derive(Debug)]
-pub struct Started {
+pub struct Cloned {
     pub pid: u32,
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
@@ -91,7 +98,7 @@ pub enum Clone3Error {
 
 /// Starts `launch.program` with stdin from /dev/null, stdout and stderr on
 /// new pipes, in a new process group; inside `launch.cgroup` when given.
-pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
+pub fn spawn(launch: &Launch) -> Result<Cloned, Clone3Error> {
     if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
         return Err(Clone3Error::Unsupported(io::Error::from(
             io::ErrorKind::Unsupported,
@@ -130,7 +137,7 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
     // command pays for a fresh zeroed 64 KiB.
     let mut stack = CHILD_STACKS
         .take()
-        .unwrap_or_else(|| vec![0u8; CHILD_STACK].into_boxed_slice());
+        .unwrap_or_else(|| vec![StackUnit([0; 16]); CHILD_STACK / 16].into_boxed_slice());
     let mut pidfd: RawFd = -1;
     let mut flags =
         (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64 | CLONE_CLEAR_SIGHAND;
@@ -147,17 +154,18 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
         // awaited on the pidfd.
         exit_signal: 0,
         stack: stack.as_mut_ptr() as u64,
-        stack_size: stack.len() as u64,
+        stack_size: std::mem::size_of_val(&*stack) as u64,
         cgroup: launch.cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
         ..CloneArgs::default()
     };
     let ret = with_signals_blocked(|| {
-        // SAFETY: `clone_args` describes a stack of our own that outlives the
-        // child's use of it (CLONE_VFORK: this thread is suspended until the
-        // child execs or exits), and `child_main` only reads `context` and
-        // makes raw system calls.
+        // SAFETY: `clone_args` describes a stack of our own, 16-byte aligned,
+        // that outlives the child's use of it (CLONE_VFORK: this thread is
+        // suspended until the child execs or exits), and `context` points
+        // to strings and arrays that live until this call returns.
         unsafe { clone3_vfork(&mut clone_args, &context) }
-    });
+    })
+    .map_err(Clone3Error::Refused)?;
     CHILD_STACKS.set(Some(stack));
     drop((out_w, err_w));
     if ret < 0 {
@@ -206,7 +214,7 @@ pub fn spawn(launch: &Launch) -> Result<Started, Clone3Error> {
             return Err(Clone3Error::Spawn(cause));
         }
     };
-    Ok(Started {
+    Ok(Cloned {
         pid,
         stdout,
         stderr,
@@ -279,68 +287,104 @@ struct ChildContext {
 
 /// The child, on its own stack and in the parent's memory: only raw
 /// system calls, no allocation, no lock, no panic.
+///
+/// # Safety
+///
+/// Only as the entry point of a child made by [`clone3_vfork`]: `context`
+/// points to a live [`ChildContext`] whose pointers are NUL-terminated
+/// strings and NULL-terminated arrays of them, and the parent is suspended
+/// (CLONE_VFORK) until this child execs or exits.
 unsafe extern "C" fn child_main(context: *const ChildContext) -> ! {
-    let c = &*context;
+    // SAFETY: the caller's contract: `context` is live for the child's life.
+    let c = unsafe { &*context };
     // Handlers are the parent's code: none may run here. CLONE_CLEAR_SIGHAND
     // gave the child default dispositions for every caught signal (as exec
     // would); SIGPIPE, which Rust ignores, is a command's default again.
-    let mut default: libc::sigaction = std::mem::zeroed();
+    // SAFETY: a zeroed sigaction is a valid one (no handler, empty mask).
+    let mut default: libc::sigaction = unsafe { std::mem::zeroed() };
     default.sa_sigaction = libc::SIG_DFL;
-    libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
-    for (target, &fd) in c.stdio.iter().enumerate() {
-        if libc::dup2(fd, target as i32) < 0 {
+    // SAFETY: raw system calls on our own descriptors and on the strings of
+    // `c` (see the contract above); none allocates or takes a lock.
+    unsafe {
+        libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
+        for (target, &fd) in c.stdio.iter().enumerate() {
+            if libc::dup2(fd, target as i32) < 0 {
+                fail(c);
+            }
+        }
+        // Only 0, 1 and 2 reach the command: every other descriptor of the
+        // server (sockets, the cgroup directories, one it inherited) is
+        // closed here, whether or not it is close-on-exec. (A kernel
+        // without close_range, before 5.9, relies on
+        // [`close_on_exec_above_stdio`].)
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        if libc::setpgid(0, 0) < 0 {
             fail(c);
         }
+        if !c.cwd.is_null() && libc::chdir(c.cwd) < 0 {
+            fail(c);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(c.program, c.argv, c.envp);
+        fail(c)
     }
-    // Only 0, 1 and 2 reach the command: every other descriptor of the
-    // server (sockets, the cgroup directories, one it inherited) is closed
-    // here, whether or not it is close-on-exec. (A kernel without
-    // close_range, before 5.9, relies on [`close_on_exec_above_stdio`].)
-    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-    if libc::setpgid(0, 0) < 0 {
-        fail(c);
-    }
-    if !c.cwd.is_null() && libc::chdir(c.cwd) < 0 {
-        fail(c);
-    }
-    let mut none: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut none);
-    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-    libc::execve(c.program, c.argv, c.envp);
-    fail(c)
 }
 
+/// Reports the errno of the step that failed to the parent, and exits.
+///
+/// # Safety
+///
+/// Only in the child of [`clone3_vfork`], before exec: it exits at once,
+/// without running the parent's exit handlers.
 unsafe fn fail(c: &ChildContext) -> ! {
-    c.error.store(*libc::__errno_location(), Ordering::Release);
-    libc::_exit(127)
+    // SAFETY: errno is this thread's; `_exit` ends the child only.
+    unsafe {
+        c.error.store(*libc::__errno_location(), Ordering::Release);
+        libc::_exit(127)
+    }
 }
 
 /// clone3 with the child running `child_main(context)` on `args.stack`;
 /// returns the child's pid, or `-errno`.
+///
+/// # Safety
+///
+/// `args.stack` and `args.stack_size` describe memory of the caller's,
+/// 16-byte aligned, that no one else uses until this returns; `args.flags`
+/// include CLONE_VM and CLONE_VFORK (the child shares this memory, and this
+/// thread waits until it execs or exits); `context` is as
+/// [`child_main`] requires; every signal is blocked in this thread.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 unsafe fn clone3_vfork(args: &mut CloneArgs, context: &ChildContext) -> i64 {
     let ret: i64;
-    // The kernel starts the child at the instruction after `syscall` with
-    // rsp at the top of its stack and every other register as the parent
-    // had it; rax is 0 there. r12/r13 carry the context and entry point.
-    std::arch::asm!(
-        "syscall",
-        "test rax, rax",
-        "jnz 2f",
-        "xor ebp, ebp",
-        "mov rdi, r12",
-        "call r13",
-        "ud2",
-        "2:",
-        inlateout("rax") libc::SYS_clone3 => ret,
-        in("rdi") args as *mut CloneArgs,
-        in("rsi") std::mem::size_of::<CloneArgs>(),
-        in("r12") context as *const ChildContext,
-        in("r13") child_main as unsafe extern "C" fn(*const ChildContext) -> !,
-        lateout("rcx") _,
-        lateout("r11") _,
-        options(nostack),
-    );
+    // SAFETY: the caller's contract; the child never returns into this
+    // frame (it calls `child_main`, which execs or exits), and the parent
+    // resumes here with only rax, rcx and r11 changed.
+    unsafe {
+        // The kernel starts the child at the instruction after `syscall` with
+        // rsp at the top of its stack and every other register as the parent
+        // had it; rax is 0 there. r12/r13 carry the context and entry point.
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") context as *const ChildContext,
+            in("r13") child_main as unsafe extern "C" fn(*const ChildContext) -> !,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
     ret
 }
 
@@ -350,18 +394,17 @@ unsafe fn clone3_vfork(_: &mut CloneArgs, _: &ChildContext) -> i64 {
 }
 
 /// Runs `f` with every signal blocked in this thread (the child starts with
-/// this mask and clears it just before exec).
-fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: plain sigset manipulation on locals.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let result = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        result
+/// this mask and clears it just before exec). Fails, without running `f`,
+/// when the mask cannot be set: the child could then run a handler.
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    let old = SigSet::all()
+        .thread_swap_mask(SigmaskHow::SIG_SETMASK)
+        .map_err(|e| io::Error::other(format!("cannot block signals around clone3: {e}")))?;
+    let result = f();
+    if let Err(e) = old.thread_set_mask() {
+        tracing::error!("cannot restore this thread's signal mask after clone3: {e}");
     }
+    Ok(result)
 }
 
 fn c_string(s: &OsStr) -> io::Result<CString> {

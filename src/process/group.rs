@@ -51,6 +51,13 @@ impl Stopped {
     }
 }
 
+/// A signal by its name (`SIGTERM`), or `signal N` when it has none.
+pub fn signal_name(number: i32) -> String {
+    Signal::try_from(number)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {number}"))
+}
+
 /// A process group, named by its leader's pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Group(pub u32);
@@ -211,6 +218,22 @@ pub async fn stop_process(target: &Held, grace: Duration) -> Stopped {
         },
     )
     .await
+}
+
+/// SIGKILLs each held process, and the group it leads while it is alive
+/// (a group id is its leader's pid, which cannot be reused while the
+/// leader lives), then waits up to `deadline` for each to be gone.
+pub async fn kill_held(members: &[Held], deadline: Duration) {
+    for member in members {
+        let leads_group = procfs::stat(member.pid()).is_some_and(|s| s.pgrp == member.pid());
+        if leads_group && !member.has_exited() {
+            let _ = killpg(Pid::from_raw(member.pid() as i32), Signal::SIGKILL);
+        }
+        let _ = member.signal(Signal::SIGKILL);
+    }
+    for member in members {
+        gone_within(deadline, &|| !member.has_exited()).await;
+    }
 }
 
 /// Ends a child we spawned, that leads (or is about to lead) its own

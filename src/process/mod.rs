@@ -5,20 +5,23 @@
 //! always reaped.
 //!
 //! This module knows nothing of WebSocket or HTTP: it produces
-//! [`Event`]s (wire types from `protocol`) and takes stop requests.
+//! [`ProcessEvent`]s (wire types from `protocol`) and takes stop requests.
 //!
 //! The process toolkit lives in its submodules, each written once:
-//! `spec` (execute → Spec, timeout rule, environment scrubbing),
+//! `executor` (the one way a request becomes a command: rules, admission,
+//! spawn), `spec` (execute → Spec, timeout rule, environment scrubbing),
 //! `admission` (which requests may run: strings, allowlist), `group`
 //! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
 //! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
 //! reaping without stealing statuses), `sigchld` (how the reaper hears
-//! SIGCHLD), `clone3` (a shell born inside its cgroup), `procfs` (every
+//! SIGCHLD), `supervisor` (the guard every entry point that runs commands
+//! holds: SIGCHLD blocked, reaping, leftovers ended on drop), `clone3` (a shell born inside its cgroup), `procfs` (every
 //! /proc read), `resolve` (PATH lookups) and `leftovers` (what a server
 //! that died left running).
 
 pub mod admission;
 pub mod clone3;
+pub mod executor;
 pub mod group;
 pub mod leftovers;
 pub mod lines;
@@ -27,6 +30,7 @@ pub mod reaper;
 pub mod resolve;
 pub mod sigchld;
 pub mod spec;
+pub mod supervisor;
 pub mod tracking;
 pub mod utf8;
 
@@ -49,9 +53,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
 pub use clone3::close_on_exec_above_stdio;
-pub use group::{stop_child, stop_process, Group, Held, Stopped};
+pub use executor::{Executor, OwnLimits, StartError};
+pub use group::{
+    kill_held, signal_name, stop_child, stop_process, stop_with, Group, Held, Stopped,
+};
 pub use resolve::{resolve_program, ResolveError};
 pub use spec::{Rules, Spec, SpecError};
+pub use supervisor::Supervisor;
 
 use crate::protocol::{Completed, CompletionStatus, Output, StreamKind};
 use clone3::Clone3Error;
@@ -85,7 +93,7 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 /// What a running process reports, in order: output chunks, then exactly
 /// one `Completed` as the last event.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub enum ProcessEvent {
     Output(Output),
     Completed(Completed),
 }
@@ -133,22 +141,6 @@ pub struct Running {
     stop: watch::Sender<Option<(StopReason, Duration)>>,
 }
 
-/// Makes this process the supervisor of the commands it will run, as the
-/// server, `ccx mcp` and `stress --direct` all need: a child subreaper (so
-/// descendants that leave their group are re-parented here and reaped),
-/// the orphan reaper task, and the tracking of escaped descendants (cgroup
-/// v2 or marker, as `choice` allows). Call once, inside a tokio runtime;
-/// returns the mode.
-pub fn supervise_children(choice: crate::config::TrackingChoice) -> tracking::Mode {
-    if let Err(e) = reaper::become_subreaper() {
-        tracing::warn!(
-            "cannot become a child subreaper ({e}): escaped descendants will be reaped by init"
-        );
-    }
-    tokio::spawn(reaper::run());
-    tracking::init(choice)
-}
-
 impl Running {
     pub fn pgid(&self) -> u32 {
         self.group.0
@@ -192,7 +184,7 @@ impl Drop for Running {
 }
 
 /// Starts `spec.command` under `spec.shell -c` in a new process group.
-pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError> {
+pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), SpawnError> {
     if let Some(dir) = &spec.cwd {
         if !dir.is_dir() {
             return Err(SpawnError::BadCwd(dir.clone()));
@@ -267,7 +259,9 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         };
         let ((), (), (status, ending)) = tokio::join!(stdout_pump, stderr_pump, supervision);
         let completed = completion(status, ending, pid, started.elapsed());
-        let delivered = events_tx.send(Event::Completed(completed.clone())).await;
+        let delivered = events_tx
+            .send(ProcessEvent::Completed(completed.clone()))
+            .await;
         // The consumer (woken by the send) writes the completion first;
         // closing the pipes and the pidfd and returning the cgroup to the
         // pool, and the log line, are not on the client's path.
@@ -293,20 +287,20 @@ struct Child {
     pid: u32,
     stdout: pipe::Receiver,
     stderr: pipe::Receiver,
-    exit: Exit,
+    exit: ShellExit,
 }
 
 /// How a shell's exit is awaited.
-enum Exit {
+enum ShellExit {
     Pidfd(clone3::Pidfd),
     Std(tokio::process::Child),
 }
 
-impl Exit {
+impl ShellExit {
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         match self {
-            Exit::Pidfd(pidfd) => pidfd.wait().await,
-            Exit::Std(child) => child.wait().await,
+            ShellExit::Pidfd(pidfd) => pidfd.wait().await,
+            ShellExit::Std(child) => child.wait().await,
         }
     }
 }
@@ -358,7 +352,7 @@ fn spawn_cloned(spec: &Spec, scope: &Scope) -> Option<std::io::Result<Child>> {
             pid: s.pid,
             stdout: s.stdout,
             stderr: s.stderr,
-            exit: Exit::Pidfd(s.exit),
+            exit: ShellExit::Pidfd(s.exit),
         })),
         Err(Clone3Error::Spawn(e)) => Some(Err(e)),
         Err(Clone3Error::Unsupported(e)) => {
@@ -413,7 +407,7 @@ fn spawn_direct(spec: &Spec, scope: &Scope) -> std::io::Result<Child> {
         pid,
         stdout: pipe(child.stdout.take().map(|s| s.into_owned_fd()))?,
         stderr: pipe(child.stderr.take().map(|s| s.into_owned_fd()))?,
-        exit: Exit::Std(child),
+        exit: ShellExit::Std(child),
     })
 }
 
@@ -452,7 +446,7 @@ type Stopping = Pin<Box<dyn Future<Output = Stopped> + Send>>;
 /// [`Group::stop`] on the whole group. Returns a stop still in progress
 /// (members that outlive the leader are in its grace period).
 async fn supervise(
-    child: &mut Exit,
+    child: &mut ShellExit,
     group: Group,
     spec: &Spec,
     started: Instant,
@@ -561,7 +555,7 @@ impl OutputBudget {
 /// and drops the bytes.
 struct Pump {
     stream: StreamKind,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<ProcessEvent>,
     budget: Arc<OutputBudget>,
     /// Turns true once the whole group is gone: from then on the pipe is
     /// read for at most DRAIN_AFTER_EXIT (what is left writing to it is an
@@ -660,7 +654,12 @@ impl Pump {
     /// the consumer is gone.
     async fn send_all(&self, ready: &mut Vec<Output>) -> bool {
         for output in ready.drain(..) {
-            if self.events.send(Event::Output(output)).await.is_err() {
+            if self
+                .events
+                .send(ProcessEvent::Output(output))
+                .await
+                .is_err()
+            {
                 return false; // dropping the drain discards the rest
             }
         }

@@ -148,21 +148,6 @@ pub fn adopted() -> Vec<u32> {
     without_owned(procfs::main_thread_children())
 }
 
-/// Whether adopted orphan `pid` can be tied to no command: it carries no
-/// marker of this server (it cleared its environment) and sits in none of
-/// its command cgroups (it wrote itself into another cgroup's
-/// `cgroup.procs`, which a command running as the server's user may do).
-/// Only commands' descendants are re-parented here, so such an orphan
-/// belongs to a command that ended or is ending; it ends with the command
-/// being stopped. The kernel's re-parenting is what it cannot escape.
-pub fn is_unattributable(pid: u32) -> bool {
-    let server = std::process::id();
-    let marker = format!("{}={server}.", super::tracking::MARKER_VAR);
-    let in_command_cgroup =
-        procfs::cgroup_v2_of(pid).is_some_and(|cgroup| cgroup.contains(&format!("/ccx.{server}/")));
-    !in_command_cgroup && !procfs::environ_has_prefix(pid, &marker) && procfs::is_alive(pid)
-}
-
 /// Every child of this process, on any thread, that no tokio `Child` owns.
 fn unowned_children() -> Vec<u32> {
     without_owned(procfs::own_children())
@@ -177,7 +162,7 @@ fn without_owned(children: Vec<u32>) -> Vec<u32> {
 }
 
 /// Kills every remaining child that no tokio `Child` owns (escaped
-/// descendants), then reaps them. Used once, when the server exits.
+/// descendants), then reaps them. Used once, when the supervisor ends.
 pub fn kill_orphans() {
     for _ in 0..10 {
         let orphans = unowned_children();
@@ -201,10 +186,9 @@ pub fn kill_orphans() {
     }
 }
 
-/// Last resort when the server exits: SIGKILL every group ccx still owns,
-/// every command's cgroup and every escaped descendant, so nothing
-/// outlives the server.
-pub fn kill_leftovers() {
+/// SIGKILLs every process group whose leader a tokio `Child` still owns
+/// (commands still running when their supervisor ends).
+pub fn kill_owned_groups() {
     let groups: Vec<u32> = owned()
         .as_ref()
         .map(|s| s.keys().copied().collect())
@@ -212,7 +196,4 @@ pub fn kill_leftovers() {
     for pgid in groups {
         let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
     }
-    super::tracking::kill_all();
-    kill_orphans();
-    super::tracking::remove_all();
 }

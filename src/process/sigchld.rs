@@ -9,13 +9,11 @@
 //! SIGCHLD in every thread ([`block`], before its runtime starts) and the
 //! reaper reads it from a signalfd, ready in the same reactor turn as the
 //! shell's pidfd and pipes. Where SIGCHLD is not blocked (tests that run a
-//! server inside their own runtime), tokio's handler is used as before.
+//! server inside their own runtime), tokio's signal handler is used.
 //!
 //! One of the crate's two modules with `unsafe` code (with `clone3`):
-//! probing `pidfd_open`, and handing the signalfd to the reactor.
+//! handing the signalfd to the reactor.
 #![allow(unsafe_code)]
-
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -40,15 +38,11 @@ pub fn block() -> bool {
 /// Whether `pidfd_open(2)` works here: tokio then awaits its children on
 /// pidfds, not SIGCHLD.
 fn pidfd_open_works() -> bool {
-    // SAFETY: pidfd_open on our own pid takes no pointer.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id(), 0) };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: a descriptor the kernel just gave us, owned by nobody else;
-    // dropping it closes it.
-    drop(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-    true
+    rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .is_ok()
 }
 
 /// The reaper's source of SIGCHLD.

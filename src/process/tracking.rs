@@ -222,6 +222,21 @@ pub fn remove_all() {
     }
 }
 
+/// Whether adopted orphan `pid` can be tied to no command: it carries no
+/// marker of this server (it cleared its environment) and sits in none of
+/// its command cgroups (it wrote itself into another cgroup's
+/// `cgroup.procs`, which a command running as the server's user may do).
+/// Only commands' descendants are re-parented here, so such an orphan
+/// belongs to a command that ended or is ending; it ends with the command
+/// being stopped. The kernel's re-parenting is what it cannot escape.
+pub fn is_unattributable(pid: u32) -> bool {
+    let server = std::process::id();
+    let marker = format!("{}={server}.", MARKER_VAR);
+    let in_command_cgroup =
+        procfs::cgroup_v2_of(pid).is_some_and(|cgroup| cgroup.contains(&format!("/ccx.{server}/")));
+    !in_command_cgroup && !procfs::environ_has_prefix(pid, &marker) && procfs::is_alive(pid)
+}
+
 /// One command's cgroup: its directory, and the directory opened once for
 /// `clone3`'s `CLONE_INTO_CGROUP` (`None` if it could not be opened).
 #[derive(Debug, Clone)]
@@ -424,12 +439,12 @@ impl Scope {
     }
 
     /// Orphans adopted by this server that carry the command's marker, or
-    /// that no command can claim ([`reaper::is_unattributable`]).
+    /// that no command can claim ([`is_unattributable`]).
     fn adopted_members(&self) -> Vec<u32> {
         let entry = self.marker_entry();
         reaper::adopted()
             .into_iter()
-            .filter(|&p| procfs::environ_contains(p, &entry) || reaper::is_unattributable(p))
+            .filter(|&p| procfs::environ_contains(p, &entry) || is_unattributable(p))
             .collect()
     }
 

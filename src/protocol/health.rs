@@ -65,13 +65,13 @@ impl Health {
 /// The body of `GET /healthz`: the minimal liveness answer, as cc_executor
 /// gives it (`{"status":"ok"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Liveness {
+pub struct Healthz {
     pub status: String,
 }
 
-impl Liveness {
-    pub fn ok() -> Liveness {
-        Liveness {
+impl Healthz {
+    pub fn ok() -> Healthz {
+        Healthz {
             status: "ok".into(),
         }
     }
@@ -126,7 +126,7 @@ mod tests {
         assert!(e.to_string().contains("invalid type"), "{e}");
         assert!(Health::parse("[]").is_err());
         assert_eq!(
-            serde_json::to_string(&Liveness::ok()).unwrap(),
+            serde_json::to_string(&Healthz::ok()).unwrap(),
             r#"{"status":"ok"}"#
         );
     }

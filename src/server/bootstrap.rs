@@ -1,24 +1,23 @@
-//! The server process from start to exit, behind one call: become the
-//! supervisor of the commands it runs, bind, check CCX_SHELL, print the
-//! readiness line, serve until told to stop (signals wired to the given
-//! [`Shutdown`]), then kill whatever the commands left behind.
+//! The server process from start to exit, behind one call: bind, check
+//! CCX_SHELL, print the readiness line, serve until told to stop (signals
+//! wired to the given [`Shutdown`]). Its caller holds the
+//! `process::Supervisor` that reaps the commands and ends what they leave
+//! behind.
 
 use std::io::Write;
 
 use super::{bind, serve, ServerError, Shutdown};
 use crate::config::Config;
-use crate::process::{reaper, ResolveError};
+use crate::process::ResolveError;
 use crate::protocol::ReadyLine;
 
 /// Runs the server described by `config` until `shutdown` (or SIGTERM /
 /// SIGINT, wired to it here) ends it. Call inside a multi-threaded tokio
-/// runtime, once per process: it makes this process the subreaper of every
-/// command and, on the way out, kills every one still alive.
+/// runtime, once per process, under a `process::Supervisor`.
 pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerError> {
     if let Err(e) = crate::process::close_on_exec_above_stdio() {
         tracing::warn!("cannot mark inherited descriptors close-on-exec: {e}");
     }
-    crate::process::supervise_children(config.process_tracking);
     shutdown.stop_on_signals();
     let listener = bind(&config).await?;
     check_shell(&config)?;
@@ -40,9 +39,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), ServerErr
         }
         tracing::warn!("cannot write the readiness line to stdout: {source}");
     }
-    let served = serve(listener, config, shutdown.drain, shutdown.now).await;
-    reaper::kill_leftovers();
-    served?;
+    serve(listener, config, shutdown.drain, shutdown.now).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -45,6 +45,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::guards;
+use crate::process::Executor;
 
 /// Initial read buffer of a WebSocket session (grows for larger frames).
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -75,6 +76,8 @@ pub enum ServerError {
 /// What every request handler and session shares.
 pub struct AppState {
     pub config: Config,
+    /// Every command's rules and admission, taken once from `config`.
+    pub executor: Arc<Executor>,
     pub shutdown: CancellationToken,
     /// Cancelled when the drain begins (SIGTERM); `shutdown` follows once
     /// every session has ended or CCX_DRAIN_PERIOD has passed.
@@ -137,6 +140,7 @@ pub async fn serve(
     config.max_pending = budget.max_pending;
     let state = Arc::new(AppState {
         sessions: Arc::new(Semaphore::new(config.max_sessions)),
+        executor: Arc::new(Executor::from_config(&config)),
         config,
         shutdown: shutdown.clone(),
         drain,
@@ -211,6 +215,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(WS_PATH_DOCKER, get(websocket))
         .merge(crate::mcp::http::router(
             Arc::new(state.config.clone()),
+            state.executor.clone(),
             state.sessions.clone(),
             crate::mcp::Drain {
                 draining: state.drain.clone(),
@@ -247,17 +252,8 @@ async fn health(
         version: Some(crate::VERSION.into()),
     };
     if verbose {
-        if let Err(refusal) = guards::check(
-            &state.config,
-            &headers,
-            query.get("token").map(String::as_str),
-        ) {
-            tracing::info!(
-                status = refusal.status.as_u16(),
-                "refused /health?verbose=1: {}",
-                refusal.message
-            );
-            return http_error(refusal.status, refusal.message);
+        if let Some(refused) = pass_guards(&state, &headers, &query, "/health?verbose=1") {
+            return refused;
         }
         let collected = info::collect_off_runtime(state.clone(), Vec::new()).await;
         body.info = Some(
@@ -271,8 +267,8 @@ async fn health(
 }
 
 /// `GET /healthz`: the minimal liveness answer, as cc_executor gives it.
-async fn healthz() -> Json<crate::protocol::Liveness> {
-    Json(crate::protocol::Liveness::ok())
+async fn healthz() -> Json<crate::protocol::Healthz> {
+    Json(crate::protocol::Healthz::ok())
 }
 
 async fn not_found(uri: Uri) -> Response {
@@ -282,6 +278,30 @@ async fn not_found(uri: Uri) -> Response {
         "endpoints": ["/health", "/healthz", "/livez", "/readyz", WS_PATH, WS_PATH_DOCKER, "/mcp"],
     });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// The guards (Host, Origin, token) for `what`: `None` when they pass,
+/// else the answer to a refusal (logged).
+fn pass_guards(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    what: &str,
+) -> Option<Response> {
+    guards::check(
+        &state.config,
+        headers,
+        query.get("token").map(String::as_str),
+    )
+    .map_err(|refusal| {
+        tracing::info!(
+            status = refusal.status.as_u16(),
+            "refused {what}: {}",
+            refusal.message
+        );
+        http_error(refusal.status, refusal.message)
+    })
+    .err()
 }
 
 fn http_error(status: StatusCode, message: String) -> Response {
@@ -304,17 +324,8 @@ async fn websocket(
     send_queue: Option<Extension<keepalive::SendQueue>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(refusal) = guards::check(
-        &state.config,
-        &headers,
-        query.get("token").map(String::as_str),
-    ) {
-        tracing::info!(
-            status = refusal.status.as_u16(),
-            "refused upgrade: {}",
-            refusal.message
-        );
-        return http_error(refusal.status, refusal.message);
+    if let Some(refused) = pass_guards(&state, &headers, &query, "upgrade") {
+        return refused;
     }
     if let Some(Extension(authorized)) = &authorized {
         authorized.run();

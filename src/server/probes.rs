@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 
 use super::AppState;
-use crate::process::{self, Event};
+use crate::process::{OwnLimits, ProcessEvent, StartError};
 use crate::protocol::CompletionStatus;
 
 /// How long a shell check's verdict is reused.
@@ -78,26 +78,21 @@ impl ShellCheck {
 
 /// Runs `CCX_SHELL -c :` as a command would run, and waits for its exit.
 async fn spawn_shell(state: &AppState) -> Result<(), String> {
-    let config = &state.config;
-    let shell = config.shell.display().to_string();
+    let shell = state.config.shell.display().to_string();
     // The same rules as a client's command (shell, hidden variables, the
     // command's own tracking), with a short deadline.
-    let rules = process::Rules {
+    let limits = OwnLimits {
+        timeout: SHELL_CHECK_DEADLINE,
         kill_grace: Duration::from_millis(100),
         max_output: 4096,
-        ..process::Rules::from_config(config)
     };
-    let params = crate::protocol::ExecuteParams {
-        timeout: Some(SHELL_CHECK_DEADLINE.as_secs_f64()),
-        ..crate::protocol::ExecuteParams::command(":")
-    };
-    let spec = process::Spec::from_execute(&params, &rules)
-        .map_err(|e| format!("cannot build the shell check: {e}"))?;
-    let (running, mut events) =
-        process::spawn(spec).map_err(|e| format!("cannot spawn the shell: {e}"))?;
+    let (running, mut events) = state.executor.start_own(":", limits).map_err(|e| match e {
+        StartError::Refused(e) => format!("cannot build the shell check: {e}"),
+        StartError::Spawn(e) => format!("cannot spawn the shell: {e}"),
+    })?;
     let completed = timeout(SHELL_CHECK_DEADLINE + Duration::from_secs(1), async {
         while let Some(event) = events.recv().await {
-            if let Event::Completed(done) = event {
+            if let ProcessEvent::Completed(done) = event {
                 return Some(done);
             }
         }

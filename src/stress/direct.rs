@@ -1,6 +1,7 @@
-//! The `--direct` baseline: runs a stress request in this process with the
-//! server's process rules (`process::spawn` with the local `Config`'s shell,
-//! output cap and kill grace) but no server and no WebSocket, and collects
+//! The `--direct` baseline: runs a stress request in this process through
+//! the server's [`Executor`] (built from the local `Config`: its shell,
+//! output cap, kill grace and allowlist) but no server and no WebSocket,
+//! and collects
 //! its events exactly as a server session's client would, so the engine can
 //! judge it with the same rules as a server target.
 //!
@@ -10,11 +11,11 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
+use super::failure::Failure;
 use super::report::Cause;
-use super::Failure;
 use crate::client::{OutputCollector, RunOutcome};
-pub use crate::process::Rules;
-use crate::process::{self, Event};
+use crate::process::admission::AdmissionError;
+use crate::process::{Executor, ProcessEvent};
 use crate::protocol::{ExecuteParams, ProcessStatus};
 
 /// The label of the direct target in the table and the `target` field of its
@@ -28,29 +29,36 @@ const DRAIN_MARGIN: Duration = Duration::from_secs(4);
 /// Runs one command to completion, within `deadline` or the process's own
 /// timeout and kill grace, whichever is longer.
 pub(super) async fn run(
-    rules: &Rules,
+    executor: &Executor,
     params: &ExecuteParams,
     deadline: Duration,
 ) -> Result<RunOutcome, Failure> {
-    let spec = process::Spec::from_execute(params, rules)
-        .map_err(|e| Failure::new(Cause::SpawnFailed, e.to_string()))?;
+    let spec = executor.admit(params).map_err(|e| match e {
+        // Refused as a server would refuse it: the server's column counts
+        // that an error answer.
+        AdmissionError::Invalid(_) | AdmissionError::NotAllowed(_) => {
+            Failure::new(Cause::ProtocolError, e.to_string())
+        }
+        AdmissionError::Spec(_) => Failure::new(Cause::SpawnFailed, e.to_string()),
+    })?;
     let command_timeout = spec.timeout;
-    let (running, mut events) =
-        process::spawn(spec).map_err(|e| Failure::new(Cause::SpawnFailed, e.to_string()))?;
+    let (running, mut events) = executor
+        .spawn(spec)
+        .map_err(|e| Failure::new(Cause::SpawnFailed, e.to_string()))?;
     let started = ProcessStatus {
         status: "started".into(),
         pid: running.pid,
         pgid: Some(running.pgid()),
     };
     let deadline = command_timeout
-        .map(|t| t + rules.kill_grace + DRAIN_MARGIN)
+        .map(|t| t + executor.rules().kill_grace + DRAIN_MARGIN)
         .map_or(deadline, |own| own.max(deadline));
     let collect = async {
         let mut collected = OutputCollector::default();
         while let Some(event) = events.recv().await {
             match event {
-                Event::Output(o) => collected.add(o),
-                Event::Completed(completed) => {
+                ProcessEvent::Output(o) => collected.add(o),
+                ProcessEvent::Completed(completed) => {
                     return Some(collected.finish(started.clone(), completed))
                 }
             }

@@ -3,11 +3,11 @@
 //! a server (`uvicorn pkg.main:app`, `python -m uvicorn …`, gunicorn,
 //! hypercorn), with the directory it runs in, the interpreter, the
 //! variables it sets and the address its flags name. Read from the parsed
-//! command line (`crate::shell`); nothing is run.
+//! command line (`crate::doctor::shell`); nothing is run.
 
 use std::path::{Path, PathBuf};
 
-use crate::shell::ProgramUse;
+use crate::doctor::shell::ProgramUse;
 
 /// What the interpreter is asked to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +225,7 @@ mod tests {
     use super::*;
 
     fn run(line: &str) -> PythonRun {
-        let analysis = crate::shell::analyze(line).unwrap();
+        let analysis = crate::doctor::shell::analyze(line).unwrap();
         PythonRun::find(&analysis.programs, Path::new("/proj")).expect(line)
     }
 
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn other_programs_are_not_python_runs() {
-        let analysis = crate::shell::analyze("node server.js --port 3000").unwrap();
+        let analysis = crate::doctor::shell::analyze("node server.js --port 3000").unwrap();
         assert!(PythonRun::find(&analysis.programs, Path::new("/")).is_none());
         assert!(is_python("python3.11") && is_python("python") && !is_python("pythonista"));
     }

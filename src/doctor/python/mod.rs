@@ -24,7 +24,7 @@ pub fn diagnose(server_cmd: &str, base: &Path, output: &str) -> Vec<Finding> {
     // that runs Python) is still read against the project it runs in: an
     // import failure of the project's own package is never advice to
     // install that name from a registry.
-    let read = crate::shell::analyze(server_cmd)
+    let read = crate::doctor::shell::analyze(server_cmd)
         .ok()
         .and_then(|analysis| PythonRun::find(&analysis.programs, base));
     let opaque = read.is_none();

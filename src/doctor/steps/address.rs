@@ -40,7 +40,7 @@ impl Announced {
 /// The address the server command's flags name (the last program on the
 /// line that names a port).
 pub fn from_flags(server_cmd: &str, default_host: &str) -> Option<Announced> {
-    let analysis = crate::shell::analyze(server_cmd).ok()?;
+    let analysis = crate::doctor::shell::analyze(server_cmd).ok()?;
     analysis.programs.iter().rev().find_map(|p| {
         let (host, port) = address_from_flags(&p.args);
         Some(Announced {

@@ -5,7 +5,7 @@
 //! With `--url`, the `--require` names are resolved by the running server
 //! itself (`server.info`, on a session of its own).
 //!
-//! A `--server-cmd` is a shell command line: `crate::shell` says which
+//! A `--server-cmd` is a shell command line: `crate::doctor::shell` says which
 //! programs it starts (not `cd`, `export` or `VAR=value`), in which
 //! directory and with which PATH; each is resolved there, and each literal
 //! `cd` target must exist.
@@ -15,10 +15,10 @@ use std::path::PathBuf;
 
 use super::{skipped_for_url, Outcome};
 use crate::client::{Client, ClientError, ConnectOptions};
+use crate::doctor::shell;
 use crate::doctor::Ctx;
 use crate::process::resolve_program;
 use crate::protocol::ErrorCode;
-use crate::shell;
 
 /// `--require` against a running server (`--url`): its own PATH says.
 pub async fn remote(ctx: &mut Ctx<'_>) -> Outcome {

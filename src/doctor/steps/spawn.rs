@@ -350,12 +350,6 @@ fn death_signal(status: &ExitStatus) -> Option<i32> {
     })
 }
 
-fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
-}
-
 /// How the server ended: "exited with exit status 1", "was killed by signal 11 (SIGSEGV)".
 pub(super) fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
     match status {
@@ -364,10 +358,10 @@ pub(super) fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
             (Some(126), _) => "exited with exit status 126 (found but not executable)".into(),
             (Some(code), Some(sig)) => format!(
                 "was killed by signal {sig} ({}): its shell reported exit status {code} (128 + {sig})",
-                signal_name(sig)
+                crate::process::signal_name(sig)
             ),
             (Some(code), None) => format!("exited with exit status {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
+            (None, Some(sig)) => format!("was killed by signal {sig} ({})", crate::process::signal_name(sig)),
             (None, None) => "exited with an unknown status".into(),
         },
         Err(e) => format!("exited with an unknown status ({e})"),

@@ -14,8 +14,8 @@
 //! venv's) is reported as a note, never guessed.
 //!
 //! Pure analysis: no file system access, no environment reads. The doctor's
-//! `binaries` step resolves what this finds; a server allowlist can use
-//! [`program_names`].
+//! `binaries` step resolves what this finds. (The server's allowlist does
+//! not use it: `process::admission` finds the one program word sh runs.)
 
 use brush_parser::ast;
 use thiserror::Error;

@@ -62,7 +62,7 @@ fn exit_text(status: &Option<i32>) -> String {
 
 /// Where the server is.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub enum McpTarget {
     /// A command run by `/bin/sh -c`, speaking MCP on its stdin/stdout.
     Stdio { command: String },
     /// Another program with arguments (ccx's own `ccx mcp`).
@@ -74,14 +74,14 @@ pub enum Target {
     Http { url: String, token: Option<String> },
 }
 
-impl Target {
+impl McpTarget {
     pub fn describe(&self) -> String {
         match self {
-            Target::Stdio { command } => format!("stdio: {command}"),
-            Target::Program { program, args } => {
+            McpTarget::Stdio { command } => format!("stdio: {command}"),
+            McpTarget::Program { program, args } => {
                 format!("stdio: {} {}", program.display(), args.join(" "))
             }
-            Target::Http { url, .. } => url.clone(),
+            McpTarget::Http { url, .. } => url.clone(),
         }
     }
 }
@@ -110,19 +110,19 @@ struct HttpConn {
 
 impl McpClient {
     /// Starts the server (stdio) or checks the URL (HTTP); nothing is sent yet.
-    pub fn connect(target: &Target) -> Result<McpClient, McpClientError> {
+    pub fn connect(target: &McpTarget) -> Result<McpClient, McpClientError> {
         let transport = match target {
-            Target::Stdio { command } => {
+            McpTarget::Stdio { command } => {
                 let mut cmd = tokio::process::Command::new("/bin/sh");
                 cmd.arg("-c").arg(command);
                 Transport::Stdio(Box::new(StdioConn::spawn(cmd)?))
             }
-            Target::Program { program, args } => {
+            McpTarget::Program { program, args } => {
                 let mut cmd = tokio::process::Command::new(program);
                 cmd.args(args);
                 Transport::Stdio(Box::new(StdioConn::spawn(cmd)?))
             }
-            Target::Http { url, token } => {
+            McpTarget::Http { url, token } => {
                 let endpoint = Endpoint::parse(url)
                     .ok()
                     .filter(|e| e.scheme() == Scheme::Http)
@@ -269,11 +269,10 @@ fn truncate(text: &str) -> String {
     if text.len() <= MAX {
         return text.to_string();
     }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    format!(
+        "{}…",
+        &text[..crate::sanitize::floor_char_boundary(text, MAX)]
+    )
 }
 
 impl HttpConn {
