@@ -1,7 +1,7 @@
 //! `cargo bench --bench goals`: the side-by-side performance harness of
-//! issue 11. It runs every goal row (P1, P2, P3, P5, P6, P7, P8, P9) against
-//! ccx and the references measured in the same run (the raw spawn floor, a
-//! minimal FastAPI peer, websocketd), prints one table with the machine it
+//! issue 11. It runs every goal row (P1, P2, P3, P5, P6, P7, P8, P9, P10)
+//! against ccx and the references measured in the same run (the raw spawn
+//! floor, a minimal FastAPI peer, the MCP SDK's server, websocketd), prints one table with the machine it
 //! ran on, and writes the same table as JSON. `--quick` is the short CI run:
 //! it fails only on harness errors, never on a missed goal.
 //!
@@ -13,11 +13,13 @@ mod floor;
 mod hostload;
 mod load;
 mod machine;
+mod mcp_load;
 #[allow(dead_code)]
 #[path = "../tests/common/python.rs"]
 mod python;
 mod report;
 mod scenarios;
+mod scenarios_mcp;
 mod servers;
 mod setup;
 

@@ -69,7 +69,7 @@ const QUICK: Plan = Plan {
 };
 
 /// Per-row failures become ERROR rows; the run goes on with the next row.
-fn settle(specs: &[&Spec], result: Result<Vec<Row>, BenchError>) -> Vec<Row> {
+pub(crate) fn settle(specs: &[&Spec], result: Result<Vec<Row>, BenchError>) -> Vec<Row> {
     match result {
         Ok(rows) => rows,
         Err(e) => {
@@ -97,11 +97,11 @@ fn list_rates(rates: &[f64]) -> String {
     format!("{} MB/s", rates.join(", "))
 }
 
-fn p(hist: &Histogram<u64>, q: f64) -> Figure {
+pub(crate) fn p(hist: &Histogram<u64>, q: f64) -> Figure {
     Figure::ms(hist.value_at_quantile(q))
 }
 
-fn reference(name: &str, figure: Figure) -> Option<Reference> {
+pub(crate) fn reference(name: &str, figure: Figure) -> Option<Reference> {
     Some(Reference {
         name: name.into(),
         figure,
@@ -147,7 +147,7 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
             reason: format!("no server binary at {}", bin.display()),
         });
     }
-    const IDS: [&str; 8] = ["P1", "P2", "P3", "P5", "P6", "P7", "P8", "P9"];
+    const IDS: [&str; 9] = ["P1", "P2", "P3", "P5", "P6", "P7", "P8", "P9", "P10"];
     if let Some(bad) = args
         .only
         .iter()
@@ -232,7 +232,16 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
     if wants("P9") {
         rows.extend(p9(&ctx).await);
     }
-    rows.sort_by_key(|r| r.id);
+    if wants("P10") {
+        let sdk = blocking(move || Ok(setup::mcp_sdk_peer(install))).await?;
+        let sizes = crate::scenarios_mcp::Sizes {
+            rounds: ctx.plan.rounds,
+            runs: ctx.plan.seq_runs,
+            limit: ctx.plan.seq_limit,
+        };
+        rows.extend(crate::scenarios_mcp::p10(&ctx.bin, &ctx.logs, &sdk, sizes).await);
+    }
+    rows.sort_by_key(|r| (r.id.len(), r.id));
 
     machine.load_end = machine::load_average();
     notes.push(format!(
