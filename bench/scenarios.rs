@@ -108,7 +108,7 @@ pub(crate) fn reference(name: &str, figure: Figure) -> Option<Reference> {
     })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BenchError> + Send + 'static,
 ) -> Result<T, BenchError> {
     tokio::task::spawn_blocking(f)
@@ -147,7 +147,7 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
             reason: format!("no server binary at {}", bin.display()),
         });
     }
-    const IDS: [&str; 9] = ["P1", "P2", "P3", "P5", "P6", "P7", "P8", "P9", "P10"];
+    const IDS: [&str; 10] = ["P1", "P2", "P3", "P5", "P6", "P7", "P8", "P9", "P10", "P12"];
     if let Some(bad) = args
         .only
         .iter()
@@ -240,6 +240,10 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
             limit: ctx.plan.seq_limit,
         };
         rows.extend(crate::scenarios_mcp::p10(&ctx.bin, &ctx.logs, &sdk, sizes).await);
+    }
+    if wants("P12") {
+        let (bin, logs) = (ctx.bin.clone(), ctx.logs.clone());
+        rows.extend(crate::scenarios_doctor::p12(bin, logs, ctx.plan.rounds, install).await);
     }
     rows.sort_by_key(|r| (r.id.len(), r.id));
 
