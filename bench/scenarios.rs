@@ -243,7 +243,7 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
     }
     if wants("P12") {
         let (bin, logs) = (ctx.bin.clone(), ctx.logs.clone());
-        rows.extend(crate::scenarios_doctor::p12(bin, logs, ctx.plan.rounds, install).await);
+        rows.extend(crate::scenarios_doctor::p12(bin, logs, ctx.plan.rounds * 2, install).await);
     }
     rows.sort_by_key(|r| (r.id.len(), r.id));
 

@@ -128,9 +128,15 @@ fn ready_row(
         v[v.len() / 2]
     };
     let secs = |s: f64| Figure::ms((s * 1e9) as u64);
+    let ratios: Vec<String> = doctor
+        .iter()
+        .zip(&own)
+        .map(|(d, o)| format!("{:.2}", d / o))
+        .collect();
     let note = format!(
-        "medians of {} runs in turns; doctor wall time {}, of which the server answering the handshake and the echo {} (not counted); its own accept time polled every {} ms; {redis_note}",
+        "medians of {} runs in turns (ratios run by run: {}); doctor wall time {}, of which the server answering the handshake and the echo {} (not counted); its own accept time polled every {} ms; {redis_note}",
         own.len(),
+        ratios.join(", "),
         secs(med(&mut totals)),
         secs(med(&mut served)),
         ACCEPT_POLL.as_millis()
