@@ -89,7 +89,12 @@ fn ready_row(
         let requirements = format!("-r {}", snapshot.join("requirements.txt").display());
         python::venv("cc_executor", &[&requirements, "json_repair", "rank_bm25"])
     } else {
-        Err("--no-install".to_string())
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("venvs/cc_executor");
+        if dir.join(".ccx-installed").is_file() {
+            Ok(python::Venv { dir })
+        } else {
+            Err(format!("no venv at {} (--no-install)", dir.display()))
+        }
     };
     let venv = match venv {
         Ok(v) => v,
@@ -326,16 +331,17 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), BenchError> {
 enum Redis {
     There,
     Started(#[allow(dead_code)] GroupGuard),
-    Absent,
+    /// Why there is none.
+    Absent(&'static str),
 }
 
 impl Redis {
-    fn describe(&self) -> &'static str {
+    fn describe(&self) -> String {
         match self {
-            Redis::There => "Redis already on localhost:6379",
-            Redis::Started(_) => "Redis started by the bench on localhost:6379",
-            Redis::Absent => {
-                "no Redis (redis-server not installed): the echo waits on its hooks' retries"
+            Redis::There => "Redis already on localhost:6379".into(),
+            Redis::Started(_) => "Redis started by the bench on localhost:6379".into(),
+            Redis::Absent(why) => {
+                format!("no Redis ({why}): the echo waits on its hooks' retries")
             }
         }
     }
@@ -376,11 +382,16 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn();
         let Ok(child) = child else {
-            return Ok(Redis::Absent);
+            return Ok(Redis::Absent("redis-server is not installed"));
         };
-        let guard = GroupGuard(child);
+        let mut guard = GroupGuard(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !Redis::answers() {
+            if !matches!(guard.0.try_wait(), Ok(None)) {
+                return Ok(Redis::Absent(
+                    "redis-server exited: something else holds port 6379 (see p12-redis.log)",
+                ));
+            }
             if Instant::now() > deadline {
                 return Err(BenchError::Start {
                     what: "redis-server".into(),
