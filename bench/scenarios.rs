@@ -69,7 +69,7 @@ const QUICK: Plan = Plan {
 };
 
 /// Per-row failures become ERROR rows; the run goes on with the next row.
-fn settle(specs: &[&Spec], result: Result<Vec<Row>, BenchError>) -> Vec<Row> {
+pub(crate) fn settle(specs: &[&Spec], result: Result<Vec<Row>, BenchError>) -> Vec<Row> {
     match result {
         Ok(rows) => rows,
         Err(e) => {
@@ -97,18 +97,18 @@ fn list_rates(rates: &[f64]) -> String {
     format!("{} MB/s", rates.join(", "))
 }
 
-fn p(hist: &Histogram<u64>, q: f64) -> Figure {
+pub(crate) fn p(hist: &Histogram<u64>, q: f64) -> Figure {
     Figure::ms(hist.value_at_quantile(q))
 }
 
-fn reference(name: &str, figure: Figure) -> Option<Reference> {
+pub(crate) fn reference(name: &str, figure: Figure) -> Option<Reference> {
     Some(Reference {
         name: name.into(),
         figure,
     })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BenchError> + Send + 'static,
 ) -> Result<T, BenchError> {
     tokio::task::spawn_blocking(f)
@@ -147,7 +147,7 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
             reason: format!("no server binary at {}", bin.display()),
         });
     }
-    const IDS: [&str; 8] = ["P1", "P2", "P3", "P5", "P6", "P7", "P8", "P9"];
+    const IDS: [&str; 10] = ["P1", "P2", "P3", "P5", "P6", "P7", "P8", "P9", "P10", "P12"];
     if let Some(bad) = args
         .only
         .iter()
@@ -232,7 +232,20 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
     if wants("P9") {
         rows.extend(p9(&ctx).await);
     }
-    rows.sort_by_key(|r| r.id);
+    if wants("P10") {
+        let sdk = blocking(move || Ok(setup::mcp_sdk_peer(install))).await?;
+        let sizes = crate::scenarios_mcp::Sizes {
+            rounds: ctx.plan.rounds,
+            runs: ctx.plan.seq_runs,
+            limit: ctx.plan.seq_limit,
+        };
+        rows.extend(crate::scenarios_mcp::p10(&ctx.bin, &ctx.logs, &sdk, sizes).await);
+    }
+    if wants("P12") {
+        let (bin, logs) = (ctx.bin.clone(), ctx.logs.clone());
+        rows.extend(crate::scenarios_doctor::p12(bin, logs, ctx.plan.rounds * 2, install).await);
+    }
+    rows.sort_by_key(|r| (r.id.len(), r.id));
 
     machine.load_end = machine::load_average();
     notes.push(format!(

@@ -1,7 +1,8 @@
-//! The servers under measurement (ccx, the FastAPI peer, websocketd): each
-//! started in a process group of its own on a loopback port the OS chose,
-//! its stderr in a log file, and stopped as that whole group when its guard
-//! is dropped (at the end of a scenario, on an error and on Ctrl-C).
+//! The servers under measurement (ccx, the FastAPI peer, the MCP SDK peer,
+//! websocketd): each started in a process group of its own on a loopback
+//! port the OS chose, its stderr in a log file, and stopped as that whole
+//! group when its guard is dropped (at the end of a scenario, on an error and
+//! on Ctrl-C).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -219,6 +220,14 @@ pub async fn start_peer(
     // Its socket listens before uvicorn serves: one full session proves it.
     McpSession::open(&server.target()).await?.close().await?;
     Ok(server)
+}
+
+/// The MCP SDK peer (`bench/peers/mcp_sdk_peer.py`): it prints its
+/// readiness line once uvicorn serves `/mcp`.
+pub fn start_mcp_sdk_peer(python: &Path, script: &Path, logs: &Path) -> Result<Server, BenchError> {
+    let mut cmd = Command::new(python);
+    cmd.arg(script);
+    spawn_with_ready_line("MCP SDK peer", "/mcp", cmd, logs.join("mcp-sdk-peer.log"))
 }
 
 /// `websocketd --port=PORT sh -c 'read -r l; echo x'`: one shell per

@@ -1,5 +1,6 @@
 //! The references the bench installs when they are missing: the FastAPI
-//! peer's venv (pip, under target/, through the tests' venv helper) and
+//! peer's and the MCP SDK peer's venvs (pip, under target/, through the
+//! tests' venv helper) and
 //! websocketd (Debian's package, with apt-get when running as root). A
 //! reference that cannot be had is reported with the reason, and the rows
 //! that need it say "skipped"; the rest still run.
@@ -36,6 +37,29 @@ pub fn peer(install: bool) -> Result<Peer, String> {
         script,
     })
 }
+
+/// The official Python MCP SDK's server (`bench/peers/mcp_sdk_peer.py`), in
+/// the venv the MCP tests use (`pip install mcp`).
+pub fn mcp_sdk_peer(install: bool) -> Result<Peer, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/mcp_sdk_peer.py");
+    let venv = if install {
+        eprintln!("bench: the MCP SDK peer's venv (pip install mcp on first use)…");
+        python::venv("mcp", MCP_SDK_PACKAGES)?
+    } else {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("venvs/mcp");
+        if !dir.join(".ccx-installed").is_file() {
+            return Err(format!("no venv at {} (--no-install)", dir.display()));
+        }
+        python::Venv { dir }
+    };
+    Ok(Peer {
+        python: venv.python(),
+        script,
+    })
+}
+
+/// The same list as tests/mcp.rs, so both share one venv.
+const MCP_SDK_PACKAGES: &[&str] = &["mcp"];
 
 fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {

@@ -370,6 +370,38 @@ fn server_cmd_gets_stdin_from_dev_null() {
 }
 
 #[test]
+fn a_server_under_a_launcher_shell_is_stopped_without_waiting_out_the_grace() {
+    // The launcher shell stays the group's leader and dies of the SIGTERM
+    // at once; a member that takes a moment to exit (a TERM trap) is
+    // re-parented to the doctor first, and must not hold the doctor for
+    // the 2 s grace (and the SIGKILL wait) as an unreaped zombie in the
+    // group.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cmd = format!(
+        "sh -c 'trap \"sleep 0.2; exit 0\" TERM; while :; do sleep 0.05; done' & {} serve --foreground; true",
+        common::BIN
+    );
+    let started = Instant::now();
+    let out = doctor(
+        &["--json", "--spawn-timeout", "30s", "--server-cmd", &cmd],
+        &[("CCX_PORT", &port.to_string())],
+    );
+    let took = started.elapsed();
+    let report: Report = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report.exit_code, 0, "{}", stdout(&out));
+    let steps: u64 = report.steps.iter().map(|s| s.duration_ms).sum();
+    let after_steps = took.saturating_sub(Duration::from_millis(steps));
+    assert!(
+        after_steps < Duration::from_millis(1500),
+        "the doctor took {after_steps:?} beyond its steps ({steps} ms): the server's stop waited"
+    );
+}
+
+#[test]
 fn a_refused_url_names_the_address_tried_and_what_answers_on_the_other_loopback_family() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("skipped: this machine has no IPv6 loopback (::1) to try");

@@ -27,6 +27,8 @@ const TAIL_BYTES: usize = 16 * 1024;
 const MAX_LINE: usize = 64 * 1024;
 /// SIGTERM → SIGKILL grace when stopping the server.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often a stopping server's re-parented members are looked for.
+const REAP_POLL: Duration = Duration::from_millis(5);
 
 /// Bytes of the start of each stream kept: its first line says what the
 /// program is (a usage text, a banner).
@@ -193,7 +195,25 @@ impl ServerProcess {
     /// command left behind in other groups and sessions. Returns those, as
     /// `pid N (argv)`.
     pub async fn stop(mut self) -> Vec<String> {
-        crate::process::stop_child(&mut self.child, self.group, STOP_GRACE).await;
+        let stop = crate::process::stop_child(&mut self.child, self.group, STOP_GRACE);
+        match self.detached.as_mut() {
+            // Members of the group re-parented to the doctor (a launcher
+            // `sh` killed before its server) stay in it as zombies until the
+            // doctor reaps them: the group would look alive through the
+            // whole grace, then the SIGKILL wait.
+            Some(detached) => {
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(REAP_POLL) => detached.scan(),
+                    }
+                }
+            }
+            None => {
+                stop.await;
+            }
+        }
         self.drain().await;
         for reader in &self.readers {
             reader.abort();

@@ -25,15 +25,15 @@ pub struct Failure<'a> {
     pub base: &'a Path,
 }
 
+/// What Python says when a module with relative imports runs as a script.
+pub(super) const RELATIVE_IMPORT: &str = "attempted relative import with no known parent package";
+
 /// The project-grounded findings for `failure` (empty when its output
 /// shows no Python import failure).
 pub fn diagnose(failure: &Failure) -> Vec<Finding> {
     let lines: Vec<&str> = failure.output.lines().collect();
     let mut findings = Vec::new();
-    if let Some(at) = lines
-        .iter()
-        .position(|l| l.contains("attempted relative import with no known parent package"))
-    {
+    if let Some(at) = lines.iter().position(|l| l.contains(RELATIVE_IMPORT)) {
         let file = innermost_file(&lines[..at]);
         findings.push(relative_import(failure, lines[at].trim(), file.as_deref()));
     }
@@ -54,7 +54,7 @@ pub fn diagnose(failure: &Failure) -> Vec<Finding> {
 
 /// `No module named 'a.b'` (an import) or `No module named a.b` (`python
 /// -m a.b`) → `a.b`.
-fn missing_module(line: &str) -> Option<String> {
+pub(super) fn missing_module(line: &str) -> Option<String> {
     let rest = line.split("No module named ").nth(1)?;
     let name = match rest.strip_prefix('\'') {
         Some(quoted) => quoted.split('\'').next()?,
