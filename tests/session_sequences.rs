@@ -1,7 +1,7 @@
 //! What a cc_executor user's client sees over a session's life, driven by a
 //! plain Python `websockets` script (tests/python/sequence_client.py)
 //! against the real server: stdout and stderr lines in the order the
-//! command wrote them.
+//! command wrote them, and an `execute` sent right after a CANCEL accepted.
 
 mod common;
 
@@ -67,4 +67,19 @@ fn stdout_and_stderr_lines_arrive_in_the_order_they_were_written() {
             result["examples"]
         );
     }
+}
+
+#[test]
+fn an_execute_sent_right_after_cancel_waits_for_the_canceled_command() {
+    let server = TestServer::start();
+    let runs = 100;
+    let summary = sequence(&server, "cancel-then-execute", runs);
+    assert_eq!(
+        summary["refusals"],
+        serde_json::json!([]),
+        "an execute after CANCEL was refused: {summary}"
+    );
+    assert_eq!(summary["accepted"], runs, "{summary}");
+    assert_eq!(summary["canceled"], runs, "{summary}");
+    assert_eq!(summary["last"], "completed", "{summary}");
 }

@@ -41,6 +41,12 @@ const EVENT_BATCH: usize = 64;
 /// How long the close frame to a client that stopped reading may wait for
 /// the client to take what is queued before it (it is dropped after that).
 const STALLED_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// Beyond the kill grace, how long an `execute` sent after a CANCEL waits
+/// for the canceled command's `process.completed` (its output drain after
+/// the group is gone takes up to 2 s) before it is refused as "already
+/// running". cc_executor awaits a cancellation before it reads the next
+/// message, so its clients send the next `execute` at once.
+const CANCELED_WAIT: Duration = Duration::from_secs(3);
 
 /// WebSocket close codes used by the server.
 pub mod close_code {
@@ -61,6 +67,8 @@ struct Active {
     /// Set by the writer just before it writes `process.completed`: from
     /// then on the session is free for the next `execute`.
     completed: Arc<AtomicBool>,
+    /// CANCEL was asked: an `execute` waits for the end (see `CANCELED_WAIT`).
+    canceled: bool,
 }
 
 /// What the session hands to its writer.
@@ -518,6 +526,20 @@ impl Session {
             return Err(RpcError::new(ErrorCode::Internal, DRAINING_NO_COMMAND));
         }
         self.reap_completed();
+        if let Some(active) = self.active.as_mut().filter(|a| a.canceled) {
+            let bound = self.state.config.kill_grace + CANCELED_WAIT;
+            tokio::select! {
+                _ = &mut active.done => {
+                    // A receiver is awaited once; the session's loop will
+                    // find this one (closed) done, and learn why from the
+                    // writer if it is gone without the completion.
+                    active.done = oneshot::channel().1;
+                }
+                _ = tokio::time::sleep(bound) => {}
+                _ = self.state.shutdown.cancelled() => {}
+            }
+            self.reap_completed();
+        }
         if let Some(active) = &self.active {
             // cc_executor's exact message (clients match it); the details
             // go in `data`.
@@ -562,6 +584,7 @@ impl Session {
             running,
             done,
             completed,
+            canceled: false,
         });
         Ok(())
     }
@@ -604,7 +627,8 @@ impl Session {
         self.notify(params.kind.notification_method(), &status)
             .await;
         if params.kind == crate::protocol::ControlType::Cancel {
-            if let Some(active) = &self.active {
+            if let Some(active) = &mut self.active {
+                active.canceled = true;
                 active
                     .running
                     .stop(StopReason::Cancel, self.state.config.kill_grace);
