@@ -18,6 +18,7 @@
 //! that died left running).
 
 pub mod admission;
+mod batches;
 pub mod clone3;
 pub mod group;
 pub mod leftovers;
@@ -221,6 +222,7 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<Event>), SpawnError>
         let pump = Pump {
             events: events_tx.clone(),
             budget: OutputBudget::new(spec.max_output),
+            batched: spec.batched,
             group_gone,
         };
         let pump = pump.run(stdout, stderr, output);

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
-use super::lines::LineFramer;
+use super::batches::Framer;
 use super::readiness::{Found, Readiness};
 use super::Event;
 use crate::protocol::{Output, StreamKind};
@@ -91,7 +91,7 @@ struct Stream {
     kind: StreamKind,
     /// The pipe's read end, non-blocking.
     pipe: File,
-    framer: LineFramer,
+    framer: Framer,
     open: bool,
     capped: bool,
     /// When bytes last arrived (the idle flush counts from there).
@@ -106,6 +106,8 @@ struct Stream {
 pub(super) struct Pump {
     pub(super) events: mpsc::Sender<Event>,
     pub(super) budget: OutputBudget,
+    /// Batched framing (`batches`) instead of one message per line.
+    pub(super) batched: bool,
     /// Turns true once the whole group is gone: from then on the pipes are
     /// read for at most DRAIN_AFTER_EXIT.
     pub(super) group_gone: watch::Receiver<bool>,
@@ -118,13 +120,14 @@ impl Pump {
         let Pump {
             events,
             budget,
+            batched,
             mut group_gone,
         } = self;
         let now = Instant::now();
         let stream = |kind, fd: OwnedFd| Stream {
             kind,
             pipe: File::from(fd),
-            framer: LineFramer::new(kind),
+            framer: Framer::new(kind, batched),
             open: true,
             capped: false,
             last_read: now,

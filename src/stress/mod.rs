@@ -87,7 +87,7 @@ impl Session {
         deadline: Duration,
     ) -> Result<RunOutcome, Failure> {
         match self {
-            Session::Server(client) => match timeout(deadline, client.run(params)).await {
+            Session::Server(client) => match timeout(deadline, client.run(&client.prefer_batches(params))).await {
                 Err(_) => Err(Failure::new(
                     Cause::Timeout,
                     format!("no process.completed within {deadline:?} (the command's timeout plus the kill grace)"),

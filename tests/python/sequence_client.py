@@ -7,6 +7,9 @@ Usage: sequence_client.py WS_URL order RUNS
        sequence_client.py WS_URL cancel-then-execute RUNS
          starts `sleep 300`, CANCELs it and sends the next `execute` at once
          (without waiting for process.completed), RUNS times.
+       sequence_client.py WS_URL collect OUT_FILE COMMAND
+         runs COMMAND, writes its stdout to OUT_FILE and counts the
+         messages, and those that are not one line.
 
 Prints one JSON summary line on stdout.
 """
@@ -112,18 +115,33 @@ async def cancel_then_execute(ws, runs):
             "last": last, "refusals": refusals[:3]}
 
 
-async def main(url, mode, runs):
+async def collect(ws, out_file, command):
+    answer, outputs, completed = await run_one(ws, 1, command)
+    assert completed is not None, answer
+    data = "".join(outputs)
+    with open(out_file, "w", encoding="utf-8", newline="") as f:
+        f.write(data)
+    # One line per message: each ends with its newline, but the stream's
+    # last (unterminated) line.
+    not_lines = sum(1 for o in outputs[:-1] if not o.endswith("\n") or "\n" in o[:-1])
+    return {"messages": len(outputs), "not_one_line": not_lines,
+            "exit_code": completed["exit_code"]}
+
+
+async def main(url, mode, args):
     async with websockets.connect(url, max_size=None) as ws:
         connected = await recv(ws)
         assert connected["method"] == "connected", connected
         if mode == "order":
-            summary = await order(ws, runs)
+            summary = await order(ws, int(args[0]))
         elif mode == "cancel-then-execute":
-            summary = await cancel_then_execute(ws, runs)
+            summary = await cancel_then_execute(ws, int(args[0]))
+        elif mode == "collect":
+            summary = await collect(ws, args[0], args[1])
         else:
-            raise SystemExit(f"unknown mode {mode!r}: order or cancel-then-execute")
+            raise SystemExit(f"unknown mode {mode!r}: order, cancel-then-execute or collect")
     print(json.dumps(summary))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
