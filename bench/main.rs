@@ -1,5 +1,5 @@
 //! `cargo bench --bench goals`: the side-by-side performance harness of
-//! issue 11. It runs every goal row (P1, P2, P3, P5, P6, P7, P8, P9) against
+//! issue 11. It runs every goal row (P1, P2, P3, P5, P6, P7, P8, P9, P11) against
 //! ccx and the references measured in the same run (the raw spawn floor, a
 //! minimal FastAPI peer, websocketd), prints one table with the machine it
 //! ran on, and writes the same table as JSON. `--quick` is the short CI run:
