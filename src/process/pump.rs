@@ -147,6 +147,12 @@ impl Pump {
         let mut drain_until: Option<Instant> = None;
         let mut gone_open = true;
         while streams.iter().any(|s| s.open) {
+            // Checked before every read, not only when the pipes are quiet:
+            // an escaped descendant that never stops printing must not keep
+            // the drain from starting.
+            if drain_until.is_none() && *group_gone.borrow() {
+                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            }
             let Some(i) = queue.pop_front() else {
                 if drain_until.is_some_and(|d| Instant::now() >= d) {
                     // Past the drain: each pipe is read while it has bytes
