@@ -276,8 +276,8 @@ async fn p1(ctx: &Context, ccx: &Server, peer: &Result<Server, String>) -> Vec<R
     let spec = Spec::new(
         "P1",
         "persistent session, sequential `echo x`, p50",
-        Goal::RatioAtMost(1.3),
-        "≤ 1.3 × spawn floor",
+        Goal::RatioAtMost(1.2),
+        "≤ 1.2 × spawn floor",
     );
     eprintln!("bench: P1 …");
     let result = async {
