@@ -155,11 +155,24 @@ impl McpSession {
     /// `execute` a command and read until both its result and its
     /// `process.completed` have arrived.
     pub async fn run(&mut self, command: &str) -> Result<RunOutcome, BenchError> {
+        self.run_framed(command, None).await
+    }
+
+    /// [`McpSession::run`] asking for `framing` (`"batched"`: ccx's own
+    /// clients' framing; none: one message per line).
+    pub async fn run_framed(
+        &mut self,
+        command: &str,
+        framing: Option<&str>,
+    ) -> Result<RunOutcome, BenchError> {
         self.next_id += 1;
         let id = self.next_id;
-        let request = serde_json::json!({
+        let mut request = serde_json::json!({
             "jsonrpc": "2.0", "id": id, "method": "execute", "params": {"command": command}
         });
+        if let Some(framing) = framing {
+            request["params"]["framing"] = framing.into();
+        }
         self.ws
             .send(Message::text(request.to_string()))
             .await
@@ -389,11 +402,24 @@ pub struct Streamed {
 }
 
 pub async fn stream(target: &Target, command: &str) -> Result<Streamed, BenchError> {
+    stream_framed(target, command, None).await
+}
+
+/// [`stream`] in the batched framing.
+pub async fn stream_batched(target: &Target, command: &str) -> Result<Streamed, BenchError> {
+    stream_framed(target, command, Some("batched")).await
+}
+
+async fn stream_framed(
+    target: &Target,
+    command: &str,
+    framing: Option<&str>,
+) -> Result<Streamed, BenchError> {
     let mut session = McpSession::open(target).await?;
     let url = target.to_string();
     let url = url.as_str();
     let t0 = Instant::now();
-    let out = session.run(command).await?;
+    let out = session.run_framed(command, framing).await?;
     let elapsed = t0.elapsed();
     session.close().await?;
     if out.exit_code != Some(0) {

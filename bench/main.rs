@@ -1,5 +1,4 @@
-//! `cargo bench --bench goals`: the side-by-side performance harness of
-//! issue 11. It runs every goal row (P1, P2, P3, P5 to P10, P12) against
+//! `cargo bench --bench goals`: the side-by-side performance harness. It runs every goal row (P1, P2, P3, P5 to P12) against
 //! ccx and the references measured in the same run (the raw spawn floor, a
 //! minimal FastAPI peer, the MCP SDK's server, websocketd, the real
 //! cc_executor), prints one table with the machine it ran on, and writes the

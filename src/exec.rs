@@ -123,6 +123,12 @@ pub async fn run(
         connected = Client::connect(&options) => connected.map_err(|e| connect_error(&url, e))?,
         _ = sigint.recv() => return Ok(Exit::Interrupted(SIGINT)),
     };
+    // Batches where the server offers them, except for --json, whose
+    // events keep the server's line framing.
+    let params = match json {
+        true => params,
+        false => client.prefer_batches(&params),
+    };
     tokio::select! {
         started = client.execute(&params) => { started.map_err(|e| request_error(&url, e))?; }
         // Closing the session makes the server end the process group.

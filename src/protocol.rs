@@ -26,7 +26,10 @@ pub use request::{parse_request, Rejection, Request};
 pub const JSONRPC_VERSION: &str = "2.0";
 
 /// What the server announces it can do in `connected`.
-pub const CAPABILITIES: [&str; 3] = ["execute", "control", "stream"];
+pub const CAPABILITIES: [&str; 4] = ["execute", "control", "stream", BATCHED_OUTPUT];
+/// The capability that says `execute` takes `framing: "batched"` (see
+/// [`Framing`]); cc_executor does not announce it.
+pub const BATCHED_OUTPUT: &str = "batched_output";
 /// What a draining server (SIGTERM received) answers a new session: a
 /// WebSocket upgrade, or an `initialize` on `/mcp`.
 pub const DRAINING_NO_SESSION: &str =
@@ -221,6 +224,22 @@ pub struct ExecuteParams {
     pub cwd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
+    /// How output is framed; sent only to a server that announces
+    /// [`BATCHED_OUTPUT`] (absent: one message per line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framing: Option<Framing>,
+}
+
+/// How `process.output` frames a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    /// cc_executor's: one message per line (long lines as chunks).
+    #[default]
+    Lines,
+    /// The bytes as read, many lines per message, up to 64 KiB each, cut
+    /// only between characters.
+    Batched,
 }
 
 impl ExecuteParams {

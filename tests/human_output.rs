@@ -254,7 +254,7 @@ fn doctor_verbose() {
                 2,
                 &[
                     "session 1e130a09-889f-4901-a8ac-92ec84a22c0f on ccx 0.1.0",
-                    "capabilities: execute, control, stream",
+                    "capabilities: execute, control, stream, batched_output",
                     "token sent: no",
                 ],
                 None,

@@ -70,7 +70,7 @@ async fn connect_announces_session_version_and_capabilities() {
     assert_eq!(client.connected.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(
         client.connected.capabilities,
-        ["execute", "control", "stream"]
+        ["execute", "control", "stream", "batched_output"]
     );
 }
 

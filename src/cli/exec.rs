@@ -71,6 +71,7 @@ pub fn run(args: ExecArgs) -> Result<Exit, CliError> {
         timeout: args.timeout.map(|d| d.as_secs_f64()),
         cwd: args.cwd,
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect()),
+        framing: None,
     };
     Ok(runtime()?.block_on(crate::exec::run(options, params, args.json))?)
 }

@@ -35,8 +35,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::protocol::{
     method, Completed, Connected, ControlParams, ControlResult, ControlType, Endpoint,
-    ExecuteParams, Frame, InfoParams, Output, ProcessStatus, RpcError, Scheme, ServerInfo,
-    StreamKind,
+    ExecuteParams, Frame, Framing, InfoParams, Output, ProcessStatus, RpcError, Scheme, ServerInfo,
+    StreamKind, BATCHED_OUTPUT,
 };
 
 pub use connect::check_url;
@@ -271,6 +271,25 @@ impl Client {
             }
             self.queued.push_back(frame);
         }
+    }
+
+    /// Whether the server announced batched output ([`BATCHED_OUTPUT`]).
+    pub fn offers_batches(&self) -> bool {
+        self.connected
+            .capabilities
+            .iter()
+            .any(|c| c == BATCHED_OUTPUT)
+    }
+
+    /// `params` asking for batched output (several lines per
+    /// `process.output`) when the server announced it; as they are for any
+    /// other server, which frames one message per line.
+    pub fn prefer_batches(&self, params: &ExecuteParams) -> ExecuteParams {
+        let mut params = params.clone();
+        if self.offers_batches() {
+            params.framing = Some(Framing::Batched);
+        }
+        params
     }
 
     /// Starts a command; events follow through [`Client::next_event`].

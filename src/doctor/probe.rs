@@ -49,6 +49,7 @@ pub async fn on_server(
         timeout: Some(PROBE_TIMEOUT.as_secs_f64()),
         cwd: None,
         env: None,
+        framing: None,
     };
     let deadline = wait + PROBE_TIMEOUT;
     let stdout = match tokio::time::timeout(deadline, collect(client, &params)).await {
@@ -79,7 +80,7 @@ pub async fn on_server(
 
 /// Runs the probe and gathers its stdout, at most [`MAX_OUTPUT`] bytes.
 async fn collect(client: &mut Client, params: &ExecuteParams) -> Result<String, ClientError> {
-    client.execute(params).await?;
+    client.execute(&client.prefer_batches(params)).await?;
     let mut stdout = String::new();
     loop {
         match client.next_event().await? {

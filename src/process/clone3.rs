@@ -43,7 +43,8 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
-use tokio::net::unix::pipe;
+
+use super::readiness::Readiness;
 
 /// The child's stack until it execs: a few frames of raw system calls.
 const CHILD_STACK: usize = 64 * 1024;
@@ -68,6 +69,9 @@ pub struct Launch<'a> {
     pub cwd: Option<&'a Path>,
     /// The cgroup (a directory descriptor) the child is born in.
     pub cgroup: Option<BorrowedFd<'a>>,
+    /// Where the read ends of its stdout and stderr are watched from before
+    /// it starts.
+    pub output: &'a Readiness,
 }
 
 /// A started child: its pid, the read ends of its stdout and stderr, and
@@ -75,8 +79,9 @@ pub struct Launch<'a> {
 #[derive(Debug)]
 pub struct Cloned {
     pub pid: u32,
-    pub stdout: pipe::Receiver,
-    pub stderr: pipe::Receiver,
+    /// The pipes' read ends, non-blocking.
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
     pub exit: Pidfd,
 }
 
@@ -120,6 +125,7 @@ pub fn spawn(launch: &Launch) -> Result<Cloned, Clone3Error> {
 
     let (out_r, out_w) = pipe_pair()?;
     let (err_r, err_w) = pipe_pair()?;
+    launch.output.watch(out_r.as_fd(), err_r.as_fd())?;
     // All the child needs is ready before it exists; only the parent's
     // side (the reactor) is set up once it runs.
     let null = dev_null()?;
@@ -507,10 +513,9 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((above_stdio(r)?, above_stdio(w)?))
 }
 
-/// A pipe's read end, made non-blocking and registered with the reactor.
-/// Done once the child runs: the child needs none of it, so it is not on
-/// the path to the command's start.
-fn reader(r: OwnedFd) -> io::Result<pipe::Receiver> {
+/// A pipe's read end, made non-blocking. Done once the child runs: the
+/// child needs none of it, so it is not on the path to the command's start.
+fn reader(r: OwnedFd) -> io::Result<OwnedFd> {
     // A new pipe's read end has no status flag set: one F_SETFL, no
     // F_GETFL, and no fstat to prove it is a pipe (tokio's checked
     // constructor does both).
@@ -518,7 +523,7 @@ fn reader(r: OwnedFd) -> io::Result<pipe::Receiver> {
         r.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
     )?;
-    pipe::Receiver::from_owned_fd_unchecked(r)
+    Ok(r)
 }
 
 /// /dev/null, opened once for every child's stdin.

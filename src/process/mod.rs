@@ -20,12 +20,15 @@
 //! that died left running).
 
 pub mod admission;
+mod batches;
 pub mod clone3;
 pub mod executor;
 pub mod group;
 pub mod leftovers;
 pub mod lines;
 pub mod procfs;
+mod pump;
+pub mod readiness;
 pub mod reaper;
 pub mod resolve;
 pub mod sigchld;
@@ -36,21 +39,20 @@ pub mod utf8;
 
 use std::ffi::OsStr;
 use std::future::Future;
-use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 
 pub use clone3::close_on_exec_above_stdio;
 pub use executor::{Executor, OwnLimits, StartError};
@@ -61,32 +63,17 @@ pub use resolve::{resolve_program, ResolveError};
 pub use spec::{Rules, Spec, SpecError};
 pub use supervisor::Supervisor;
 
-use crate::protocol::{Completed, CompletionStatus, Output, StreamKind};
+use crate::protocol::{Completed, CompletionStatus, Output};
 use clone3::Clone3Error;
-use lines::LineFramer;
+pub use pump::IDLE_FLUSH;
+use pump::{OutputBudget, Pump};
+use readiness::Readiness;
 use tracking::Scope;
 
-/// Bytes read from a pipe at a time (one pipe buffer), once a read has
-/// filled [`FIRST_READ`]: most commands print a few lines, and a zeroed
-/// 64 KiB buffer per pipe per command showed in the profile.
-const READ_CHUNK: usize = 64 * 1024;
-const FIRST_READ: usize = 4 * 1024;
 /// Messages in flight between the pipes and the consumer: with messages of
 /// at most 64 KiB this bounds queued output to about 1 MiB per process (plus
 /// what `lines` holds of an unfinished line).
 const EVENT_QUEUE: usize = 16;
-/// Output that stops mid-line is sent after this long without new bytes,
-/// so that a prompt or a progress dot is not held until the newline.
-pub const IDLE_FLUSH: Duration = Duration::from_millis(200);
-/// How long output may keep flowing after the whole group is gone (a
-/// descendant that left the group can hold the pipes open forever): a hard
-/// cap, not a silence (an untracked process that keeps printing must not
-/// hold the completion back).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-/// What may still be read from a pipe past the drain: what it already held
-/// (1 MiB is the most an unprivileged process can make a pipe hold), so that
-/// a consumer slower than the drain loses no output of a command that ended.
-const LATE_READ_LIMIT: usize = 1024 * 1024;
 /// Grace for what a command leaves behind once its shell is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 
@@ -191,11 +178,14 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), Spaw
         }
     }
     let scope = Arc::new(Scope::new());
-    let started = match spawn_cloned(&spec, &scope) {
-        Some(started) => started,
-        None => spawn_direct(&spec, &scope),
-    };
-    let child = started.map_err(|source| {
+    let started = Readiness::new().and_then(|output| {
+        let child = match spawn_cloned(&spec, &scope, &output) {
+            Some(started) => started,
+            None => spawn_direct(&spec, &scope, &output),
+        };
+        child.map(|child| (child, output))
+    });
+    let (child, output) = started.map_err(|source| {
         scope.release();
         SpawnError::Shell {
             shell: spec.shell.clone(),
@@ -215,23 +205,19 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), Spaw
     tokio::spawn(async move {
         let scope = command_scope;
         let (group_gone_tx, group_gone) = watch::channel(false);
-        let budget = Arc::new(OutputBudget::new(spec.max_output));
-        let pump = |stream| Pump {
-            stream,
-            events: events_tx.clone(),
-            budget: budget.clone(),
-            group_gone: group_gone.clone(),
-            drain_until: None,
-            late: 0,
-        };
         let Child {
-            mut stdout,
-            mut stderr,
+            stdout,
+            stderr,
             mut exit,
             ..
         } = child;
-        let stdout_pump = pump(StreamKind::Stdout).run(&mut stdout);
-        let stderr_pump = pump(StreamKind::Stderr).run(&mut stderr);
+        let pump = Pump {
+            events: events_tx.clone(),
+            budget: OutputBudget::new(spec.max_output),
+            batched: spec.batched,
+            group_gone,
+        };
+        let pump = pump.run(stdout, stderr, output);
         let supervision = async {
             let (status, ending, stopping) =
                 supervise(&mut exit, group, &spec, started, stop_rx).await;
@@ -257,7 +243,7 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), Spaw
             let _ = group_gone_tx.send(true);
             (status, ending)
         };
-        let ((), (), (status, ending)) = tokio::join!(stdout_pump, stderr_pump, supervision);
+        let (pipes, (status, ending)) = tokio::join!(pump, supervision);
         let completed = completion(status, ending, pid, started.elapsed());
         let delivered = events_tx
             .send(ProcessEvent::Completed(completed.clone()))
@@ -267,7 +253,7 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), Spaw
         // pool, and the log line, are not on the client's path.
         tokio::task::yield_now().await;
         log_end(&completed, ending, delivered.is_ok());
-        drop((stdout, stderr, exit));
+        drop((pipes, exit));
         scope.release();
     });
 
@@ -285,8 +271,9 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), Spaw
 /// A command's shell, however it was started.
 struct Child {
     pid: u32,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
+    /// The pipes' read ends, non-blocking.
+    stdout: OwnedFd,
+    stderr: OwnedFd,
     exit: ShellExit,
 }
 
@@ -314,7 +301,7 @@ static CLONE3_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
 /// Starts the shell with clone3 (see `clone3`), born inside the command's
 /// cgroup when there is one. `None`: clone3 cannot start it here, use
 /// [`spawn_direct`].
-fn spawn_cloned(spec: &Spec, scope: &Scope) -> Option<std::io::Result<Child>> {
+fn spawn_cloned(spec: &Spec, scope: &Scope, output: &Readiness) -> Option<std::io::Result<Child>> {
     if CLONE3_UNAVAILABLE.load(Ordering::Relaxed) {
         return None;
     }
@@ -341,6 +328,7 @@ fn spawn_cloned(spec: &Spec, scope: &Scope) -> Option<std::io::Result<Child>> {
         env: &env,
         cwd: spec.cwd.as_deref(),
         cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
+        output,
     };
     let started = reaper::register_spawn(|| {
         let started = clone3::spawn(&launch)?;
@@ -372,41 +360,52 @@ fn spawn_cloned(spec: &Spec, scope: &Scope) -> Option<std::io::Result<Child>> {
 /// Spawns the shell with `std::process` (no clone3): with a cgroup, a POSIX
 /// shell moves itself into it before it runs anything of the command (see
 /// `tracking` for why, and for other shells).
-fn spawn_direct(spec: &Spec, scope: &Scope) -> std::io::Result<Child> {
+fn spawn_direct(spec: &Spec, scope: &Scope, output: &Readiness) -> std::io::Result<Child> {
     let self_moving = tracking::is_posix_shell(&spec.shell);
     let command = match scope.prepare() {
         Some(dir) if self_moving => format!("{}{}", tracking::shell_prefix(&dir), spec.command),
         _ => spec.command.clone(),
     };
+    // Pipes of our own, so that their read ends join the epoll set before
+    // the shell can write (see `readiness`).
+    let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        nix::fcntl::fcntl(
+            r.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        Ok((r, w))
+    };
+    let (stdout, out_w) = pipe()?;
+    let (stderr, err_w) = pipe()?;
+    output.watch(stdout.as_fd(), stderr.as_fd())?;
     let mut cmd = tokio::process::Command::new(&spec.shell);
     cmd.arg("-c")
         .arg(&command)
         .env_clear()
         .envs(spec.environment(scope.marker()))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
         .process_group(0);
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
-    let mut child = reaper::register_spawn(|| {
+    let child = reaper::register_spawn(|| {
         let child = cmd.spawn()?;
         let pid = child.id().unwrap_or_default();
         Ok::<_, std::io::Error>((child, pid))
     })?;
+    // The write ends are the child's alone: the pipes end when it does.
+    drop(cmd);
     let pid = child.id().unwrap_or_default();
     if !self_moving {
         scope.enter(pid);
     }
-    let pipe = |fd: Option<std::io::Result<std::os::fd::OwnedFd>>| {
-        fd.unwrap_or_else(|| Err(std::io::Error::other("no pipe")))
-            .and_then(pipe::Receiver::from_owned_fd)
-    };
     Ok(Child {
         pid,
-        stdout: pipe(child.stdout.take().map(|s| s.into_owned_fd()))?,
-        stderr: pipe(child.stderr.take().map(|s| s.into_owned_fd()))?,
+        stdout,
+        stderr,
         exit: ShellExit::Std(child),
     })
 }
@@ -514,166 +513,5 @@ fn completion(
         exit_code,
         signal,
         duration_ms: Some(elapsed.as_millis() as u64),
-    }
-}
-
-/// The per-process output cap, shared by stdout and stderr.
-#[derive(Debug)]
-struct OutputBudget {
-    remaining: AtomicU64,
-    truncation_announced: AtomicBool,
-}
-
-impl OutputBudget {
-    fn new(cap: u64) -> Self {
-        OutputBudget {
-            remaining: AtomicU64::new(cap),
-            truncation_announced: AtomicBool::new(false),
-        }
-    }
-
-    /// Takes up to `n` bytes from the budget; returns how many were granted.
-    fn take(&self, n: u64) -> u64 {
-        let mut granted = 0;
-        let _ = self
-            .remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                granted = left.min(n);
-                Some(left - granted)
-            });
-        granted
-    }
-
-    /// True exactly once: for the chunk that first hits the cap.
-    fn announce_truncation(&self) -> bool {
-        !self.truncation_announced.swap(true, Ordering::AcqRel)
-    }
-}
-
-/// Reads one pipe to EOF, sending its lines (`lines::LineFramer`); past the
-/// output cap it keeps reading (so the process never blocks on a full pipe)
-/// and drops the bytes.
-struct Pump {
-    stream: StreamKind,
-    events: mpsc::Sender<ProcessEvent>,
-    budget: Arc<OutputBudget>,
-    /// Turns true once the whole group is gone: from then on the pipe is
-    /// read for at most DRAIN_AFTER_EXIT (what is left writing to it is an
-    /// escaped descendant), then reading stops.
-    group_gone: watch::Receiver<bool>,
-    /// When the drain ends, set once the group is gone.
-    drain_until: Option<Instant>,
-    /// Bytes read past the drain's end.
-    late: usize,
-}
-
-impl Pump {
-    async fn run(mut self, reader: &mut (impl AsyncRead + Unpin)) {
-        let mut buf = vec![0u8; FIRST_READ];
-        let mut framer = LineFramer::new(self.stream);
-        let mut ready = Vec::new();
-        let mut capped = false;
-        let mut consumer_gone = false;
-        loop {
-            let read = if framer.has_partial() && !capped && !consumer_gone {
-                match timeout(IDLE_FLUSH, self.read(reader, &mut buf)).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        framer.flush_partial(&mut ready);
-                        consumer_gone = !self.send_all(&mut ready).await;
-                        continue;
-                    }
-                }
-            } else {
-                self.read(reader, &mut buf).await
-            };
-            let Some(n) = read else {
-                break;
-            };
-            if capped || consumer_gone {
-                continue;
-            }
-            let granted = self.budget.take(n as u64) as usize;
-            framer.push(&buf[..granted], &mut ready);
-            if n == buf.len() && buf.len() < READ_CHUNK {
-                buf.resize(READ_CHUNK, 0);
-            }
-            if granted < n {
-                capped = true;
-                let sent = framer.truncate(&mut ready);
-                let first = self.budget.announce_truncation();
-                if !sent && first {
-                    ready.push(self.output(String::new(), true, false));
-                }
-            }
-            consumer_gone = !self.send_all(&mut ready).await;
-        }
-        if !capped && !consumer_gone {
-            framer.finish(&mut ready);
-            self.send_all(&mut ready).await;
-        }
-    }
-
-    /// One read; `None` at EOF, on error, or when the group is gone and the
-    /// pipe stays silent.
-    async fn read(
-        &mut self,
-        reader: &mut (impl AsyncRead + Unpin),
-        buf: &mut [u8],
-    ) -> Option<usize> {
-        let result = loop {
-            if *self.group_gone.borrow() {
-                let until = *self
-                    .drain_until
-                    .get_or_insert_with(|| Instant::now() + DRAIN_AFTER_EXIT);
-                if Instant::now() >= until && self.late >= LATE_READ_LIMIT {
-                    return None;
-                }
-                // A read that is ready completes even past the deadline (the
-                // inner future is polled first); one that would wait ends.
-                let read = tokio::time::timeout_at(until, reader.read(buf))
-                    .await
-                    .ok()?;
-                if Instant::now() >= until {
-                    self.late += read.as_ref().map_or(0, |n| *n);
-                }
-                break read;
-            }
-            tokio::select! {
-                r = reader.read(buf) => break r,
-                changed = self.group_gone.changed() => if changed.is_err() { break reader.read(buf).await },
-            }
-        };
-        match result {
-            Ok(0) | Err(_) => None,
-            Ok(n) => Some(n),
-        }
-    }
-
-    /// Sends the framed messages in order (emptying `ready`); false once
-    /// the consumer is gone.
-    async fn send_all(&self, ready: &mut Vec<Output>) -> bool {
-        for output in ready.drain(..) {
-            if self
-                .events
-                .send(ProcessEvent::Output(output))
-                .await
-                .is_err()
-            {
-                return false; // dropping the drain discards the rest
-            }
-        }
-        true
-    }
-
-    fn output(&self, data: String, truncated: bool, lossy: bool) -> Output {
-        Output {
-            stream: self.stream,
-            data,
-            truncated,
-            lossy,
-            chunk_index: None,
-            total_chunks: None,
-        }
     }
 }

@@ -33,6 +33,8 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub max_output: u64,
+    /// Output in batches (many lines per message) instead of one per line.
+    pub batched: bool,
 }
 
 /// An execute request that cannot become a [`Spec`].
@@ -143,6 +145,7 @@ impl Spec {
             timeout: execute_timeout(params.timeout, rules.default_timeout)?,
             kill_grace: rules.kill_grace,
             max_output: rules.max_output,
+            batched: params.framing == Some(crate::protocol::Framing::Batched),
         })
     }
 }
@@ -192,6 +195,7 @@ mod tests {
             timeout: None,
             kill_grace: Duration::from_secs(1),
             max_output: 1,
+            batched: false,
         };
         let env = spec.environment(("CCX_MARK", "m1"));
         let value = |name: &str| -> Vec<&OsStr> {

@@ -100,7 +100,7 @@ impl TargetSession {
         deadline: Duration,
     ) -> Result<RunOutcome, Failure> {
         match self {
-            TargetSession::Server(client) => match timeout(deadline, client.run(params)).await {
+            TargetSession::Server(client) => match timeout(deadline, client.run(&client.prefer_batches(params))).await {
                 Err(_) => Err(Failure::new(
                     Cause::Timeout,
                     format!("no process.completed within {deadline:?} (the command's timeout plus the kill grace)"),

@@ -261,7 +261,8 @@ async fn round_trip(
         ClientError::Timeout { .. } => None,
         e => Some(e),
     };
-    let started = timeout_at(at, client.execute(&ExecuteParams::command(command)))
+    let params = client.prefer_batches(&ExecuteParams::command(command));
+    let started = timeout_at(at, client.execute(&params))
         .await
         .map_err(|_| None)?
         .map_err(deadline)?;

@@ -87,6 +87,20 @@ impl Session {
             return Err(RpcError::new(ErrorCode::Internal, DRAINING_NO_COMMAND));
         }
         self.reap_completed();
+        if let Some(active) = self.active.as_mut().filter(|a| a.canceled) {
+            let bound = self.state.config.kill_grace + CANCELED_WAIT;
+            tokio::select! {
+                _ = &mut active.done => {
+                    // A receiver is awaited once; the session's loop will
+                    // find this one (closed) done, and learn why from the
+                    // writer if it is gone without the completion.
+                    active.done = oneshot::channel().1;
+                }
+                _ = tokio::time::sleep(bound) => {}
+                _ = self.state.shutdown.cancelled() => {}
+            }
+            self.reap_completed();
+        }
         if let Some(active) = &self.active {
             // cc_executor's exact message (clients match it); the details
             // go in `data`.
@@ -126,6 +140,7 @@ impl Session {
             running,
             done,
             completed,
+            canceled: false,
         });
         Ok(())
     }
@@ -168,7 +183,8 @@ impl Session {
         self.notify(params.kind.notification_method(), &status)
             .await;
         if params.kind == crate::protocol::ControlType::Cancel {
-            if let Some(active) = &self.active {
+            if let Some(active) = &mut self.active {
+                active.canceled = true;
                 active
                     .running
                     .stop(StopReason::Cancel, self.state.config.kill_grace);

@@ -48,6 +48,12 @@ const EVENT_BATCH: usize = 64;
 /// How long the close frame to a client that stopped reading may wait for
 /// the client to take what is queued before it (it is dropped after that).
 const STALLED_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// Beyond the kill grace, how long an `execute` sent after a CANCEL waits
+/// for the canceled command's `process.completed` (its output drain after
+/// the group is gone takes up to 2 s) before it is refused as "already
+/// running". cc_executor awaits a cancellation before it reads the next
+/// message, so its clients send the next `execute` at once.
+const CANCELED_WAIT: Duration = Duration::from_secs(3);
 
 /// WebSocket close codes used by the server.
 pub mod close_code {
@@ -68,6 +74,8 @@ struct Active {
     /// Set by the writer just before it writes `process.completed`: from
     /// then on the session is free for the next `execute`.
     completed: Arc<AtomicBool>,
+    /// CANCEL was asked: an `execute` waits for the end (see `CANCELED_WAIT`).
+    canceled: bool,
 }
 
 /// What the session hands to its writer.
