@@ -23,9 +23,11 @@ pub mod admission;
 pub mod clone3;
 pub mod executor;
 pub mod group;
+mod launch;
 pub mod leftovers;
 pub mod lines;
 pub mod procfs;
+mod pump;
 pub mod reaper;
 pub mod resolve;
 pub mod sigchld;
@@ -65,6 +67,10 @@ use crate::protocol::{Completed, CompletionStatus, Output, StreamKind};
 use clone3::Clone3Error;
 use lines::LineFramer;
 use tracking::Scope;
+
+use pump::{OutputBudget, Pump};
+
+use launch::{spawn_cloned, spawn_direct, Child, ShellExit};
 
 /// Bytes read from a pipe at a time (one pipe buffer), once a read has
 /// filled [`FIRST_READ`]: most commands print a few lines, and a zeroed
@@ -282,135 +288,6 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), Spaw
     ))
 }
 
-/// A command's shell, however it was started.
-struct Child {
-    pid: u32,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
-    exit: ShellExit,
-}
-
-/// How a shell's exit is awaited.
-enum ShellExit {
-    Pidfd(clone3::Pidfd),
-    Std(tokio::process::Child),
-}
-
-impl ShellExit {
-    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        match self {
-            ShellExit::Pidfd(pidfd) => pidfd.wait().await,
-            ShellExit::Std(child) => child.wait().await,
-        }
-    }
-}
-
-/// Set once clone3 proved unavailable (kernel, seccomp): every later
-/// command goes straight to [`spawn_direct`].
-static CLONE3_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
-/// Set once a refused clone3 has been logged.
-static CLONE3_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
-
-/// Starts the shell with clone3 (see `clone3`), born inside the command's
-/// cgroup when there is one. `None`: clone3 cannot start it here, use
-/// [`spawn_direct`].
-fn spawn_cloned(spec: &Spec, scope: &Scope) -> Option<std::io::Result<Child>> {
-    if CLONE3_UNAVAILABLE.load(Ordering::Relaxed) {
-        return None;
-    }
-    // A path is exec'd as it is (exec reports what is wrong with it); a
-    // bare name is looked up on PATH, as std::process would.
-    let program = match spec.shell.as_os_str().as_encoded_bytes().contains(&b'/') {
-        true => spec.shell.clone(),
-        false => match resolve_program(&spec.shell.to_string_lossy(), None) {
-            Ok(path) => path,
-            Err(e) => {
-                return Some(Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    e.to_string(),
-                )))
-            }
-        },
-    };
-    let cgroup = scope.prepare().and_then(|_| scope.cgroup_fd());
-    let env = spec.environment(scope.marker());
-    let args = [OsStr::new("-c"), OsStr::new(&spec.command)];
-    let launch = clone3::Launch {
-        program: &program,
-        args: &args,
-        env: &env,
-        cwd: spec.cwd.as_deref(),
-        cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
-    };
-    let started = reaper::register_spawn(|| {
-        let started = clone3::spawn(&launch)?;
-        let pid = started.pid;
-        Ok::<_, Clone3Error>((started, pid))
-    });
-    match started {
-        Ok(s) => Some(Ok(Child {
-            pid: s.pid,
-            stdout: s.stdout,
-            stderr: s.stderr,
-            exit: ShellExit::Pidfd(s.exit),
-        })),
-        Err(Clone3Error::Spawn(e)) => Some(Err(e)),
-        Err(Clone3Error::Unsupported(e)) => {
-            CLONE3_UNAVAILABLE.store(true, Ordering::Relaxed);
-            tracing::info!("{e}: commands are started with posix_spawn");
-            None
-        }
-        Err(Clone3Error::Refused(e)) => {
-            if !CLONE3_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
-                tracing::warn!("clone3 refused a command ({e}); starting it with posix_spawn");
-            }
-            None
-        }
-    }
-}
-
-/// Spawns the shell with `std::process` (no clone3): with a cgroup, a POSIX
-/// shell moves itself into it before it runs anything of the command (see
-/// `tracking` for why, and for other shells).
-fn spawn_direct(spec: &Spec, scope: &Scope) -> std::io::Result<Child> {
-    let self_moving = tracking::is_posix_shell(&spec.shell);
-    let command = match scope.prepare() {
-        Some(dir) if self_moving => format!("{}{}", tracking::shell_prefix(&dir), spec.command),
-        _ => spec.command.clone(),
-    };
-    let mut cmd = tokio::process::Command::new(&spec.shell);
-    cmd.arg("-c")
-        .arg(&command)
-        .env_clear()
-        .envs(spec.environment(scope.marker()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    let mut child = reaper::register_spawn(|| {
-        let child = cmd.spawn()?;
-        let pid = child.id().unwrap_or_default();
-        Ok::<_, std::io::Error>((child, pid))
-    })?;
-    let pid = child.id().unwrap_or_default();
-    if !self_moving {
-        scope.enter(pid);
-    }
-    let pipe = |fd: Option<std::io::Result<std::os::fd::OwnedFd>>| {
-        fd.unwrap_or_else(|| Err(std::io::Error::other("no pipe")))
-            .and_then(pipe::Receiver::from_owned_fd)
-    };
-    Ok(Child {
-        pid,
-        stdout: pipe(child.stdout.take().map(|s| s.into_owned_fd()))?,
-        stderr: pipe(child.stderr.take().map(|s| s.into_owned_fd()))?,
-        exit: ShellExit::Std(child),
-    })
-}
-
 /// Why ccx ended the process, if it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
@@ -514,166 +391,5 @@ fn completion(
         exit_code,
         signal,
         duration_ms: Some(elapsed.as_millis() as u64),
-    }
-}
-
-/// The per-process output cap, shared by stdout and stderr.
-#[derive(Debug)]
-struct OutputBudget {
-    remaining: AtomicU64,
-    truncation_announced: AtomicBool,
-}
-
-impl OutputBudget {
-    fn new(cap: u64) -> Self {
-        OutputBudget {
-            remaining: AtomicU64::new(cap),
-            truncation_announced: AtomicBool::new(false),
-        }
-    }
-
-    /// Takes up to `n` bytes from the budget; returns how many were granted.
-    fn take(&self, n: u64) -> u64 {
-        let mut granted = 0;
-        let _ = self
-            .remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                granted = left.min(n);
-                Some(left - granted)
-            });
-        granted
-    }
-
-    /// True exactly once: for the chunk that first hits the cap.
-    fn announce_truncation(&self) -> bool {
-        !self.truncation_announced.swap(true, Ordering::AcqRel)
-    }
-}
-
-/// Reads one pipe to EOF, sending its lines (`lines::LineFramer`); past the
-/// output cap it keeps reading (so the process never blocks on a full pipe)
-/// and drops the bytes.
-struct Pump {
-    stream: StreamKind,
-    events: mpsc::Sender<ProcessEvent>,
-    budget: Arc<OutputBudget>,
-    /// Turns true once the whole group is gone: from then on the pipe is
-    /// read for at most DRAIN_AFTER_EXIT (what is left writing to it is an
-    /// escaped descendant), then reading stops.
-    group_gone: watch::Receiver<bool>,
-    /// When the drain ends, set once the group is gone.
-    drain_until: Option<Instant>,
-    /// Bytes read past the drain's end.
-    late: usize,
-}
-
-impl Pump {
-    async fn run(mut self, reader: &mut (impl AsyncRead + Unpin)) {
-        let mut buf = vec![0u8; FIRST_READ];
-        let mut framer = LineFramer::new(self.stream);
-        let mut ready = Vec::new();
-        let mut capped = false;
-        let mut consumer_gone = false;
-        loop {
-            let read = if framer.has_partial() && !capped && !consumer_gone {
-                match timeout(IDLE_FLUSH, self.read(reader, &mut buf)).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        framer.flush_partial(&mut ready);
-                        consumer_gone = !self.send_all(&mut ready).await;
-                        continue;
-                    }
-                }
-            } else {
-                self.read(reader, &mut buf).await
-            };
-            let Some(n) = read else {
-                break;
-            };
-            if capped || consumer_gone {
-                continue;
-            }
-            let granted = self.budget.take(n as u64) as usize;
-            framer.push(&buf[..granted], &mut ready);
-            if n == buf.len() && buf.len() < READ_CHUNK {
-                buf.resize(READ_CHUNK, 0);
-            }
-            if granted < n {
-                capped = true;
-                let sent = framer.truncate(&mut ready);
-                let first = self.budget.announce_truncation();
-                if !sent && first {
-                    ready.push(self.output(String::new(), true, false));
-                }
-            }
-            consumer_gone = !self.send_all(&mut ready).await;
-        }
-        if !capped && !consumer_gone {
-            framer.finish(&mut ready);
-            self.send_all(&mut ready).await;
-        }
-    }
-
-    /// One read; `None` at EOF, on error, or when the group is gone and the
-    /// pipe stays silent.
-    async fn read(
-        &mut self,
-        reader: &mut (impl AsyncRead + Unpin),
-        buf: &mut [u8],
-    ) -> Option<usize> {
-        let result = loop {
-            if *self.group_gone.borrow() {
-                let until = *self
-                    .drain_until
-                    .get_or_insert_with(|| Instant::now() + DRAIN_AFTER_EXIT);
-                if Instant::now() >= until && self.late >= LATE_READ_LIMIT {
-                    return None;
-                }
-                // A read that is ready completes even past the deadline (the
-                // inner future is polled first); one that would wait ends.
-                let read = tokio::time::timeout_at(until, reader.read(buf))
-                    .await
-                    .ok()?;
-                if Instant::now() >= until {
-                    self.late += read.as_ref().map_or(0, |n| *n);
-                }
-                break read;
-            }
-            tokio::select! {
-                r = reader.read(buf) => break r,
-                changed = self.group_gone.changed() => if changed.is_err() { break reader.read(buf).await },
-            }
-        };
-        match result {
-            Ok(0) | Err(_) => None,
-            Ok(n) => Some(n),
-        }
-    }
-
-    /// Sends the framed messages in order (emptying `ready`); false once
-    /// the consumer is gone.
-    async fn send_all(&self, ready: &mut Vec<Output>) -> bool {
-        for output in ready.drain(..) {
-            if self
-                .events
-                .send(ProcessEvent::Output(output))
-                .await
-                .is_err()
-            {
-                return false; // dropping the drain discards the rest
-            }
-        }
-        true
-    }
-
-    fn output(&self, data: String, truncated: bool, lossy: bool) -> Output {
-        Output {
-            stream: self.stream,
-            data,
-            truncated,
-            lossy,
-            chunk_index: None,
-            total_chunks: None,
-        }
     }
 }
