@@ -10,14 +10,16 @@
 //! The process toolkit lives in its submodules, each written once:
 //! `executor` (the one way a request becomes a command: rules, admission,
 //! spawn), `spec` (execute → Spec, timeout rule, environment scrubbing),
-//! `admission` (which requests may run: strings, allowlist), `group`
-//! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
-//! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
-//! reaping without stealing statuses), `sigchld` (how the reaper hears
-//! SIGCHLD), `supervisor` (the guard every entry point that runs commands
-//! holds: SIGCHLD blocked, reaping, leftovers ended on drop), `clone3` (a shell born inside its cgroup), `procfs` (every
-//! /proc read), `resolve` (PATH lookups) and `leftovers` (what a server
-//! that died left running).
+//! `admission` (which requests may run: strings, allowlist), `launch` (a
+//! shell started by clone3 or std::process), `pump` (a pipe read to EOF
+//! under the output cap), `group` (the SIGTERM → grace → SIGKILL
+//! sequence), `tracking` (a command's escaped descendants: cgroup v2 or
+//! subreaper+marker), `reaper` (orphan reaping without stealing statuses),
+//! `sigchld` (how the reaper hears SIGCHLD), `supervisor` (the guard every
+//! entry point that runs commands holds: SIGCHLD blocked, reaping,
+//! leftovers ended on drop), `clone3` (a shell born inside its cgroup),
+//! `procfs` (every /proc read), `resolve` (PATH lookups) and `leftovers`
+//! (what a server that died left running).
 
 pub mod admission;
 pub mod clone3;
