@@ -11,14 +11,14 @@
 //! | `log_sink` | the log's writer (stderr), remembering a write that failed |
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
 //! | `sanitize` | captured output made safe to show: terminal control sequences removed |
-//! | `process` | which requests may run, process groups, clone3 into a cgroup, output framing, reaping, tracking of escaped descendants |
+//! | `process` | the `Executor` every front end runs commands through (rules, admission, spawn), the `Supervisor` every entry point that runs commands holds (SIGCHLD, reaping, leftovers), process groups and their termination, clone3 into a cgroup, output framing, tracking of escaped descendants |
 //! | `guards` | who may open a session over HTTP: token, Origin, Host; the mark a request leaves on its connection once it passed them |
-//! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) and the doctor's MCP client |
+//! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) |
 //! | `server` | the server process (`run`: bind, readiness line, signals), axum routes (`/ws/mcp`, `/ws`, `/mcp`, health and probes), sessions, drain |
-//! | `client` | the one WebSocket client (doctor, exec, stress, tests) |
+//! | `client` | the one WebSocket client (doctor, exec, stress, tests) and the diagnostic MCP client (doctor) |
 //! | `exec` | one command on a server, streamed to local stdout/stderr, its result as an `Exit` |
 //! | `lifecycle` | the background server: state dir, pid file, log, start, stop |
-//! | `doctor` | ordered checks → `Report` → renderers; signatures; `--compare` |
+//! | `doctor` | ordered checks → `Report` → renderers; signatures; `--compare`; what a `--server-cmd` shell line runs |
 //! | `stress` | load engine and report |
 //! | `cli` | clap types and one file per subcommand wiring the above |
 

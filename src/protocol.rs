@@ -7,6 +7,9 @@
 //! the readiness line, the `/health` document (`health`) and where a server
 //! is reached (`endpoint`).
 
+mod info;
+mod ready;
+mod response;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -21,6 +24,10 @@ mod request;
 pub use endpoint::{Endpoint, EndpointError, Scheme, HEALTH_PATH, WS_PATH};
 pub use health::{Health, Healthz, CCX_SERVICE, CC_EXECUTOR_SERVICE};
 pub use request::{parse_request, Rejection, Request};
+
+pub use info::*;
+pub use ready::*;
+pub use response::*;
 
 /// The only JSON-RPC version spoken.
 pub const JSONRPC_VERSION: &str = "2.0";
@@ -419,177 +426,6 @@ pub struct ControlParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControlResult {
     pub status: String,
-}
-
-/// Parameters of `server.info`: programs to resolve on the server's PATH.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct InfoParams {
-    #[serde(default)]
-    pub require: Vec<String>,
-}
-
-/// The server's environment fingerprint (`server.info`, `/health?verbose=1`):
-/// what explains why the same command behaves differently on two servers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServerInfo {
-    pub ccx_version: String,
-    pub os: String,
-    pub kernel: String,
-    pub arch: String,
-    pub hostname: String,
-    pub pid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub cwd: String,
-    /// True when the server runs as PID 1 or finds /.dockerenv.
-    pub in_container: bool,
-    pub shell: String,
-    /// Where the shell resolves, `None` when it does not exist.
-    pub shell_resolved: Option<String>,
-    /// PATH, split into its entries.
-    pub path: Vec<String>,
-    /// Names (never values) of the server's environment variables, sorted.
-    pub env_names: Vec<String>,
-    pub rlimits: ResourceLimits,
-    pub limits: CcxLimits,
-    /// Each requested program → its resolved path (`None`: not found).
-    pub binaries: BTreeMap<String, Option<String>>,
-    /// How the server ties escaped descendants to their command:
-    /// `cgroup-v2` or `subreaper+marker` (absent from older servers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process_tracking: Option<String>,
-}
-
-/// Soft and hard values of one resource limit; `None` means unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limit {
-    pub soft: Option<u64>,
-    pub hard: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceLimits {
-    pub open_files: Limit,
-    pub processes: Limit,
-}
-
-/// The effective ccx limits of a server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CcxLimits {
-    pub max_sessions: usize,
-    pub max_output: u64,
-    pub ws_max_size: usize,
-    pub ws_ping_interval_ms: u64,
-    pub ws_ping_timeout_ms: u64,
-    pub default_timeout_ms: Option<u64>,
-    pub kill_grace_ms: u64,
-    pub token_required: bool,
-    pub allowed_commands: Option<Vec<String>>,
-}
-
-/// A request's id exactly as the client wrote it (the JSON text of a
-/// string, a number or null), so that it comes back byte for byte: an
-/// integer beyond 2^53 stays an integer, `1e3` stays `1e3`.
-#[derive(Debug, Clone)]
-pub struct RawId(Box<RawValue>);
-
-impl RawId {
-    /// The `null` id of an answer to a request whose id cannot be read.
-    pub fn null() -> RawId {
-        RawId::from_value(&Value::Null)
-    }
-
-    fn from_value(value: &Value) -> RawId {
-        // A Value always serializes to valid JSON.
-        RawId(
-            RawValue::from_string(value.to_string())
-                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON")),
-        )
-    }
-
-    /// The JSON text of the id.
-    pub fn get(&self) -> &str {
-        self.0.get()
-    }
-}
-
-impl PartialEq for RawId {
-    fn eq(&self, other: &Self) -> bool {
-        self.get() == other.get()
-    }
-}
-
-impl Serialize for RawId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
-    }
-}
-
-/// A response as the server writes it, with the id as the client sent it.
-#[derive(Serialize)]
-struct RawResponse<'a, R: Serialize> {
-    jsonrpc: &'static str,
-    id: &'a RawId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<R>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a RpcError>,
-}
-
-/// The JSON text of a successful response to the request with id `id`.
-pub fn response_json(id: &RawId, result: impl Serialize) -> String {
-    let response = RawResponse {
-        jsonrpc: JSONRPC_VERSION,
-        id,
-        result: Some(result),
-        error: None,
-    };
-    serde_json::to_string(&response).unwrap_or_else(|e| {
-        let error = RpcError::new(
-            ErrorCode::Internal,
-            format!("cannot encode the result: {e}"),
-        );
-        error_json(Some(id), &error)
-    })
-}
-
-/// The JSON text of an error response; the id is `null` when unknown.
-pub fn error_json(id: Option<&RawId>, error: &RpcError) -> String {
-    let null = RawId::null();
-    let response = RawResponse::<()> {
-        jsonrpc: JSONRPC_VERSION,
-        id: id.unwrap_or(&null),
-        result: None,
-        error: Some(error),
-    };
-    // Strings, numbers and raw JSON only: it always serializes.
-    serde_json::to_string(&response).unwrap_or_default()
-}
-
-/// The readiness line: the one JSON object `ccx serve --foreground` prints
-/// on stdout once it listens. The server writes it; the background launcher
-/// and the doctor read it with this same type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReadyLine {
-    /// Always `"ready"`.
-    pub event: String,
-    pub url: String,
-    pub health: String,
-    pub host: String,
-    pub port: u16,
-    pub pid: u32,
-    #[serde(default)]
-    pub version: Option<String>,
-}
-
-impl ReadyLine {
-    pub const EVENT: &'static str = "ready";
-
-    /// The readiness line in `text`, if it is one.
-    pub fn parse(text: &[u8]) -> Option<ReadyLine> {
-        let line: ReadyLine = serde_json::from_slice(text).ok()?;
-        (line.event == Self::EVENT).then_some(line)
-    }
 }
 
 #[cfg(test)]

@@ -261,7 +261,7 @@ async fn mcp_execute(server: &TestServer, command: &str) -> serde_json::Value {
 
 /// One executor behind every front end: with one rule changed (an allowlist
 /// of `ls`), `echo hi` is refused in the same words on the WebSocket, by the
-/// MCP tool and by the executor `stress --direct` uses; the readiness probe,
+/// MCP tool and by `process::Executor` built from the same variable; the readiness probe,
 /// the server's own command, still runs. With another rule changed (a shell
 /// that always exits 7), the WebSocket, the MCP tool and the probe all see
 /// that shell.

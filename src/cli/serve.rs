@@ -85,8 +85,6 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
         }
         return background(&args, config);
     }
-    // Before any thread exists, so that all inherit its SIGCHLD mask.
-    let supervisor = Supervisor::start(config.process_tracking, runtime)?;
     init_logging(color);
     secret::forbid_same_user_inspection();
     if let Some(e) = handoff_failed {
@@ -102,6 +100,8 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CliError> {
     for (field, source) in config.sources.iter().filter(|(_, s)| s.is_alias()) {
         tracing::info!("{field} from {source}");
     }
+    // Before any thread exists, so that all inherit its SIGCHLD mask.
+    let supervisor = Supervisor::start(config.process_tracking, runtime)?;
     let shutdown = Shutdown::new();
     if args.lifeline {
         shutdown.stop_when_stdin_closes();

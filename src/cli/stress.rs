@@ -95,7 +95,13 @@ pub fn run(args: StressArgs, color: ColorChoice) -> Result<Exit, CliError> {
         })
         .collect();
     if args.direct {
-        targets.push(Target::Direct(Executor::from_config(&config)));
+        // The allowlist is a server's policy, not a process rule: the
+        // direct column runs what a server would be asked to run.
+        let rules_only = Config {
+            allowed_commands: None,
+            ..config.clone()
+        };
+        targets.push(Target::Direct(Executor::from_config(&rules_only)));
     }
     let (workload, detail) = match (&args.cases, &args.command) {
         (Some(path), _) => (

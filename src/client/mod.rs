@@ -8,6 +8,9 @@
 //! chunks, a `ping` notification it must answer with `pong` or be
 //! disconnected). Which server it talks to is learnt from what the server
 //! says (`identity`), never assumed.
+//!
+//! Beside it, [`mcp`]: the diagnostic MCP client the doctor checks any MCP
+//! server with (stdio or Streamable HTTP).
 
 mod connect;
 mod error;

@@ -4,8 +4,8 @@
 //! handshake-less `server/discover` era, version negotiation, cancellation,
 //! Streamable HTTP sessions) is the official Rust SDK's (`rmcp`); this
 //! module owns only what ccx adds: the tool catalogue ([`Tools`], here), the
-//! `execute` tool ([`execute`]), the two transports ([`stdio`], [`http`]) and
-//! the small client the doctor uses to check any MCP server ([`client`]).
+//! `execute` tool ([`execute`]) and the two transports ([`stdio`], [`http`]).
+//! (The client the doctor checks MCP servers with is `client::mcp`.)
 //!
 //! It must not know the WebSocket protocol on `/ws/mcp` or the CLI.
 

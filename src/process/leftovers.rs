@@ -33,7 +33,7 @@ pub fn end_leftovers(pid: u32, cgroups: Option<&Path>) -> Vec<u32> {
     let mut ended = Vec::new();
     let expected = format!("ccx.{pid}");
     if let Some(dir) = cgroups.filter(|d| d.file_name().is_some_and(|n| n == expected.as_str())) {
-        ended.extend(pids_in_tree(dir));
+        ended.extend(tracking::pids_in_tree(dir));
         tracking::remove_tree(dir, true);
     }
     let marker = format!("{}={pid}.", tracking::MARKER_VAR);
@@ -52,19 +52,4 @@ pub fn end_leftovers(pid: u32, cgroups: Option<&Path>) -> Vec<u32> {
     ended.sort_unstable();
     ended.dedup();
     ended
-}
-
-/// Every process in a cgroup tree.
-pub(crate) fn pids_in_tree(dir: &Path) -> Vec<u32> {
-    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    if let Ok(children) = std::fs::read_dir(dir) {
-        for child in children.flatten().filter(|c| c.path().is_dir()) {
-            pids.extend(pids_in_tree(&child.path()));
-        }
-    }
-    pids
 }

@@ -1,8 +1,8 @@
 //! Running one shell command: spawned by the configured shell in a new
-//! process group with stdin from /dev/null, stdout and stderr pumped
-//! concurrently through a bounded channel as line-framed, UTF-8-safe
-//! messages (`lines`), paused, resumed or stopped as a whole group, and
-//! always reaped.
+//! process group with stdin from /dev/null, stdout and stderr read in the
+//! order their bytes arrived and sent through a bounded channel as
+//! line-framed (or, on request, batched), UTF-8-safe messages, paused,
+//! resumed or stopped as a whole group, and always reaped.
 //!
 //! This module knows nothing of WebSocket or HTTP: it produces
 //! [`ProcessEvent`]s (wire types from `protocol`) and takes stop requests.
@@ -10,20 +10,25 @@
 //! The process toolkit lives in its submodules, each written once:
 //! `executor` (the one way a request becomes a command: rules, admission,
 //! spawn), `spec` (execute → Spec, timeout rule, environment scrubbing),
-//! `admission` (which requests may run: strings, allowlist), `group`
-//! (the SIGTERM → grace → SIGKILL sequence), `tracking` (a command's
-//! escaped descendants: cgroup v2 or subreaper+marker), `reaper` (orphan
-//! reaping without stealing statuses), `sigchld` (how the reaper hears
-//! SIGCHLD), `supervisor` (the guard every entry point that runs commands
-//! holds: SIGCHLD blocked, reaping, leftovers ended on drop), `clone3` (a shell born inside its cgroup), `procfs` (every
-//! /proc read), `resolve` (PATH lookups) and `leftovers` (what a server
-//! that died left running).
+//! `admission` (which requests may run: strings, allowlist), `launch` (a
+//! shell started by clone3 or std::process), `readiness` (a command's own
+//! epoll set, so its two pipes are read in arrival order), `pump` (both
+//! pipes read to EOF under the output cap), `lines` and `batches` (the two
+//! framings), `group` (the SIGTERM → grace → SIGKILL sequence), `tracking`
+//! (a command's escaped descendants: cgroup v2 or subreaper+marker),
+//! `reaper` (orphan reaping without stealing statuses), `sigchld` (how the
+//! reaper hears SIGCHLD), `supervisor` (the guard every entry point that
+//! runs commands holds: SIGCHLD blocked, reaping, leftovers ended on drop),
+//! `clone3` (a shell born inside its cgroup), `procfs` (every /proc read),
+//! `resolve` (PATH lookups) and `leftovers` (what a server that died left
+//! running).
 
 pub mod admission;
 mod batches;
 pub mod clone3;
 pub mod executor;
 pub mod group;
+mod launch;
 pub mod leftovers;
 pub mod lines;
 pub mod procfs;
@@ -65,6 +70,7 @@ pub use supervisor::Supervisor;
 
 use crate::protocol::{Completed, CompletionStatus, Output};
 use clone3::Clone3Error;
+use launch::{spawn_cloned, spawn_direct, Child, ShellExit};
 pub use pump::IDLE_FLUSH;
 use pump::{OutputBudget, Pump};
 use readiness::Readiness;
@@ -266,148 +272,6 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), Spaw
         },
         events_rx,
     ))
-}
-
-/// A command's shell, however it was started.
-struct Child {
-    pid: u32,
-    /// The pipes' read ends, non-blocking.
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    exit: ShellExit,
-}
-
-/// How a shell's exit is awaited.
-enum ShellExit {
-    Pidfd(clone3::Pidfd),
-    Std(tokio::process::Child),
-}
-
-impl ShellExit {
-    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        match self {
-            ShellExit::Pidfd(pidfd) => pidfd.wait().await,
-            ShellExit::Std(child) => child.wait().await,
-        }
-    }
-}
-
-/// Set once clone3 proved unavailable (kernel, seccomp): every later
-/// command goes straight to [`spawn_direct`].
-static CLONE3_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
-/// Set once a refused clone3 has been logged.
-static CLONE3_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
-
-/// Starts the shell with clone3 (see `clone3`), born inside the command's
-/// cgroup when there is one. `None`: clone3 cannot start it here, use
-/// [`spawn_direct`].
-fn spawn_cloned(spec: &Spec, scope: &Scope, output: &Readiness) -> Option<std::io::Result<Child>> {
-    if CLONE3_UNAVAILABLE.load(Ordering::Relaxed) {
-        return None;
-    }
-    // A path is exec'd as it is (exec reports what is wrong with it); a
-    // bare name is looked up on PATH, as std::process would.
-    let program = match spec.shell.as_os_str().as_encoded_bytes().contains(&b'/') {
-        true => spec.shell.clone(),
-        false => match resolve_program(&spec.shell.to_string_lossy(), None) {
-            Ok(path) => path,
-            Err(e) => {
-                return Some(Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    e.to_string(),
-                )))
-            }
-        },
-    };
-    let cgroup = scope.prepare().and_then(|_| scope.cgroup_fd());
-    let env = spec.environment(scope.marker());
-    let args = [OsStr::new("-c"), OsStr::new(&spec.command)];
-    let launch = clone3::Launch {
-        program: &program,
-        args: &args,
-        env: &env,
-        cwd: spec.cwd.as_deref(),
-        cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
-        output,
-    };
-    let started = reaper::register_spawn(|| {
-        let started = clone3::spawn(&launch)?;
-        let pid = started.pid;
-        Ok::<_, Clone3Error>((started, pid))
-    });
-    match started {
-        Ok(s) => Some(Ok(Child {
-            pid: s.pid,
-            stdout: s.stdout,
-            stderr: s.stderr,
-            exit: ShellExit::Pidfd(s.exit),
-        })),
-        Err(Clone3Error::Spawn(e)) => Some(Err(e)),
-        Err(Clone3Error::Unsupported(e)) => {
-            CLONE3_UNAVAILABLE.store(true, Ordering::Relaxed);
-            tracing::info!("{e}: commands are started with posix_spawn");
-            None
-        }
-        Err(Clone3Error::Refused(e)) => {
-            if !CLONE3_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
-                tracing::warn!("clone3 refused a command ({e}); starting it with posix_spawn");
-            }
-            None
-        }
-    }
-}
-
-/// Spawns the shell with `std::process` (no clone3): with a cgroup, a POSIX
-/// shell moves itself into it before it runs anything of the command (see
-/// `tracking` for why, and for other shells).
-fn spawn_direct(spec: &Spec, scope: &Scope, output: &Readiness) -> std::io::Result<Child> {
-    let self_moving = tracking::is_posix_shell(&spec.shell);
-    let command = match scope.prepare() {
-        Some(dir) if self_moving => format!("{}{}", tracking::shell_prefix(&dir), spec.command),
-        _ => spec.command.clone(),
-    };
-    // Pipes of our own, so that their read ends join the epoll set before
-    // the shell can write (see `readiness`).
-    let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        nix::fcntl::fcntl(
-            r.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )?;
-        Ok((r, w))
-    };
-    let (stdout, out_w) = pipe()?;
-    let (stderr, err_w) = pipe()?;
-    output.watch(stdout.as_fd(), stderr.as_fd())?;
-    let mut cmd = tokio::process::Command::new(&spec.shell);
-    cmd.arg("-c")
-        .arg(&command)
-        .env_clear()
-        .envs(spec.environment(scope.marker()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .process_group(0);
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    let child = reaper::register_spawn(|| {
-        let child = cmd.spawn()?;
-        let pid = child.id().unwrap_or_default();
-        Ok::<_, std::io::Error>((child, pid))
-    })?;
-    // The write ends are the child's alone: the pipes end when it does.
-    drop(cmd);
-    let pid = child.id().unwrap_or_default();
-    if !self_moving {
-        scope.enter(pid);
-    }
-    Ok(Child {
-        pid,
-        stdout,
-        stderr,
-        exit: ShellExit::Std(child),
-    })
 }
 
 /// Why ccx ended the process, if it did.

@@ -6,10 +6,10 @@
 
 use std::io::Write;
 
-use super::{bind, serve, ServerError, Shutdown};
 use crate::config::Config;
 use crate::process::ResolveError;
 use crate::protocol::ReadyLine;
+use crate::server::{bind, serve, ServerError, Shutdown};
 
 /// Runs the server described by `config` until `shutdown` (or SIGTERM /
 /// SIGINT, wired to it here) ends it. Call inside a multi-threaded tokio

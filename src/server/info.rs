@@ -39,7 +39,7 @@ pub fn check_require(require: &[String]) -> Result<(), String> {
 /// [`collect`] on tokio's blocking pool: PATH lookups, /proc and file reads
 /// must not hold an async worker (that stalls /health and every session).
 pub async fn collect_off_runtime(
-    state: std::sync::Arc<super::AppState>,
+    state: std::sync::Arc<crate::server::AppState>,
     require: Vec<String>,
 ) -> Result<ServerInfo, String> {
     tokio::task::spawn_blocking(move || collect(&state.config, &require))

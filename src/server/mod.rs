@@ -20,9 +20,11 @@ pub mod probes;
 pub mod secret;
 pub mod session;
 pub mod shutdown;
+pub mod state;
 
 pub use bootstrap::run;
 pub use shutdown::Shutdown;
+pub use state::AppState;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,38 +73,6 @@ pub enum ServerError {
     ShellMissing { shell: PathBuf },
     #[error("cannot write the readiness line to stdout: {source}")]
     Announce { source: std::io::Error },
-}
-
-/// What every request handler and session shares.
-pub struct AppState {
-    pub config: Config,
-    /// Every command's rules and admission, taken once from `config`.
-    pub executor: Arc<Executor>,
-    pub shutdown: CancellationToken,
-    /// Cancelled when the drain begins (SIGTERM); `shutdown` follows once
-    /// every session has ended or CCX_DRAIN_PERIOD has passed.
-    pub drain: CancellationToken,
-    sessions: Arc<Semaphore>,
-    tracker: TaskTracker,
-    started: Instant,
-    shell_check: probes::ShellCheck,
-}
-
-impl AppState {
-    /// Grace period used when the server shuts down: short, so that the
-    /// whole server exits within 2 s even when a command ignores SIGTERM.
-    pub fn shutdown_grace(&self) -> Duration {
-        self.config.kill_grace.min(Duration::from_secs(1))
-    }
-
-    fn active_sessions(&self) -> usize {
-        self.config.max_sessions - self.sessions.available_permits()
-    }
-
-    /// The drain has begun: no new session, no new command.
-    pub fn is_draining(&self) -> bool {
-        self.drain.is_cancelled() || self.shutdown.is_cancelled()
-    }
 }
 
 /// Binds the configured address, with an error that names it.

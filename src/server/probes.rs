@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 
-use super::AppState;
 use crate::process::{OwnLimits, ProcessEvent, StartError};
 use crate::protocol::CompletionStatus;
+use crate::server::AppState;
 
 /// How long a shell check's verdict is reused.
 pub const SHELL_CHECK_TTL: Duration = Duration::from_secs(5);

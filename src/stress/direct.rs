@@ -1,6 +1,7 @@
 //! The `--direct` baseline: runs a stress request in this process through
-//! the server's [`Executor`] (built from the local `Config`: its shell,
-//! output cap, kill grace and allowlist) but no server and no WebSocket,
+//! an [`Executor`] (built from the local `Config`: its shell, output cap
+//! and kill grace; the caller leaves out the allowlist, a server policy)
+//! but no server and no WebSocket,
 //! and collects
 //! its events exactly as a server session's client would, so the engine can
 //! judge it with the same rules as a server target.
@@ -34,12 +35,12 @@ pub(super) async fn run(
     deadline: Duration,
 ) -> Result<RunOutcome, Failure> {
     let spec = executor.admit(params).map_err(|e| match e {
-        // Refused as a server would refuse it: the server's column counts
-        // that an error answer.
-        AdmissionError::Invalid(_) | AdmissionError::NotAllowed(_) => {
-            Failure::new(Cause::ProtocolError, e.to_string())
+        // Refused by a policy, as a server's error answer would be counted.
+        AdmissionError::NotAllowed(_) => Failure::new(Cause::ProtocolError, e.to_string()),
+        // What no process could be started with.
+        AdmissionError::Spec(_) | AdmissionError::Invalid(_) => {
+            Failure::new(Cause::SpawnFailed, e.to_string())
         }
-        AdmissionError::Spec(_) => Failure::new(Cause::SpawnFailed, e.to_string()),
     })?;
     let command_timeout = spec.timeout;
     let (running, mut events) = executor

@@ -28,6 +28,7 @@
 //! system call, the child's code, and taking ownership of the pidfd.
 #![allow(unsafe_code)]
 
+mod strings;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -45,6 +46,8 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
 use super::readiness::Readiness;
+
+use strings::{c_string, StringBlock};
 
 /// The child's stack until it execs: a few frames of raw system calls.
 const CHILD_STACK: usize = 64 * 1024;
@@ -411,67 +414,6 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> io::Result<T> {
         tracing::error!("cannot restore this thread's signal mask after clone3: {e}");
     }
     Ok(result)
-}
-
-fn c_string(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes()).map_err(|_| contains_nul(s))
-}
-
-/// Why a string cannot go to exec.
-fn contains_nul(s: &OsStr) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("{s:?} contains a NUL byte"),
-    )
-}
-
-/// NUL-terminated strings in one buffer (argv or envp): two allocations
-/// however many strings, where a `CString` each cost one.
-#[derive(Default)]
-struct StringBlock {
-    bytes: Vec<u8>,
-    starts: Vec<usize>,
-}
-
-impl StringBlock {
-    /// Appends one string made of `parts`; none may contain a NUL byte.
-    fn push(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        if let Some(part) = parts.iter().find(|p| p.contains(&0)) {
-            return Err(contains_nul(OsStr::from_bytes(part)));
-        }
-        self.starts.push(self.bytes.len());
-        for part in parts {
-            self.bytes.extend_from_slice(part);
-        }
-        self.bytes.push(0);
-        Ok(())
-    }
-
-    /// The null-terminated pointer array execve takes; it borrows the
-    /// block, which must not change while the pointers are in use.
-    fn pointers(&self) -> Pointers<'_> {
-        Pointers {
-            array: self
-                .starts
-                .iter()
-                .map(|&s| self.bytes[s..].as_ptr().cast::<libc::c_char>())
-                .chain(std::iter::once(std::ptr::null()))
-                .collect(),
-            _block: std::marker::PhantomData,
-        }
-    }
-}
-
-/// Pointers into a [`StringBlock`], which outlives them.
-struct Pointers<'a> {
-    array: Vec<*const libc::c_char>,
-    _block: std::marker::PhantomData<&'a StringBlock>,
-}
-
-impl Pointers<'_> {
-    fn as_ptr(&self) -> *const *const libc::c_char {
-        self.array.as_ptr()
-    }
 }
 
 /// Marks every descriptor above 2 close-on-exec, so that none this process
