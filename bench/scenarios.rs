@@ -340,8 +340,8 @@ async fn p2(ctx: &Context, ccx: &Server, peer: &Result<Server, String>) -> Vec<R
     let floor_spec = Spec::new(
         "P2",
         "16 persistent clients, throughput",
-        Goal::RatioAtLeast(0.7),
-        "≥ 0.7 × 16-parallel spawn floor",
+        Goal::RatioAtLeast(0.8),
+        "≥ 0.8 × 16-parallel spawn floor",
     );
     let peer_spec = Spec::new(
         "P2",

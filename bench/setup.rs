@@ -19,14 +19,26 @@ pub struct Peer {
 pub const PEER_PACKAGES: &[&str] = &["fastapi", "uvicorn[standard]"];
 
 pub fn peer(install: bool) -> Result<Peer, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/fastapi_peer.py");
+    python_peer("fastapi_peer.py", "bench-peer", PEER_PACKAGES, install)
+}
+
+/// A peer script of `bench/peers/` run by the venv `venv` (with `packages`
+/// installed on first use, or found installed under `--no-install`).
+fn python_peer(script: &str, venv: &str, packages: &[&str], install: bool) -> Result<Peer, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench/peers")
+        .join(script);
     let venv = if install {
         eprintln!(
-            "bench: the FastAPI peer's venv (pip install fastapi uvicorn[standard] on first use)…"
+            "bench: the venv {venv} for {} (pip install {} on first use)…",
+            script.display(),
+            packages.join(" ")
         );
-        python::venv("bench-peer", PEER_PACKAGES)?
+        python::venv(venv, packages)?
     } else {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("venvs/bench-peer");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("venvs")
+            .join(venv);
         if !dir.join(".ccx-installed").is_file() {
             return Err(format!("no venv at {} (--no-install)", dir.display()));
         }
@@ -41,21 +53,7 @@ pub fn peer(install: bool) -> Result<Peer, String> {
 /// The official Python MCP SDK's server (`bench/peers/mcp_sdk_peer.py`), in
 /// the venv the MCP tests use (`pip install mcp`).
 pub fn mcp_sdk_peer(install: bool) -> Result<Peer, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/mcp_sdk_peer.py");
-    let venv = if install {
-        eprintln!("bench: the MCP SDK peer's venv (pip install mcp on first use)…");
-        python::venv("mcp", MCP_SDK_PACKAGES)?
-    } else {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("venvs/mcp");
-        if !dir.join(".ccx-installed").is_file() {
-            return Err(format!("no venv at {} (--no-install)", dir.display()));
-        }
-        python::Venv { dir }
-    };
-    Ok(Peer {
-        python: venv.python(),
-        script,
-    })
+    python_peer("mcp_sdk_peer.py", "mcp", MCP_SDK_PACKAGES, install)
 }
 
 /// The same list as tests/mcp.rs, so both share one venv.

@@ -52,6 +52,26 @@ async fn frame_where(
     }
 }
 
+/// A WebSocket whose socket has a receive buffer of `bytes`: the server's
+/// queues fill with little output unless the test reads.
+async fn connect_with_receive_buffer(server: &TestServer, bytes: u32) -> Ws {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    let stream = socket
+        .connect(
+            format!("127.0.0.1:{}", server.port)
+                .parse()
+                .expect("address"),
+        )
+        .await
+        .expect("connect");
+    let (ws, _) =
+        tokio_tungstenite::client_async(server.url.as_str(), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
+    ws
+}
+
 /// Starts `command` and returns its pid once `process.started` came.
 async fn start(ws: &mut Ws, command: &str) -> u64 {
     send(
@@ -114,20 +134,7 @@ async fn a_client_that_stops_reading_gets_a_close_frame_and_the_log_a_line() {
     let stall = 2;
     let server = TestServer::start_with(&[("WS_PING_TIMEOUT", "2s")], &[]);
     // A small receive window: the server's queues fill with little output.
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let stream = socket
-        .connect(
-            format!("127.0.0.1:{}", server.port)
-                .parse()
-                .expect("address"),
-        )
-        .await
-        .expect("connect");
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(server.url.as_str(), MaybeTlsStream::Plain(stream))
-            .await
-            .expect("handshake");
+    let mut ws = connect_with_receive_buffer(&server, 4096).await;
     let line = format!("yes {}", "x".repeat(4000));
     let pid = start(&mut ws, &line).await;
     // Stop reading: the server must give up after WS_PING_TIMEOUT, end the
@@ -172,20 +179,7 @@ async fn a_slow_but_steady_reader_gets_all_its_output() {
         &[("WS_PING_INTERVAL", "1s"), ("WS_PING_TIMEOUT", "2s")],
         &[],
     );
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(65536).expect("SO_RCVBUF");
-    let stream = socket
-        .connect(
-            format!("127.0.0.1:{}", server.port)
-                .parse()
-                .expect("address"),
-        )
-        .await
-        .expect("connect");
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(server.url.as_str(), MaybeTlsStream::Plain(stream))
-            .await
-            .expect("handshake");
+    let mut ws = connect_with_receive_buffer(&server, 65536).await;
     let line = "x".repeat(99);
     let pid = start(&mut ws, &format!("yes {line} | head -c {TOTAL}")).await;
     let began = Instant::now();

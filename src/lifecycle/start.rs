@@ -256,7 +256,10 @@ async fn wait_ready(
                 None => std::future::pending().await,
             }
         };
+        // Biased: a deadline that has passed wins over a poll that is
+        // also due, so the readiness line is never read after it.
         let step = tokio::select! {
+            biased;
             status = child.wait() => {
                 let status = status.map_err(|e| LifecycleError::io("wait for the server", e))?;
                 return Ok(Waited::Exited(status));
