@@ -17,6 +17,7 @@ pub mod mcp;
 pub mod probe;
 pub mod python;
 pub mod render;
+pub mod render_compare;
 pub mod render_github;
 pub mod render_junit;
 mod runner;
