@@ -131,6 +131,18 @@ fn lenient_object(text: &str) -> Result<Lenient, Rejection> {
     Ok(lenient)
 }
 
+/// The answer to an `id` that JSON-RPC does not allow (not a string, a
+/// number or null); `None` for an allowed one.
+fn refuse_id(id: &Value) -> Option<Rejection> {
+    (!(id.is_string() || id.is_number() || id.is_null())).then(|| Rejection {
+        id: None,
+        error: RpcError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid request: \"id\" must be a string, a number or null, got {id}"),
+        ),
+    })
+}
+
 /// Classifies one incoming text frame: a request to dispatch, or the JSON-RPC
 /// error that answers it. Method names are not checked here.
 pub fn parse_request(text: &str) -> Result<Request, Rejection> {
@@ -141,17 +153,8 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
     let (mut obj, id, params_problem) = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(mut obj)) => {
             let id = obj.remove("id");
-            if let Some(bad) = id
-                .as_ref()
-                .filter(|v| !(v.is_string() || v.is_number() || v.is_null()))
-            {
-                return Err(reject(
-                    None,
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "invalid request: \"id\" must be a string, a number or null, got {bad}"
-                    ),
-                ));
+            if let Some(refused) = id.as_ref().and_then(refuse_id) {
+                return Err(refused);
             }
             (obj, id.map(|value| raw_id(text, &value)), None)
         }
@@ -168,18 +171,8 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
         }
         Err(e) if is_out_of_range(&e) => {
             let mut lenient = lenient_object(text)?;
-            if let Some(bad) = lenient
-                .members
-                .remove("id")
-                .filter(|v| !(v.is_string() || v.is_number() || v.is_null()))
-            {
-                return Err(reject(
-                    None,
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "invalid request: \"id\" must be a string, a number or null, got {bad}"
-                    ),
-                ));
+            if let Some(refused) = lenient.members.remove("id").as_ref().and_then(refuse_id) {
+                return Err(refused);
             }
             (lenient.members, lenient.id, lenient.params_problem)
         }
@@ -196,38 +189,24 @@ pub fn parse_request(text: &str) -> Result<Request, Rejection> {
             ));
         }
     };
-    match obj.get("jsonrpc") {
-        Some(Value::String(v)) if v == JSONRPC_VERSION => {}
-        Some(other) => {
-            return Err(reject(
-                id,
-                ErrorCode::InvalidRequest,
-                format!("invalid request: \"jsonrpc\" must be \"2.0\", got {other}"),
-            ))
-        }
-        None => {
-            return Err(reject(
-                id,
-                ErrorCode::InvalidRequest,
-                "invalid request: missing \"jsonrpc\": \"2.0\"".into(),
-            ))
-        }
+    let version_problem = match obj.get("jsonrpc") {
+        Some(Value::String(v)) if v == JSONRPC_VERSION => None,
+        Some(other) => Some(format!(
+            "invalid request: \"jsonrpc\" must be \"2.0\", got {other}"
+        )),
+        None => Some("invalid request: missing \"jsonrpc\": \"2.0\"".to_string()),
+    };
+    if let Some(message) = version_problem {
+        return Err(reject(id, ErrorCode::InvalidRequest, message));
     }
     let method = match obj.remove("method") {
         Some(Value::String(m)) => m,
-        Some(other) => {
-            return Err(reject(
-                id,
-                ErrorCode::InvalidRequest,
-                format!("invalid request: \"method\" must be a string, got {other}"),
-            ))
-        }
-        None => {
-            return Err(reject(
-                id,
-                ErrorCode::InvalidRequest,
-                "invalid request: missing \"method\"".into(),
-            ))
+        other => {
+            let message = match other {
+                Some(other) => format!("invalid request: \"method\" must be a string, got {other}"),
+                None => "invalid request: missing \"method\"".to_string(),
+            };
+            return Err(reject(id, ErrorCode::InvalidRequest, message));
         }
     };
     if let Some(problem) = params_problem {
