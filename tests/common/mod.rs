@@ -339,7 +339,8 @@ pub fn marked_processes(marker: &str) -> Vec<(u32, String)> {
 }
 
 /// A raw HTTP/1.1 exchange with `127.0.0.1:port` (JSON body, MCP's Accept
-/// header, `Connection: close`): the status, the head in lowercase, the body.
+/// header, `Connection: close`, `Host: 127.0.0.1:port` unless `headers`
+/// name another): the status, the head in lowercase, the body.
 pub fn http(
     port: u16,
     method: &str,
@@ -353,10 +354,13 @@ pub fn http(
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
