@@ -49,16 +49,25 @@ pub struct ServeArgs {
     /// token is on this inherited descriptor, not in the environment.
     #[arg(long, hide = true)]
     pub token_fd: Option<i32>,
+    /// Internal (set by a launcher: background `ccx serve`, the doctor):
+    /// the launcher's own flags as one JSON value, in place of the flags.
+    #[arg(
+        long,
+        hide = true,
+        value_parser = Overrides::decode,
+        conflicts_with_all = ["host", "port", "state_dir", "insecure_no_auth"]
+    )]
+    pub overrides: Option<Overrides>,
 }
 
 impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
-        Overrides {
+        self.overrides.clone().unwrap_or_else(|| Overrides {
             host: self.host.clone(),
             port: self.port,
             state_dir: self.state_dir.clone(),
             insecure_no_auth: self.insecure_no_auth,
-        }
+        })
     }
 }
 
@@ -144,4 +153,36 @@ fn background(args: &ServeArgs, config: Config) -> Result<Exit, CliError> {
         started.elapsed.as_millis(),
     ))?;
     Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(argv: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["ccx", "serve"].iter().chain(argv))?;
+        match cli.command {
+            Command::Serve(args) => Ok(args),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_server_a_launcher_starts_reads_the_launchers_flags() {
+        let flags = serve_args(&["--host", "::1", "--port", "0", "--insecure-no-auth"]).unwrap();
+        let launched = flags.overrides().encode().unwrap();
+        let child = serve_args(&["--foreground", Overrides::FLAG, &launched]).unwrap();
+        assert_eq!(child.overrides(), flags.overrides());
+    }
+
+    #[test]
+    fn the_launchers_value_and_a_flag_of_its_own_are_refused_together() {
+        let e = serve_args(&[Overrides::FLAG, "{}", "--port", "1"]).unwrap_err();
+        assert!(e.to_string().contains("--port"), "{e}");
+        let e = serve_args(&[Overrides::FLAG, "{\"port\":\"x\"}"]).unwrap_err();
+        assert!(e.to_string().contains("overrides"), "{e}");
+    }
 }

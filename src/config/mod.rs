@@ -26,6 +26,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::protocol::Endpoint;
@@ -125,12 +126,38 @@ impl ConfigError {
 }
 
 /// Values given on the command line; each, when set, wins over the environment.
-#[derive(Debug, Clone, Default)]
+///
+/// A launcher (`ccx serve` in the background, the doctor) hands its own to
+/// the server it starts as one JSON value behind [`Overrides::FLAG`], so a
+/// new `serve` flag needs no launcher to write it out again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure_no_auth: bool,
+}
+
+impl Overrides {
+    /// `ccx serve`'s hidden flag that carries a launcher's overrides.
+    pub const FLAG: &'static str = "--overrides";
+
+    /// The value of [`Overrides::FLAG`]. Fails only for a path that is not
+    /// UTF-8, which JSON cannot carry.
+    pub fn encode(&self) -> Result<String, String> {
+        serde_json::to_string(self)
+            .map_err(|e| format!("cannot pass the flags on to the server: {e}"))
+    }
+
+    /// Reads [`Overrides::FLAG`]'s value (clap's value parser).
+    pub fn decode(value: &str) -> Result<Overrides, String> {
+        serde_json::from_str(value).map_err(|e| format!("not a launcher's overrides: {e}"))
+    }
 }
 
 /// The validated configuration of a ccx server and of the clients that talk to it.

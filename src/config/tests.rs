@@ -214,3 +214,19 @@ fn a_token_file_is_read_when_ccx_token_is_unset() {
     std::fs::write(&file, "two words").unwrap();
     assert!(load(&[("CCX_TOKEN_FILE", path)]).is_err());
 }
+
+#[test]
+fn a_launchers_overrides_survive_their_encoding_field_by_field() {
+    let all = Overrides {
+        host: Some("::1".into()),
+        port: Some(0),
+        state_dir: Some(PathBuf::from("/tmp/a dir/with \"quotes\"")),
+        insecure_no_auth: true,
+    };
+    for o in [all, Overrides::default()] {
+        assert_eq!(Overrides::decode(&o.encode().unwrap()).unwrap(), o);
+    }
+    assert_eq!(Overrides::default().encode().unwrap(), "{}");
+    let e = Overrides::decode(r#"{"prot":1}"#).unwrap_err();
+    assert!(e.contains("prot"), "{e}");
+}

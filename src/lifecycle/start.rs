@@ -58,20 +58,23 @@ impl StartOptions {
         flags: &Overrides,
         ready_timeout: Duration,
     ) -> std::io::Result<StartOptions> {
-        let mut args: Vec<OsString> = ["serve", "--foreground", "--detached", "--color", "never"]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        args.extend(["--state-dir".into(), state.dir.clone().into()]);
-        if let Some(host) = &flags.host {
-            args.extend(["--host".into(), host.into()]);
-        }
-        if let Some(port) = flags.port {
-            args.extend(["--port".into(), port.to_string().into()]);
-        }
-        if flags.insecure_no_auth {
-            args.push("--insecure-no-auth".into());
-        }
+        let flags = Overrides {
+            state_dir: Some(state.dir.clone()),
+            ..flags.clone()
+        };
+        let flags = flags.encode().map_err(std::io::Error::other)?;
+        let args = [
+            "serve",
+            "--foreground",
+            "--detached",
+            "--color",
+            "never",
+            Overrides::FLAG,
+            &flags,
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
         Ok(StartOptions {
             state,
             exe: std::env::current_exe()?,

@@ -22,6 +22,7 @@ use super::address::{self, Announced};
 use super::binaries::server_program;
 use super::left_behind;
 use super::{skipped_for_url, Outcome};
+use crate::config::Overrides;
 use crate::doctor::python;
 use crate::doctor::server::ServerProcess;
 use crate::doctor::signatures::{self, Finding, Observed, Severity};
@@ -48,24 +49,15 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             format!("/bin/sh -c {cmd:?}"),
         ),
         (None, Some(exe)) => {
-            let mut args = vec![
-                "serve".to_string(),
-                "--foreground".to_string(),
-                "--lifeline".to_string(),
-            ];
-            let o = &opts.overrides;
-            if let Some(h) = &o.host {
-                args.extend(["--host".into(), h.clone()]);
-            }
-            if let Some(p) = o.port {
-                args.extend(["--port".into(), p.to_string()]);
-            }
-            if let Some(d) = &o.state_dir {
-                args.extend(["--state-dir".into(), d.to_string_lossy().into_owned()]);
-            }
-            if o.insecure_no_auth {
-                args.push("--insecure-no-auth".into());
-            }
+            let overrides = match opts.overrides.encode() {
+                Ok(o) => o,
+                Err(e) => return Outcome::fail(e),
+            };
+            let args: Vec<String> = ["serve", "--foreground", "--lifeline", Overrides::FLAG]
+                .iter()
+                .map(|a| a.to_string())
+                .chain([overrides])
+                .collect();
             let what = format!("{} {}", exe.display(), args.join(" "));
             (exe.clone(), args, what)
         }
