@@ -10,7 +10,7 @@
 //! | `protocol` | wire types: requests, notifications, error codes; the readiness line, the health body, the endpoint (a server's URLs) |
 //! | `log_sink` | the log's writer (stderr), remembering a write that failed |
 //! | `config` | flags + environment → a validated `Config`, cc_executor aliases |
-//! | `sanitize` | captured output made safe to show: terminal control sequences removed |
+//! | `sanitize` | text made safe to show: terminal control sequences removed from captured output, markup escaped for HTML and XML |
 //! | `process` | the `Executor` every front end runs commands through (rules, admission, spawn), the `Supervisor` every entry point that runs commands holds (SIGCHLD, reaping, leftovers), process groups and their termination, clone3 into a cgroup, output framing, tracking of escaped descendants |
 //! | `guards` | who may open a session over HTTP: token, Origin, Host; the mark a request leaves on its connection once it passed them |
 //! | `mcp` | the `execute` tool over MCP (stdio, Streamable HTTP) |

@@ -4,7 +4,8 @@
 //! are removed, so `--color never`, `NO_COLOR` and `--json` get plain text
 //! whatever the program printed. Every place that shows captured output
 //! goes through [`captured`]; text cut to a size is cut on a character
-//! boundary ([`floor_char_boundary`]).
+//! boundary ([`floor_char_boundary`]). Text put in an HTML page or an XML
+//! document has its markup escaped by [`escape_markup`].
 
 /// `text` without ANSI escape sequences or control characters (newlines
 /// and tabs are kept).
@@ -23,6 +24,22 @@ pub fn floor_char_boundary(s: &str, at: usize) -> usize {
         at -= 1;
     }
     at
+}
+
+/// `s` for an HTML or XML document: `&`, `<` and `>` as entities, every
+/// other character as `other` writes it (quotes in attribute values,
+/// characters the format cannot carry).
+pub fn escape_markup(s: &str, mut other: impl FnMut(char, &mut String)) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => other(c, &mut out),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

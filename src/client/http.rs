@@ -1,8 +1,9 @@
-//! A minimal HTTP/1.1 GET (hyper) with a deadline, for `/health` probes.
+//! A minimal HTTP/1.1 client (hyper): one request per connection
+//! ([`exchange`]), and a GET with a deadline for `/health` probes.
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -38,27 +39,37 @@ pub async fn get(authority: &str, path: &str, deadline: Duration) -> std::io::Re
 }
 
 async fn get_inner(authority: &str, path: &str) -> std::io::Result<HttpResponse> {
-    let other = |e: hyper::Error| std::io::Error::other(e.to_string());
     let stream = TcpStream::connect(authority).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(other)?;
-    let driver = tokio::spawn(connection);
     let request = hyper::Request::get(path)
         .header(hyper::header::HOST, authority)
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .map_err(std::io::Error::other)?;
-    let response = sender.send_request(request).await.map_err(other)?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
+    let (status, _, body) = exchange(stream, request)
         .await
-        .map_err(other)?
-        .to_bytes();
-    driver.abort();
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(HttpResponse {
         status,
         body: crate::sanitize::captured(&String::from_utf8_lossy(&body)),
     })
+}
+
+/// One request on a connected stream, and the whole answer: its status,
+/// headers and body. The connection is dropped afterwards.
+pub async fn exchange(
+    stream: TcpStream,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<(u16, hyper::HeaderMap, Bytes), hyper::Error> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(connection);
+    let answer = async {
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, headers, body))
+    }
+    .await;
+    driver.abort();
+    answer
 }

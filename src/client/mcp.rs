@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::net::TcpStream;
@@ -331,11 +330,6 @@ impl HttpConn {
                 authority: self.authority.clone(),
                 source,
             })?;
-        let io = |e: hyper::Error| McpClientError::Io(e.to_string());
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(io)?;
-        let driver = tokio::spawn(connection);
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(&self.path)
@@ -354,11 +348,9 @@ impl HttpConn {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| McpClientError::Io(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(io)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.map_err(io)?.to_bytes();
-        driver.abort();
+        let (status, headers, bytes) = super::http::exchange(stream, request)
+            .await
+            .map_err(|e| McpClientError::Io(e.to_string()))?;
         Ok((
             status,
             headers,

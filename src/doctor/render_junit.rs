@@ -134,19 +134,13 @@ fn seconds(ms: u64) -> String {
 /// Character data: markup escaped, and characters XML 1.0 cannot carry at
 /// all (a server's stderr may hold ANSI escapes) written out as `\u{1b}`.
 fn text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c if allowed_in_xml(c) => out.push(c),
-            c => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
+    crate::sanitize::escape_markup(s, |c, out| {
+        if allowed_in_xml(c) {
+            out.push(c);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
         }
-    }
-    out
+    })
 }
 
 /// An attribute value (double-quoted): as [`text`], plus quotes, and line
