@@ -154,6 +154,15 @@ impl Overrides {
             .map_err(|e| format!("cannot pass the flags on to the server: {e}"))
     }
 
+    /// The arguments that hand these overrides to `ccx serve`: none when
+    /// nothing is overridden, else [`Overrides::FLAG`] and its value.
+    pub fn to_args(&self) -> Result<Vec<String>, String> {
+        if *self == Overrides::default() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Overrides::FLAG.to_string(), self.encode()?])
+    }
+
     /// Reads [`Overrides::FLAG`]'s value (clap's value parser).
     pub fn decode(value: &str) -> Result<Overrides, String> {
         serde_json::from_str(value).map_err(|e| format!("not a launcher's overrides: {e}"))

@@ -227,6 +227,7 @@ fn a_launchers_overrides_survive_their_encoding_field_by_field() {
         assert_eq!(Overrides::decode(&o.encode().unwrap()).unwrap(), o);
     }
     assert_eq!(Overrides::default().encode().unwrap(), "{}");
+    assert!(Overrides::default().to_args().unwrap().is_empty());
     let e = Overrides::decode(r#"{"prot":1}"#).unwrap_err();
     assert!(e.contains("prot"), "{e}");
 }

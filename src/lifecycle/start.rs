@@ -62,19 +62,13 @@ impl StartOptions {
             state_dir: Some(state.dir.clone()),
             ..flags.clone()
         };
-        let flags = flags.encode().map_err(std::io::Error::other)?;
-        let args = [
-            "serve",
-            "--foreground",
-            "--detached",
-            "--color",
-            "never",
-            Overrides::FLAG,
-            &flags,
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
+        let flags = flags.to_args().map_err(std::io::Error::other)?;
+        let args = ["serve", "--foreground", "--detached", "--color", "never"]
+            .into_iter()
+            .map(String::from)
+            .chain(flags)
+            .map(OsString::from)
+            .collect();
         Ok(StartOptions {
             state,
             exe: std::env::current_exe()?,

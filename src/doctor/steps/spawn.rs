@@ -22,7 +22,6 @@ use super::address::{self, Announced};
 use super::binaries::server_program;
 use super::left_behind;
 use super::{skipped_for_url, Outcome};
-use crate::config::Overrides;
 use crate::doctor::python;
 use crate::doctor::server::ServerProcess;
 use crate::doctor::signatures::{self, Finding, Observed, Severity};
@@ -49,14 +48,14 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Outcome {
             format!("/bin/sh -c {cmd:?}"),
         ),
         (None, Some(exe)) => {
-            let overrides = match opts.overrides.encode() {
+            let overrides = match opts.overrides.to_args() {
                 Ok(o) => o,
                 Err(e) => return Outcome::fail(e),
             };
-            let args: Vec<String> = ["serve", "--foreground", "--lifeline", Overrides::FLAG]
-                .iter()
-                .map(|a| a.to_string())
-                .chain([overrides])
+            let args: Vec<String> = ["serve", "--foreground", "--lifeline"]
+                .into_iter()
+                .map(String::from)
+                .chain(overrides)
                 .collect();
             let what = format!("{} {}", exe.display(), args.join(" "));
             (exe.clone(), args, what)
