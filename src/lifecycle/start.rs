@@ -9,12 +9,10 @@
 //! once, with its exit status and the tail of its log (its own words).
 
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -349,22 +347,10 @@ fn exited(
         };
     }
     LifecycleError::Exited {
-        status: describe(status),
+        status: crate::process::exit_status_text(status),
         after_ms: spawned.elapsed().as_millis(),
         log: log_path.to_path_buf(),
         tail: log::tail(log_path, offset, TAIL_LINES).unwrap_or_default(),
-    }
-}
-
-/// `exit status 1`, or `signal 9 (SIGKILL)`.
-pub fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(n)) => match Signal::try_from(n) {
-            Ok(s) => format!("signal {n} ({})", s.as_str()),
-            Err(_) => format!("signal {n}"),
-        },
-        (None, None) => format!("{status}"),
     }
 }
 

@@ -58,6 +58,19 @@ pub fn signal_name(number: i32) -> String {
         .unwrap_or_else(|_| format!("signal {number}"))
 }
 
+/// How a process ended: `exit status 1`, or `signal 9 (SIGKILL)`.
+pub fn exit_status_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(n)) => match Signal::try_from(n) {
+            Ok(s) => format!("signal {n} ({})", s.as_str()),
+            Err(_) => format!("signal {n}"),
+        },
+        (None, None) => format!("{status}"),
+    }
+}
+
 /// A process group, named by its leader's pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Group(pub u32);

@@ -62,7 +62,8 @@ use tokio::time::{sleep_until, Instant};
 pub use clone3::close_on_exec_above_stdio;
 pub use executor::{Executor, OwnLimits, StartError};
 pub use group::{
-    kill_held, signal_name, stop_child, stop_process, stop_with, Group, Held, Stopped,
+    exit_status_text, kill_held, signal_name, stop_child, stop_process, stop_with, Group, Held,
+    Stopped,
 };
 pub use resolve::{resolve_program, ResolveError};
 pub use spec::{Rules, Spec, SpecError};

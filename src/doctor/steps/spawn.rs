@@ -351,8 +351,8 @@ pub(super) fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
                 "was killed by signal {sig} ({}): its shell reported exit status {code} (128 + {sig})",
                 crate::process::signal_name(sig)
             ),
-            (Some(code), None) => format!("exited with exit status {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig} ({})", crate::process::signal_name(sig)),
+            (Some(_), None) => format!("exited with {}", crate::process::exit_status_text(*s)),
+            (None, Some(_)) => format!("was killed by {}", crate::process::exit_status_text(*s)),
             (None, None) => "exited with an unknown status".into(),
         },
         Err(e) => format!("exited with an unknown status ({e})"),
