@@ -46,6 +46,16 @@ pub(super) async fn write_all(
                 }
             }
         }
+        // Events already waiting go in the same write: a short command's
+        // output is often read by the time its `execute` is answered.
+        if let Some(f) = &mut follow {
+            while events.len() < EVENT_BATCH {
+                match f.events.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut finished = None;
         for event in events.drain(..) {
             frames.push(Message::Text(event_json(event, &mut finished).into()));
