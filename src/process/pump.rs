@@ -26,7 +26,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::batches::Framer;
 use super::readiness::{Found, Readiness};
-use super::ProcessEvent;
+use super::{ProcessEvent, OUTPUT_BATCH};
 use crate::protocol::{Output, StreamKind};
 
 /// Bytes read from a pipe at a time (one pipe buffer), once a read has
@@ -88,7 +88,6 @@ impl OutputBudget {
 
 /// One of the two pipes and what the pump knows of it.
 struct Stream {
-    kind: StreamKind,
     /// The pipe's read end, non-blocking.
     pipe: File,
     framer: Framer,
@@ -125,7 +124,6 @@ impl Pump {
         } = self;
         let now = Instant::now();
         let stream = |kind, fd: OwnedFd| Stream {
-            kind,
             pipe: File::from(fd),
             framer: Framer::new(kind, batched),
             open: true,
@@ -263,14 +261,7 @@ impl Pump {
                 let sent = s.framer.truncate(&mut ready);
                 let first = budget.announce_truncation();
                 if !sent && first {
-                    ready.push(Output {
-                        stream: s.kind,
-                        data: String::new(),
-                        truncated: true,
-                        lossy: false,
-                        chunk_index: None,
-                        total_chunks: None,
-                    });
+                    ready.push(s.framer.truncation_marker());
                 }
             }
             if full && buf.len() < READ_CHUNK {
@@ -292,12 +283,28 @@ pub(super) struct Spent {
     _readiness: Readiness,
 }
 
-/// Sends the framed messages in order (emptying `ready`); false once the
-/// consumer is gone.
+/// Sends the framed messages in order (emptying `ready`), as few events as
+/// [`OUTPUT_BATCH`] allows; false once the consumer is gone.
 async fn send_all(events: &mpsc::Sender<ProcessEvent>, ready: &mut Vec<Output>) -> bool {
-    for output in ready.drain(..) {
-        if events.send(ProcessEvent::Output(output)).await.is_err() {
-            return false; // dropping the drain discards the rest
+    while !ready.is_empty() {
+        let mut size = 0;
+        let fit = ready
+            .iter()
+            .position(|o| {
+                size += o.data.len();
+                size > OUTPUT_BATCH
+            })
+            .unwrap_or(ready.len())
+            .max(1);
+        // The next read frames about as many messages: a vector sized for
+        // them at once, not grown from empty (its reallocations showed).
+        let batch = match fit == ready.len() {
+            true => std::mem::replace(ready, Vec::with_capacity(fit)),
+            false => ready.drain(..fit).collect(),
+        };
+        if events.send(ProcessEvent::Output(batch)).await.is_err() {
+            ready.clear();
+            return false;
         }
     }
     true
