@@ -89,8 +89,9 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcessEvent {
     /// Messages framed together (from one read of a pipe), in order, with
-    /// at most [`OUTPUT_BATCH`] bytes of data in all (or one message): a
-    /// queue hop per message, not per line, was a wake-up per line.
+    /// at most [`OUTPUT_BATCH`] bytes of data in all (or one message) and
+    /// at most [`OUTPUT_BATCH_MESSAGES`] messages: a queue hop per message
+    /// was a wake-up per line.
     Output(Vec<Output>),
     Completed(Completed),
 }
@@ -98,6 +99,9 @@ pub enum ProcessEvent {
 /// Most bytes of output data in one [`ProcessEvent::Output`]: a queue slot
 /// holds no more than one message of the largest size did.
 pub const OUTPUT_BATCH: usize = lines::CHUNK;
+/// Most messages in one [`ProcessEvent::Output`]: 64 KiB of empty lines
+/// would otherwise be 65,536 messages a slot (some 5 MB of queue).
+pub const OUTPUT_BATCH_MESSAGES: usize = 1024;
 
 /// Why a process could not be started.
 #[derive(Debug, Error)]

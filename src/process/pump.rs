@@ -26,7 +26,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::batches::Framer;
 use super::readiness::{Found, Readiness};
-use super::{ProcessEvent, OUTPUT_BATCH};
+use super::{ProcessEvent, OUTPUT_BATCH, OUTPUT_BATCH_MESSAGES};
 use crate::protocol::{Output, StreamKind};
 
 /// Bytes read from a pipe at a time (one pipe buffer), once a read has
@@ -290,11 +290,12 @@ async fn send_all(events: &mpsc::Sender<ProcessEvent>, ready: &mut Vec<Output>) 
         let mut size = 0;
         let fit = ready
             .iter()
+            .take(OUTPUT_BATCH_MESSAGES)
             .position(|o| {
                 size += o.data.len();
                 size > OUTPUT_BATCH
             })
-            .unwrap_or(ready.len())
+            .unwrap_or(ready.len().min(OUTPUT_BATCH_MESSAGES))
             .max(1);
         // The next read frames about as many messages: a vector sized for
         // them at once, not grown from empty (its reallocations showed).
@@ -308,4 +309,45 @@ async fn send_all(events: &mpsc::Sender<ProcessEvent>, ready: &mut Vec<Output>) 
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Data;
+
+    fn message(data: &[u8]) -> Output {
+        Output {
+            stream: StreamKind::Stdout,
+            data: Data::Bytes(data.to_vec()),
+            truncated: false,
+            lossy: false,
+            chunk_index: None,
+            total_chunks: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queue_slot_holds_a_bounded_batch_and_order_is_kept() {
+        let mut ready: Vec<Output> = (0..3000u32)
+            .map(|i| message(&i.to_le_bytes()[..1]))
+            .chain([message(&[b'x'; 40_000]), message(&[b'y'; 40_000])])
+            .collect();
+        let expected: Vec<u8> = ready
+            .iter()
+            .flat_map(|o| o.data.as_bytes().to_vec())
+            .collect();
+        let (tx, mut rx) = mpsc::channel(64);
+        assert!(send_all(&tx, &mut ready).await);
+        assert!(ready.is_empty());
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(ProcessEvent::Output(batch)) = rx.recv().await {
+            let size: usize = batch.iter().map(|o| o.data.len()).sum();
+            assert!(!batch.is_empty() && batch.len() <= OUTPUT_BATCH_MESSAGES);
+            assert!(size <= OUTPUT_BATCH || batch.len() == 1, "{size} bytes");
+            got.extend(batch.iter().flat_map(|o| o.data.as_bytes().to_vec()));
+        }
+        assert_eq!(got, expected);
+    }
 }
