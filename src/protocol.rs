@@ -8,6 +8,7 @@
 //! is reached (`endpoint`).
 
 mod info;
+mod output;
 mod ready;
 mod response;
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use health::{Health, Healthz, CCX_SERVICE, CC_EXECUTOR_SERVICE};
 pub use request::{parse_request, Rejection, Request};
 
 pub use info::*;
+pub use output::{Data, Encoding, Output, StreamKind};
 pub use ready::*;
 pub use response::*;
 
@@ -179,8 +181,8 @@ pub enum Framing {
     /// cc_executor's: one message per line (long lines as chunks).
     #[default]
     Lines,
-    /// The bytes as read, many lines per message, up to 64 KiB each, cut
-    /// only between characters.
+    /// The bytes as read, many lines per message, up to 64 KiB each,
+    /// carried exactly (base64, see [`Encoding`]).
     Batched,
 }
 
@@ -235,44 +237,6 @@ pub struct ProcessStatus {
     pub pid: u32,
     #[serde(default)]
     pub pgid: Option<u32>,
-}
-
-/// Which stream a chunk of output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StreamKind {
-    Stdout,
-    Stderr,
-}
-
-impl StreamKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StreamKind::Stdout => "stdout",
-            StreamKind::Stderr => "stderr",
-        }
-    }
-}
-
-/// `process.output`: one line of one stream (cc_executor's framing), valid
-/// UTF-8 never split inside a character. A line longer than 64 KiB comes as
-/// chunks numbered by `chunk_index` of `total_chunks`; `truncated` is true on
-/// every chunk but a line's last, and when the per-process output cap was
-/// reached (later output is dropped). `lossy` says invalid bytes were
-/// replaced by U+FFFD.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Output {
-    #[serde(rename = "type")]
-    pub stream: StreamKind,
-    pub data: String,
-    #[serde(default)]
-    pub truncated: bool,
-    #[serde(default)]
-    pub lossy: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chunk_index: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub total_chunks: Option<u32>,
 }
 
 /// How a process ended.

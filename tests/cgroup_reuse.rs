@@ -39,13 +39,26 @@ async fn in_cgroup_mode(server: &TestServer) -> bool {
     info.process_tracking.as_deref() == Some("cgroup-v2")
 }
 
+/// Where a test's leftovers write their pids (`echo $$ >> FILE`).
+fn pid_file(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ccx-cgroup-reuse-{tag}.pids"))
+}
+
+/// Ends what the server should already have ended: each leftover recorded
+/// in `tag`'s pid file and its group, if that pid still runs a command
+/// carrying the tag.
 fn kill_tagged(tag: &str) {
-    for pid in pids_with_cmdline(tag) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    let file = pid_file(tag);
+    let pids = std::fs::read_to_string(&file).unwrap_or_default();
+    for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if pid > 1 && String::from_utf8_lossy(&argv).contains(tag) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
     }
+    let _ = std::fs::remove_file(file);
 }
 
 /// Leaves a process that ignores SIGTERM, so that the server ends it with
@@ -53,12 +66,15 @@ fn kill_tagged(tag: &str) {
 /// end, once on CANCEL.
 async fn leave_a_term_ignoring_leftover(server: &TestServer, tag: &str) {
     let mut client = server.client().await;
-    let leftover = format!("setsid sh -c 'trap \"\" TERM; sleep 60.{tag}' & sleep 0.2");
+    let pids = pid_file(tag).display().to_string();
+    let leftover =
+        format!("setsid sh -c 'echo $$ >> {pids}; trap \"\" TERM; sleep 60.{tag}' & sleep 0.2");
     let outcome = run(&mut client, &leftover).await;
     assert_eq!(outcome.completed.exit_code, 0, "{outcome:?}");
 
     let mut params = ExecuteParams::command(format!(
-        "setsid sh -c 'trap \"\" TERM; sleep 61.{tag}' & sleep 62.{tag}"
+        "setsid sh -c 'echo $$ >> {pids}; trap \"\" TERM; sleep 61.{tag}' & sleep 62.{tag}",
+        pids = pid_file(tag).display()
     ));
     params.timeout = Some(30.0);
     client.execute(&params).await.expect("execute");
@@ -219,7 +235,10 @@ async fn a_cgroup_with_a_killed_leftover_is_never_reused() {
     let tag = unique();
     assert_retired_after(
         &server,
-        &format!("setsid sh -c 'trap \"\" TERM; sleep 63.{tag}' & sleep 0.2"),
+        &format!(
+            "setsid sh -c 'echo $$ >> {}; trap \"\" TERM; sleep 63.{tag}' & sleep 0.2",
+            pid_file(&tag).display()
+        ),
         0,
     )
     .await;
@@ -254,6 +273,8 @@ async fn a_cgroup_with_a_leftover_that_ended_in_its_grace_is_never_reused() {
         return;
     }
     let tag = unique();
-    assert_retired_after(&server, &format!("setsid sleep 64.{tag} & sleep 0.1"), 0).await;
+    let pids = pid_file(&tag).display().to_string();
+    let command = format!("setsid sleep 64.{tag} & echo $! >> {pids}; sleep 0.1");
+    assert_retired_after(&server, &command, 0).await;
     kill_tagged(&tag);
 }

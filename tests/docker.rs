@@ -395,7 +395,9 @@ async fn in_the_container_probes_tell_ready_from_alive_and_sigterm_drains() {
     let mut stdout = String::new();
     let done = loop {
         match tokio::time::timeout(Duration::from_secs(10), busy.next_event()).await {
-            Ok(Ok(Event::Output(o))) if o.stream == StreamKind::Stdout => stdout.push_str(&o.data),
+            Ok(Ok(Event::Output(o))) if o.stream == StreamKind::Stdout => {
+                stdout.push_str(&o.data.to_text())
+            }
             Ok(Ok(Event::Completed(done))) => break done,
             Ok(Ok(_)) => {}
             other => panic!("no completion: {other:?}"),

@@ -164,12 +164,22 @@ fn exec_json_prints_one_event_per_line_ending_with_completed() {
 }
 
 #[test]
-fn exec_notes_replaced_non_utf8_bytes_once() {
+fn exec_prints_bytes_that_are_not_utf8_exactly() {
     let server = TestServer::start();
-    let out = exec(&server, &["--", "printf '\\377a\\n'; printf '\\376b\\n'"]);
-    assert_eq!(text(&out.stdout), "\u{FFFD}a\n\u{FFFD}b\n");
+    // Batched output carries bytes: nothing is replaced, nothing to note.
+    let command = "printf '\\377a\\n'; printf '\\376b\\n'; printf '\\342\\202'";
+    let out = exec(&server, &["--", command]);
+    assert_eq!(out.stdout, b"\xffa\n\xfeb\n\xe2\x82");
     let stderr = text(&out.stderr);
-    assert_eq!(stderr.matches("U+FFFD").count(), 1, "{stderr}");
+    assert!(!stderr.contains("U+FFFD"), "{stderr}");
+    // --json keeps the line framing, whose text says what it replaced.
+    let out = exec(&server, &["--json", "--", command]);
+    let replaced = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("each line is JSON"))
+        .filter(|e| e["event"] == "process.output" && e["lossy"] == true)
+        .count();
+    assert_eq!(replaced, 3, "{}", text(&out.stdout));
 }
 
 #[test]

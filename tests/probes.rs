@@ -64,7 +64,7 @@ async fn finish(client: &mut Client) -> (String, ccx::protocol::Completed) {
     loop {
         match timeout(LONG, client.next_event()).await {
             Ok(Ok(Event::Output(o))) if o.stream == ccx::protocol::StreamKind::Stdout => {
-                stdout.push_str(&o.data)
+                stdout.push_str(&o.data.to_text())
             }
             Ok(Ok(Event::Completed(done))) => return (stdout, done),
             Ok(Ok(_)) => {}

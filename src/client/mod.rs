@@ -323,14 +323,32 @@ impl Client {
         if let Some(error) = frame.error {
             return Err(ClientError::Rpc(error));
         }
-        let params = frame.params.clone().unwrap_or(Value::Null);
+        let known = matches!(
+            frame.method.as_deref(),
+            Some(
+                method::PROCESS_STARTED
+                    | method::PROCESS_OUTPUT
+                    | method::PROCESS_COMPLETED
+                    | method::PROCESS_PAUSED
+                    | method::PROCESS_RESUMED
+                    | method::PROCESS_CANCELED
+            )
+        );
+        if !known {
+            return Ok(Event::Other(frame));
+        }
+        // Taken, not copied: an output batch's data is up to 64 KiB.
+        let mut frame = frame;
+        let params = frame.params.take().unwrap_or(Value::Null);
         let parse = |what: &str| ClientError::Protocol(format!("malformed {what} notification"));
         Ok(match frame.method.as_deref() {
             Some(method::PROCESS_STARTED) => Event::Started(
                 serde_json::from_value(params).map_err(|_| parse("process.started"))?,
             ),
             Some(method::PROCESS_OUTPUT) => {
-                Event::Output(serde_json::from_value(params).map_err(|_| parse("process.output"))?)
+                Event::Output(serde_json::from_value(params).map_err(|e| {
+                    ClientError::Protocol(format!("malformed process.output notification: {e}"))
+                })?)
             }
             Some(method::PROCESS_COMPLETED) => Event::Completed(
                 serde_json::from_value(params).map_err(|_| parse("process.completed"))?,

@@ -27,11 +27,13 @@ pub struct RunOutcome {
 }
 
 /// Output gathered chunk by chunk until the completion arrives; shared by
-/// [`Client::run`] and the no-server runner of `ccx stress --direct`.
+/// [`Client::run`] and the no-server runner of `ccx stress --direct`. It
+/// gathers bytes, because batches may cut a character in two; they become
+/// text at the end.
 #[derive(Debug, Clone, Default)]
 pub struct OutputCollector {
-    pub(super) stdout: String,
-    pub(super) stderr: String,
+    pub(super) stdout: Vec<u8>,
+    pub(super) stderr: Vec<u8>,
     pub(super) lossy: bool,
     pub(super) truncated: bool,
 }
@@ -44,17 +46,25 @@ impl OutputCollector {
         // was dropped.
         self.truncated |= output.truncated && !continues(&output);
         match output.stream {
-            StreamKind::Stdout => self.stdout.push_str(&output.data),
-            StreamKind::Stderr => self.stderr.push_str(&output.data),
+            StreamKind::Stdout => self.stdout.extend_from_slice(output.data.as_bytes()),
+            StreamKind::Stderr => self.stderr.extend_from_slice(output.data.as_bytes()),
         }
     }
 
     pub fn finish(self, started: ProcessStatus, completed: Completed) -> RunOutcome {
+        let mut lossy = self.lossy;
+        let mut text = |bytes: Vec<u8>| {
+            String::from_utf8(bytes).unwrap_or_else(|e| {
+                lossy = true;
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            })
+        };
+        let (stdout, stderr) = (text(self.stdout), text(self.stderr));
         RunOutcome {
             started,
-            stdout: self.stdout,
-            stderr: self.stderr,
-            lossy: self.lossy,
+            stdout,
+            stderr,
+            lossy,
             truncated: self.truncated,
             completed,
         }

@@ -81,13 +81,14 @@ pub async fn on_server(
 /// Runs the probe and gathers its stdout, at most [`MAX_OUTPUT`] bytes.
 async fn collect(client: &mut Client, params: &ExecuteParams) -> Result<String, ClientError> {
     client.execute(&client.prefer_batches(params)).await?;
-    let mut stdout = String::new();
+    // Bytes until the end: a batch may cut a character in two.
+    let mut stdout = Vec::new();
     loop {
         match client.next_event().await? {
             Event::Output(o) if o.stream == StreamKind::Stdout && stdout.len() < MAX_OUTPUT => {
-                stdout.push_str(&o.data)
+                stdout.extend_from_slice(o.data.as_bytes())
             }
-            Event::Completed(_) => return Ok(stdout),
+            Event::Completed(_) => return Ok(String::from_utf8_lossy(&stdout).into_owned()),
             _ => {}
         }
     }

@@ -16,6 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::LifecycleError;
+use crate::config::Overrides;
 use crate::process::procfs;
 use crate::protocol::Endpoint;
 
@@ -399,10 +400,17 @@ pub fn is_ccx_server(argv: &[String]) -> bool {
         && argv.iter().any(|a| a == "--foreground")
 }
 
-/// The `--state-dir` a server was started with.
+/// The state directory a server was started with: in the overrides a
+/// launcher handed it, or its own `--state-dir`.
 fn state_dir_arg(argv: &[String]) -> Option<PathBuf> {
-    let at = argv.iter().position(|a| a == "--state-dir")?;
-    argv.get(at + 1).map(PathBuf::from)
+    let value_of = |flag: &str| {
+        let at = argv.iter().position(|a| a == flag)?;
+        argv.get(at + 1)
+    };
+    if let Some(overrides) = value_of(Overrides::FLAG) {
+        return Overrides::decode(overrides).ok()?.state_dir;
+    }
+    value_of("--state-dir").map(PathBuf::from)
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -158,13 +158,17 @@ pub async fn call(
             }
         };
         match event {
-            Some(ProcessEvent::Output(chunk)) => {
-                truncated |= chunk.truncated;
-                if let Some(token) = &progress {
-                    sent += 1;
-                    notify(&context, token, sent, &chunk.data).await;
+            Some(ProcessEvent::Output(batch)) => {
+                for chunk in batch {
+                    truncated |= chunk.truncated;
+                    // MCP runs commands line-framed: the data is text.
+                    let text = chunk.data.to_text();
+                    if let Some(token) = &progress {
+                        sent += 1;
+                        notify(&context, token, sent, &text).await;
+                    }
+                    output.push(&text);
                 }
-                output.push(&chunk.data);
             }
             Some(ProcessEvent::Completed(c)) => break Some(c),
             None => break None,

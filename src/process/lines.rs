@@ -23,7 +23,7 @@
 //! so it may be a few bytes shorter than [`CHUNK`]. Invalid bytes become
 //! U+FFFD and the message says `lossy: true`.
 
-use crate::protocol::{Output, StreamKind};
+use crate::protocol::{Data, Output, StreamKind};
 
 use super::utf8::{char_boundary_at_or_before, complete_prefix_len, decode};
 
@@ -51,6 +51,10 @@ impl LineFramer {
             pending: Vec::new(),
             sent_chunks: 0,
         }
+    }
+
+    pub fn stream(&self) -> StreamKind {
+        self.stream
     }
 
     /// True when part of a line is held back (what an idle flush would send).
@@ -211,7 +215,7 @@ impl LineFramer {
     ) -> Output {
         Output {
             stream: self.stream,
-            data,
+            data: Data::Text(data),
             truncated,
             lossy,
             chunk_index,
@@ -235,7 +239,9 @@ mod tests {
     }
 
     fn data(out: &[Output]) -> Vec<&str> {
-        out.iter().map(|o| o.data.as_str()).collect()
+        out.iter()
+            .map(|o| o.data.as_text().unwrap_or_default())
+            .collect()
     }
 
     #[test]
@@ -261,7 +267,9 @@ mod tests {
             assert!(o.data.len() <= CHUNK);
         }
         assert_eq!(
-            out.iter().map(|o| o.data.as_str()).collect::<String>(),
+            out.iter()
+                .map(|o| o.data.as_text().unwrap_or_default())
+                .collect::<String>(),
             line
         );
     }
@@ -297,7 +305,7 @@ mod tests {
         assert_eq!(out.iter().map(|o| o.data.len()).sum::<usize>(), line.len());
         // The stream goes on framing lines after it.
         f.push(b"next\n", &mut out);
-        assert_eq!(out.last().unwrap().data, "next\n");
+        assert_eq!(out.last().unwrap().data, Data::from("next\n"));
         assert_eq!(out.last().unwrap().chunk_index, None);
     }
 
@@ -311,7 +319,7 @@ mod tests {
         let out = frame(&[line.as_bytes()]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].data.len(), CHUNK - 1);
-        assert!(out[1].data.starts_with('€'));
+        assert!(out[1].data.as_bytes().starts_with("€".as_bytes()));
         assert!(out.iter().all(|o| !o.lossy));
         // Same when streamed past the lookahead, byte by uneven byte.
         let long = format!(
@@ -323,7 +331,9 @@ mod tests {
         let out = frame(&pieces[..]);
         assert!(out.iter().all(|o| !o.lossy && o.data.len() <= CHUNK));
         assert_eq!(
-            out.iter().map(|o| o.data.as_str()).collect::<String>(),
+            out.iter()
+                .map(|o| o.data.as_text().unwrap_or_default())
+                .collect::<String>(),
             long
         );
     }
@@ -365,7 +375,7 @@ mod tests {
     #[test]
     fn invalid_bytes_are_replaced_and_flagged() {
         let out = frame(&[b"ok\xff\xfeok\n"]);
-        assert_eq!(out[0].data, "ok\u{fffd}\u{fffd}ok\n");
+        assert_eq!(out[0].data, Data::from("ok\u{fffd}\u{fffd}ok\n"));
         assert!(out[0].lossy);
         let out = frame(&[b"cut \xe2\x82"]);
         assert!(out[0].lossy);

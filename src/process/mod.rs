@@ -77,20 +77,32 @@ use pump::{OutputBudget, Pump};
 use readiness::Readiness;
 use tracking::Scope;
 
-/// Messages in flight between the pipes and the consumer: with messages of
-/// at most 64 KiB this bounds queued output to about 1 MiB per process (plus
+/// Events in flight between the pipes and the consumer: with at most
+/// [`OUTPUT_BATCH`] (64 KiB) of data each, this bounds queued output to about
+/// 1 MiB per process (plus
 /// what `lines` holds of an unfinished line).
 const EVENT_QUEUE: usize = 16;
 /// Grace for what a command leaves behind once its shell is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 
-/// What a running process reports, in order: output chunks, then exactly
-/// one `Completed` as the last event.
+/// What a running process reports, in order: output messages, then
+/// exactly one `Completed` as the last event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcessEvent {
-    Output(Output),
+    /// Messages framed together (from one read of a pipe), in order, with
+    /// at most [`OUTPUT_BATCH`] bytes of data in all (or one message) and
+    /// at most [`OUTPUT_BATCH_MESSAGES`] messages: a queue hop per message
+    /// was a wake-up per line.
+    Output(Vec<Output>),
     Completed(Completed),
 }
+
+/// Most bytes of output data in one [`ProcessEvent::Output`]: a queue slot
+/// holds no more than one message of the largest size did.
+pub const OUTPUT_BATCH: usize = lines::CHUNK;
+/// Most messages in one [`ProcessEvent::Output`]: 64 KiB of empty lines
+/// would otherwise be 65,536 messages a slot (some 5 MB of queue).
+pub const OUTPUT_BATCH_MESSAGES: usize = 1024;
 
 /// Why a process could not be started.
 #[derive(Debug, Error)]

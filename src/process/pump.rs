@@ -26,7 +26,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::batches::Framer;
 use super::readiness::{Found, Readiness};
-use super::ProcessEvent;
+use super::{ProcessEvent, OUTPUT_BATCH, OUTPUT_BATCH_MESSAGES};
 use crate::protocol::{Output, StreamKind};
 
 /// Bytes read from a pipe at a time (one pipe buffer), once a read has
@@ -88,7 +88,6 @@ impl OutputBudget {
 
 /// One of the two pipes and what the pump knows of it.
 struct Stream {
-    kind: StreamKind,
     /// The pipe's read end, non-blocking.
     pipe: File,
     framer: Framer,
@@ -125,7 +124,6 @@ impl Pump {
         } = self;
         let now = Instant::now();
         let stream = |kind, fd: OwnedFd| Stream {
-            kind,
             pipe: File::from(fd),
             framer: Framer::new(kind, batched),
             open: true,
@@ -263,14 +261,7 @@ impl Pump {
                 let sent = s.framer.truncate(&mut ready);
                 let first = budget.announce_truncation();
                 if !sent && first {
-                    ready.push(Output {
-                        stream: s.kind,
-                        data: String::new(),
-                        truncated: true,
-                        lossy: false,
-                        chunk_index: None,
-                        total_chunks: None,
-                    });
+                    ready.push(s.framer.truncation_marker());
                 }
             }
             if full && buf.len() < READ_CHUNK {
@@ -292,13 +283,71 @@ pub(super) struct Spent {
     _readiness: Readiness,
 }
 
-/// Sends the framed messages in order (emptying `ready`); false once the
-/// consumer is gone.
+/// Sends the framed messages in order (emptying `ready`), as few events as
+/// [`OUTPUT_BATCH`] allows; false once the consumer is gone.
 async fn send_all(events: &mpsc::Sender<ProcessEvent>, ready: &mut Vec<Output>) -> bool {
-    for output in ready.drain(..) {
-        if events.send(ProcessEvent::Output(output)).await.is_err() {
-            return false; // dropping the drain discards the rest
+    while !ready.is_empty() {
+        let mut size = 0;
+        let fit = ready
+            .iter()
+            .take(OUTPUT_BATCH_MESSAGES)
+            .position(|o| {
+                size += o.data.len();
+                size > OUTPUT_BATCH
+            })
+            .unwrap_or(ready.len().min(OUTPUT_BATCH_MESSAGES))
+            .max(1);
+        // The next read frames about as many messages: a vector sized for
+        // them at once, not grown from empty (its reallocations showed).
+        let batch = match fit == ready.len() {
+            true => std::mem::replace(ready, Vec::with_capacity(fit)),
+            false => ready.drain(..fit).collect(),
+        };
+        if events.send(ProcessEvent::Output(batch)).await.is_err() {
+            ready.clear();
+            return false;
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Data;
+
+    fn message(data: &[u8]) -> Output {
+        Output {
+            stream: StreamKind::Stdout,
+            data: Data::Bytes(data.to_vec()),
+            truncated: false,
+            lossy: false,
+            chunk_index: None,
+            total_chunks: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queue_slot_holds_a_bounded_batch_and_order_is_kept() {
+        let mut ready: Vec<Output> = (0..3000u32)
+            .map(|i| message(&i.to_le_bytes()[..1]))
+            .chain([message(&[b'x'; 40_000]), message(&[b'y'; 40_000])])
+            .collect();
+        let expected: Vec<u8> = ready
+            .iter()
+            .flat_map(|o| o.data.as_bytes().to_vec())
+            .collect();
+        let (tx, mut rx) = mpsc::channel(64);
+        assert!(send_all(&tx, &mut ready).await);
+        assert!(ready.is_empty());
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(ProcessEvent::Output(batch)) = rx.recv().await {
+            let size: usize = batch.iter().map(|o| o.data.len()).sum();
+            assert!(!batch.is_empty() && batch.len() <= OUTPUT_BATCH_MESSAGES);
+            assert!(size <= OUTPUT_BATCH || batch.len() == 1, "{size} bytes");
+            got.extend(batch.iter().flat_map(|o| o.data.as_bytes().to_vec()));
+        }
+        assert_eq!(got, expected);
+    }
 }

@@ -58,7 +58,7 @@ pub(super) async fn run(
         let mut collected = OutputCollector::default();
         while let Some(event) = events.recv().await {
             match event {
-                ProcessEvent::Output(o) => collected.add(o),
+                ProcessEvent::Output(batch) => batch.into_iter().for_each(|o| collected.add(o)),
                 ProcessEvent::Completed(completed) => {
                     return Some(collected.finish(started.clone(), completed))
                 }

@@ -1,13 +1,13 @@
 //! A fresh state directory for commands run as a newcomer runs them:
 //! `ccx serve` in the background (port 0), client commands with no `--url`,
 //! every command bounded by a deadline. On drop: `ccx stop`, then SIGKILL to
-//! anything whose command line still names the directory.
+//! the server its pid file still names, and to that server's group.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ccx_command, pids_with_cmdline};
+use super::ccx_command;
 
 pub struct StateLab {
     dir: tempfile::TempDir,
@@ -66,8 +66,20 @@ impl Drop for StateLab {
         use nix::sys::signal::{kill, killpg, Signal};
         use nix::unistd::Pid;
         let _ = run_within(self.command(&["stop"]), Duration::from_secs(15));
-        let dir = self.path().to_string_lossy().into_owned();
-        for pid in pids_with_cmdline(&dir) {
+        // A server `stop` could not end is still named by its pid file; it
+        // leads its own session, so its group goes with it.
+        let record = std::fs::read_to_string(self.path().join("ccx.pid")).unwrap_or_default();
+        let pid = serde_json::from_str::<serde_json::Value>(&record)
+            .ok()
+            .and_then(|v| v["pid"].as_u64())
+            .or_else(|| record.trim().parse().ok())
+            .filter(|&pid| pid > 1 && pid <= i32::MAX as u64)
+            .filter(|pid| {
+                let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let argv = String::from_utf8_lossy(&argv);
+                argv.split('\0').any(|a| a == "serve") && argv.contains("ccx")
+            });
+        if let Some(pid) = pid {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }

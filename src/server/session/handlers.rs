@@ -330,5 +330,6 @@ mod tests {
         let slow = Frame::notification(method::PROCESS_OUTPUT, &output).to_json();
         let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap();
         assert_eq!(parse(&fast), parse(&slow));
+        assert_eq!(parse(&output.notification_json()), parse(&slow));
     }
 }

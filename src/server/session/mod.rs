@@ -31,9 +31,9 @@ use writer::write_all;
 use crate::process::admission::AdmissionError;
 use crate::process::{ProcessEvent, Running, SpawnError, StartError, StopReason};
 use crate::protocol::{
-    error_json, method, parse_request, response_json, Completed, Connected, ControlParams,
-    ControlResult, ErrorCode, ExecuteParams, Frame, InfoParams, ProcessStatus, RawId, Request,
-    RpcError, CAPABILITIES, DRAINING_NO_COMMAND,
+    error_json, method, parse_request, response_json, Connected, ControlParams, ControlResult,
+    ErrorCode, ExecuteParams, Frame, InfoParams, ProcessStatus, RawId, Request, RpcError,
+    CAPABILITIES, DRAINING_NO_COMMAND,
 };
 use crate::server::keepalive::{PeerProgress, SendQueue, WriteProgress};
 use crate::server::AppState;

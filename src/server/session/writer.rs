@@ -2,6 +2,9 @@
 //! every frame that is ready, then flushes once; it follows the running
 //! process's events straight from its bounded queue.
 
+use std::future::poll_fn;
+use std::task::Poll;
+
 use super::*;
 
 /// Sends every queued frame, and the events of the running process as they
@@ -56,36 +59,46 @@ pub(super) async fn write_all(
                 }
             }
         }
-        let mut finished = None;
+        let mut finished = false;
         for event in events.drain(..) {
-            frames.push(Message::Text(event_json(event, &mut finished).into()));
-            if finished.is_some() {
-                // Frames the session queued before the completion go
-                // before it; only then is the session free for the next
-                // `execute` (whose frames must come after).
-                let completion = frames.pop();
-                while let Ok(outgoing) = rx.try_recv() {
-                    match outgoing {
-                        Outgoing::Frame(message) => frames.push(message),
-                        Outgoing::Follow(next) => {
-                            next_follow = Some(next);
-                            break;
-                        }
+            let completed = match event {
+                ProcessEvent::Output(batch) => {
+                    frames.extend(
+                        batch
+                            .iter()
+                            .map(|o| Message::Text(o.notification_json().into())),
+                    );
+                    continue;
+                }
+                ProcessEvent::Completed(c) => c,
+            };
+            // Frames the session queued before the completion go before
+            // it; only then is the session free for the next `execute`
+            // (whose frames must come after).
+            while let Ok(outgoing) = rx.try_recv() {
+                match outgoing {
+                    Outgoing::Frame(message) => frames.push(message),
+                    Outgoing::Follow(next) => {
+                        next_follow = Some(next);
+                        break;
                     }
                 }
-                frames.extend(completion);
-                if let Some(next) = &mut next_follow {
-                    frames.append(&mut next.announce);
-                }
-                if let Some(f) = &follow {
-                    f.completed.store(true, Ordering::Release);
-                }
-                break;
             }
+            frames.push(Message::Text(
+                notification_json(method::PROCESS_COMPLETED, &completed).into(),
+            ));
+            if let Some(next) = &mut next_follow {
+                frames.append(&mut next.announce);
+            }
+            if let Some(f) = &follow {
+                f.completed.store(true, Ordering::Release);
+            }
+            finished = true;
+            break;
         }
         let closing = frames.iter().any(|m| matches!(m, Message::Close(_)));
         let sent = send_frames(&mut sink, &mut frames, stall_limit, &progress).await;
-        if finished.is_some() {
+        if finished {
             if let Some(done) = std::mem::replace(&mut follow, next_follow.take()) {
                 let _ = done.done.send(());
             }
@@ -108,8 +121,10 @@ pub(super) async fn write_all(
     WriterEnd::Done
 }
 
-/// Feeds `frames` to the socket and flushes; each step must be taken
-/// within `stall_limit`, and marks `progress` when it is.
+/// Feeds `frames` to the socket and flushes; each step that has to wait
+/// must be taken within `stall_limit`, and marks `progress` when it is
+/// (frames that go into the buffer at once are taken now: the flush marks
+/// them).
 async fn send_frames(
     sink: &mut SplitSink<WebSocket, Message>,
     frames: &mut Vec<Message>,
@@ -117,10 +132,21 @@ async fn send_frames(
     progress: &WriteProgress,
 ) -> Result<Result<(), axum::Error>, tokio::time::error::Elapsed> {
     for message in frames.drain(..) {
-        if let Err(e) = timeout(stall_limit, sink.feed(message)).await? {
+        // A frame usually goes into the write buffer at once: only one that
+        // has to wait for the socket pays for a deadline and a clock read.
+        let ready = poll_fn(|cx| Poll::Ready(sink.poll_ready_unpin(cx))).await;
+        let fed = match ready {
+            Poll::Ready(Ok(())) => sink.start_send_unpin(message),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => {
+                let fed = timeout(stall_limit, sink.feed(message)).await?;
+                progress.mark();
+                fed
+            }
+        };
+        if let Err(e) = fed {
             return Ok(Err(e));
         }
-        progress.mark();
     }
     let flushed = timeout(stall_limit, sink.flush()).await?;
     progress.mark();
@@ -132,18 +158,5 @@ async fn next_events(follow: &mut Option<Follow>, events: &mut Vec<ProcessEvent>
     match follow {
         Some(f) => f.events.recv_many(events, EVENT_BATCH).await,
         None => std::future::pending().await,
-    }
-}
-
-/// One event as its frame; `finished` takes the completion (logged once
-/// its frame is written: the log line is not on the client's path).
-fn event_json(event: ProcessEvent, finished: &mut Option<Completed>) -> String {
-    match event {
-        ProcessEvent::Output(o) => notification_json(method::PROCESS_OUTPUT, &o),
-        ProcessEvent::Completed(c) => {
-            let frame = notification_json(method::PROCESS_COMPLETED, &c);
-            *finished = Some(c);
-            frame
-        }
     }
 }
