@@ -4,6 +4,11 @@
 //! all inherit the mask), makes this process a child subreaper, starts the
 //! orphan reaper and the tracking of escaped descendants; and whose drop
 //! ends whatever the commands left behind.
+//!
+//! The doctor holds none while it runs a server: it follows that server's
+//! descendants itself (`doctor::detached`) to report how each one ended,
+//! which this reaper would take from it; it ends them with this module's
+//! termination (`stop_with`, `kill_held`) all the same.
 
 use std::future::Future;
 
