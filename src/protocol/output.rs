@@ -253,11 +253,9 @@ fn escaped_len(text: &str) -> usize {
     let mut len = bytes.len();
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8) {
-            if !needs_escape(word_at(word)) {
-                i += 8;
-                continue;
-            }
+        if let Some(next) = past_clean_word(bytes, i) {
+            i = next;
+            continue;
         }
         len += match bytes[i] {
             b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
@@ -267,6 +265,12 @@ fn escaped_len(text: &str) -> usize {
         i += 1;
     }
     len
+}
+
+/// `i + 8` when the eight bytes at `i` all exist and none needs escaping.
+fn past_clean_word(bytes: &[u8], i: usize) -> Option<usize> {
+    let word = bytes.get(i..i + 8)?;
+    (!needs_escape(word_at(word))).then_some(i + 8)
 }
 
 fn word_at(word: &[u8]) -> u64 {
@@ -292,11 +296,9 @@ fn escape_into(text: &str, out: &mut String) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8) {
-            if !needs_escape(word_at(word)) {
-                i += 8;
-                continue;
-            }
+        if let Some(next) = past_clean_word(bytes, i) {
+            i = next;
+            continue;
         }
         let b = bytes[i];
         if b >= 0x20 && b != b'"' && b != b'\\' {
