@@ -7,6 +7,7 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
+use common::background::run_within;
 use common::{ccx_command, eventually, TestServer};
 
 fn serve_with(env: &[(&str, &str)], args: &[&str]) -> Output {
@@ -20,6 +21,36 @@ fn serve_with(env: &[(&str, &str)], args: &[&str]) -> Output {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A state directory set with bytes that are not UTF-8 is refused, naming
+/// the variable, by the server and by the commands that only read the
+/// state directory; nothing is created under the path ccx would have read.
+#[test]
+fn a_state_directory_that_is_not_utf8_exits_2_naming_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let base = tempfile::tempdir().expect("temp dir");
+    let mut bytes = base.path().as_os_str().as_bytes().to_vec();
+    bytes.extend_from_slice(b"/st\xffte");
+    let dir = std::ffi::OsStr::from_bytes(&bytes);
+    for args in [
+        &["serve", "--foreground", "--port", "0"][..],
+        &["status"],
+        &["serve", "--port", "0"],
+    ] {
+        let mut cmd = ccx_command();
+        cmd.args(args).env("CCX_STATE_DIR", dir);
+        // A server that took the path would run on: the deadline ends it.
+        let out = run_within(cmd, Duration::from_secs(20));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("CCX_STATE_DIR") && err.contains("UTF-8"),
+            "{args:?}: {err}"
+        );
+    }
+    let made: Vec<_> = std::fs::read_dir(base.path()).unwrap().collect();
+    assert!(made.is_empty(), "{made:?}");
 }
 
 #[test]

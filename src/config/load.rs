@@ -43,7 +43,7 @@ impl Config {
             Some(("CCX_SHELL", "")) => {
                 return Err(invalid("CCX_SHELL", "", "a path to a shell, e.g. /bin/sh"))
             }
-            Some(("CCX_SHELL", s)) => PathBuf::from(s),
+            Some(("CCX_SHELL", s)) => path_of("CCX_SHELL", s)?,
             Some((alias, value)) => l.cc_executor_shell(alias, value, &d.shell),
             None => d.shell,
         };
@@ -312,7 +312,7 @@ pub(super) fn token_from_file(l: &mut Loader) -> Result<Option<String>, ConfigEr
         return Ok(None);
     };
     let expected = "a readable file holding the token (no spaces or control characters in it)";
-    let content = std::fs::read_to_string(path)
+    let content = std::fs::read_to_string(path_of("CCX_TOKEN_FILE", path)?)
         .map_err(|e| invalid("CCX_TOKEN_FILE", path, &format!("{expected}: {e}")))?;
     let token = content.trim();
     if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -335,13 +335,27 @@ pub(super) fn invalid(var: &str, value: &str, expected: &str) -> ConfigError {
 pub fn state_dir_from(env: &Env) -> Result<PathBuf, ConfigError> {
     let non_empty = |name: &str| env.get(name).filter(|v| !v.is_empty());
     if let Some(dir) = non_empty("CCX_STATE_DIR") {
-        return Ok(PathBuf::from(dir));
+        return path_of("CCX_STATE_DIR", dir);
     }
     if let Some(xdg) = non_empty("XDG_STATE_HOME") {
-        return Ok(PathBuf::from(xdg).join("ccx"));
+        return Ok(path_of("XDG_STATE_HOME", xdg)?.join("ccx"));
     }
     if let Some(home) = non_empty("HOME") {
-        return Ok(PathBuf::from(home).join(".local/state/ccx"));
+        return Ok(path_of("HOME", home)?.join(".local/state/ccx"));
     }
     Err(ConfigError::NoStateDir)
+}
+
+/// A path set by `var`. The environment is read as UTF-8 (`env_snapshot`),
+/// with U+FFFD for bytes that are not: such a value names another file
+/// than the one set, so it is refused rather than used.
+fn path_of(var: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    if value.contains(char::REPLACEMENT_CHARACTER) {
+        return Err(invalid(
+            var,
+            value,
+            "a path of valid UTF-8 (bytes that are not UTF-8 would make ccx use another path)",
+        ));
+    }
+    Ok(PathBuf::from(value))
 }

@@ -231,3 +231,23 @@ fn a_launchers_overrides_survive_their_encoding_field_by_field() {
     let e = Overrides::decode(r#"{"prot":1}"#).unwrap_err();
     assert!(e.contains("prot"), "{e}");
 }
+
+#[test]
+fn a_path_that_was_not_utf8_is_refused_by_its_variables_name() {
+    let bad = "/tmp/st\u{FFFD}te";
+    for var in [
+        "CCX_STATE_DIR",
+        "XDG_STATE_HOME",
+        "HOME",
+        "CCX_SHELL",
+        "CCX_TOKEN_FILE",
+    ] {
+        let mut env: Vec<(&str, &str)> = vec![("HOME", "/home/user"), (var, bad)];
+        if var == "HOME" {
+            env.remove(0);
+        }
+        let e = load(&env).unwrap_err();
+        assert_eq!(e.variable(), Some(var), "{e}");
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+    }
+}
