@@ -168,6 +168,26 @@ fn is_locale(name: &str) -> bool {
     name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_")
 }
 
+/// How `sh -c` reads a line: brush-parser in sh mode.
+fn sh_options() -> brush_parser::ParserOptions {
+    brush_parser::ParserOptions {
+        posix_mode: false,
+        sh_mode: true,
+        ..Default::default()
+    }
+}
+
+/// `line` parsed as `sh -c` reads it: the one parse the allowlist and the
+/// doctor's shell analysis share.
+pub fn parse_sh(line: &str) -> Result<ast::Program, brush_parser::ParseError> {
+    brush_parser::Parser::new(
+        std::io::BufReader::new(line.as_bytes()),
+        &sh_options(),
+        &brush_parser::SourceInfo::default(),
+    )
+    .parse_program()
+}
+
 /// The program `command` runs, as sh finds it: the first word of its only
 /// simple command, split by the shell parser (only space and tab separate
 /// words; `\v`, `\r`, U+00A0… are part of a word), quotes and escapes
@@ -175,19 +195,8 @@ fn is_locale(name: &str) -> bool {
 /// than one command, a `VAR=value` or redirection before the program, a
 /// glob, tilde or `$` expansion in it, or a tilde expansion in any word.
 pub fn program_word(command: &str) -> Result<String, String> {
-    let options = brush_parser::ParserOptions {
-        posix_mode: false,
-        sh_mode: true,
-        ..Default::default()
-    };
-    let mut parser = brush_parser::Parser::new(
-        std::io::BufReader::new(command.as_bytes()),
-        &options,
-        &brush_parser::SourceInfo::default(),
-    );
-    let program = parser
-        .parse_program()
-        .map_err(|e| format!("it does not parse as a shell command ({e})"))?;
+    let program =
+        parse_sh(command).map_err(|e| format!("it does not parse as a shell command ({e})"))?;
     let simple = match program.complete_commands.as_slice() {
         [ast::CompoundList(items)] => match items.as_slice() {
             [ast::CompoundListItem(list, ast::SeparatorOperator::Sequence)]
@@ -226,7 +235,7 @@ pub fn program_word(command: &str) -> Result<String, String> {
             word.value
         ));
     }
-    unquoted(&first.value, &options)
+    unquoted(&first.value, &sh_options())
 }
 
 /// Whether sh (or bash) would expand a `~` in `word`: unquoted, at the

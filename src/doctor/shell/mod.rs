@@ -121,19 +121,8 @@ fn walk_line(
     out: &mut Analysis,
     depth: usize,
 ) -> Result<(), ShellError> {
-    let options = brush_parser::ParserOptions {
-        posix_mode: false,
-        sh_mode: true,
-        ..Default::default()
-    };
-    let mut parser = brush_parser::Parser::new(
-        std::io::BufReader::new(line.as_bytes()),
-        &options,
-        &brush_parser::SourceInfo::default(),
-    );
-    let program = parser
-        .parse_program()
-        .map_err(|e| ShellError(e.to_string()))?;
+    let program =
+        crate::process::admission::parse_sh(line).map_err(|e| ShellError(e.to_string()))?;
     let mut walker = Walker { out, via, depth };
     for command in &program.complete_commands {
         walker.list(command, state);
