@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ccx::client::{Client, RunOutcome};
 use ccx::protocol::{ControlType, ExecuteParams};
-use common::{eventually, pids_with_cmdline, TestServer};
+use common::{eventually, kill_group_if, pids_with_cmdline, TestServer};
 
 /// A tag no other test of this run uses, for finding our own processes.
 fn unique() -> String {
@@ -50,13 +50,8 @@ fn pid_file(tag: &str) -> std::path::PathBuf {
 fn kill_tagged(tag: &str) {
     let file = pid_file(tag);
     let pids = std::fs::read_to_string(&file).unwrap_or_default();
-    for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if pid > 1 && String::from_utf8_lossy(&argv).contains(tag) {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
+    for pid in pids.lines().filter_map(|l| l.trim().parse().ok()) {
+        kill_group_if(pid, |argv| argv.iter().any(|a| a.contains(tag)));
     }
     let _ = std::fs::remove_file(file);
 }

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::ccx_command;
+use ccx::lifecycle::state::is_ccx_server;
+use ccx::lifecycle::StateDir;
+
+use super::{ccx_command, kill_group_if};
 
 pub struct StateLab {
     dir: tempfile::TempDir,
@@ -63,40 +66,29 @@ impl Default for StateLab {
 
 impl Drop for StateLab {
     fn drop(&mut self) {
-        use nix::sys::signal::{kill, killpg, Signal};
-        use nix::unistd::Pid;
         let _ = run_within(self.command(&["stop"]), Duration::from_secs(15));
         // A server `stop` could not end, or one a test started with another
         // state directory below this one (XDG_STATE_HOME), is named by its
         // pid file; it leads its own session, so its group goes with it.
-        for pid in recorded_servers(self.path(), 3) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for pid in recorded_pids(self.path(), 3) {
+            kill_group_if(pid, is_ccx_server);
         }
     }
 }
 
-/// The pids that `ccx.pid` files at most `depth` levels below `dir` name,
-/// that still run `ccx … serve`.
-fn recorded_servers(dir: &Path, depth: usize) -> Vec<i32> {
-    let mut pids = Vec::new();
-    let record = std::fs::read_to_string(dir.join("ccx.pid")).unwrap_or_default();
-    let pid = serde_json::from_str::<serde_json::Value>(&record)
+/// The pids that `ccx.pid` files at most `depth` levels below `dir` name.
+fn recorded_pids(dir: &Path, depth: usize) -> Vec<u32> {
+    let mut pids: Vec<u32> = StateDir::new(dir)
+        .read_record()
         .ok()
-        .and_then(|v| v["pid"].as_u64())
-        .or_else(|| record.trim().parse().ok())
-        .filter(|&pid| pid > 1 && pid <= i32::MAX as u64);
-    if let Some(pid) = pid {
-        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let argv = String::from_utf8_lossy(&argv);
-        if argv.split('\0').any(|a| a == "serve") && argv.contains("ccx") {
-            pids.push(pid as i32);
-        }
-    }
+        .flatten()
+        .map(|record| record.pid)
+        .into_iter()
+        .collect();
     if depth > 0 {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                pids.extend(recorded_servers(&entry.path(), depth - 1));
+                pids.extend(recorded_pids(&entry.path(), depth - 1));
             }
         }
     }

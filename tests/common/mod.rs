@@ -224,6 +224,20 @@ pub fn live_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// SIGKILLs `pid` and its process group, but only while `pid` still runs a
+/// command line `ours` accepts: a pid read from a file may have been
+/// reused by another process since.
+pub fn kill_group_if(pid: u32, ours: impl Fn(&[String]) -> bool) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    if pid <= 1 || pid > i32::MAX as u32 || !ours(&ccx::lifecycle::state::cmdline(pid)) {
+        return;
+    }
+    let pid = Pid::from_raw(pid as i32);
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = kill(pid, Signal::SIGKILL);
+}
+
 /// Pids of processes whose command line contains `needle`.
 pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
     all_pids()
