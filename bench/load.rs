@@ -337,6 +337,30 @@ pub fn check_echo(target: &Target, out: &RunOutcome) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Runs `exchanges` on a thread of its own, on a current-thread runtime.
+/// The latency rows (P1, P3) wait on one socket at a time, and there the
+/// bench's multi-thread runtime costs every message a hop between threads
+/// (a worker's reactor sees the socket ready and wakes the thread blocked
+/// in `block_on`): client time that counts against the server measured,
+/// the more the more messages its protocol sends.
+pub async fn on_own_thread<T, Fut>(
+    exchanges: impl FnOnce() -> Fut + Send + 'static,
+) -> Result<T, BenchError>
+where
+    Fut: std::future::Future<Output = Result<T, BenchError>>,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BenchError::io("starting a current-thread runtime", e))?
+            .block_on(exchanges())
+    })
+    .await
+    .map_err(|e| BenchError::wire("the client thread", e.to_string()))?
+}
+
 /// Sequential `echo x` round trips on one persistent session: latencies.
 pub async fn sequential(
     target: &Target,

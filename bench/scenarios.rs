@@ -302,9 +302,21 @@ async fn p1(ctx: &Context, ccx: &Server, peer: &Result<Server, String>) -> Vec<R
         for _ in 0..plan.rounds {
             let (runs, limit) = (plan.seq_runs, plan.seq_limit);
             let _ = floor_h.add(blocking(move || floor::sequential(runs, limit)).await?);
-            let _ = ccx_h.add(load::sequential(&ccx.target(), runs, limit).await?);
+            let target = ccx.target();
+            let _ = ccx_h.add(
+                load::on_own_thread(
+                    move || async move { load::sequential(&target, runs, limit).await },
+                )
+                .await?,
+            );
             if let Ok(peer) = peer {
-                let _ = peer_h.add(load::sequential(&peer.target(), runs, limit).await?);
+                let target = peer.target();
+                let _ = peer_h.add(
+                    load::on_own_thread(move || async move {
+                        load::sequential(&target, runs, limit).await
+                    })
+                    .await?,
+                );
             }
         }
         let mut note = format!(
@@ -420,32 +432,39 @@ async fn p3(ctx: &Context, ccx: &Server, peer: &Result<Server, String>) -> Vec<R
         Err(e) => Err(e.clone()),
     };
     let result = async {
-        let (mut ccx_h, mut wsd_h, mut peer_h) =
-            (new_histogram(), new_histogram(), new_histogram());
         let total = ctx.plan.one_shots * ctx.plan.rounds;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for i in 0..total + 5 {
-            let record = i >= 5;
-            let t = load::one_shot_mcp(&ccx.target()).await?;
-            if record {
-                let _ = ccx_h.record(t.as_nanos() as u64);
-            }
-            if let Ok(wsd) = &wsd {
-                let t = load::one_shot_websocketd(&wsd.target()).await?;
+        let ccx_target = ccx.target();
+        let wsd_target = wsd.as_ref().ok().map(Server::target);
+        let peer_target = peer.as_ref().ok().map(Server::target);
+        let (ccx_h, wsd_h, peer_h) = load::on_own_thread(move || async move {
+            let (mut ccx_h, mut wsd_h, mut peer_h) =
+                (new_histogram(), new_histogram(), new_histogram());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for i in 0..total + 5 {
+                let record = i >= 5;
+                let t = load::one_shot_mcp(&ccx_target).await?;
                 if record {
-                    let _ = wsd_h.record(t.as_nanos() as u64);
+                    let _ = ccx_h.record(t.as_nanos() as u64);
+                }
+                if let Some(wsd) = &wsd_target {
+                    let t = load::one_shot_websocketd(wsd).await?;
+                    if record {
+                        let _ = wsd_h.record(t.as_nanos() as u64);
+                    }
+                }
+                if let Some(peer) = &peer_target {
+                    let t = load::one_shot_mcp(peer).await?;
+                    if record {
+                        let _ = peer_h.record(t.as_nanos() as u64);
+                    }
+                }
+                if Instant::now() > deadline {
+                    break;
                 }
             }
-            if let Ok(peer) = peer {
-                let t = load::one_shot_mcp(&peer.target()).await?;
-                if record {
-                    let _ = peer_h.record(t.as_nanos() as u64);
-                }
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-        }
+            Ok((ccx_h, wsd_h, peer_h))
+        })
+        .await?;
         let mut note = format!(
             "p99 ccx {}; {} exchanges each",
             p(&ccx_h, 0.99),
