@@ -223,6 +223,8 @@ pub fn spawn(spec: Spec) -> Result<(Running, mpsc::Receiver<ProcessEvent>), Spaw
     // the path of every command).
     tokio::spawn(async move {
         let scope = command_scope;
+        // While the shell starts, not when it has ended.
+        scope.hold_events();
         let (group_gone_tx, group_gone) = watch::channel(false);
         let Child {
             stdout,

@@ -172,13 +172,26 @@ pub fn main_thread_children() -> Vec<u32> {
 /// open is read again with one system call instead of an open, a read and
 /// a close; and no `fstat` sizes the buffer (`std::fs::read_to_string`
 /// does one for a size these files do not report).
+///
+/// A read that fills less than half the buffer is the end: the kernel's
+/// rendering (`seq_file`) hands out whole lines until the caller's buffer
+/// or its own page-sized one is full, so it stops short only at the end or
+/// before a line longer than what is left of its page, and the files read
+/// here have short lines (pids, `name value`). That saves the second call
+/// that would only return 0 for the small files read on every command.
 pub(super) fn reread(file: &File) -> std::io::Result<String> {
+    const BUF: usize = 4096;
     let mut text = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; BUF];
     loop {
         match file.read_at(&mut buf, text.len() as u64) {
             Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                text.extend_from_slice(&buf[..n]);
+                if n < BUF / 2 {
+                    break;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -333,6 +346,47 @@ mod tests {
         assert_eq!(stat(child.id()).unwrap().ppid, me);
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_kept_file_longer_than_a_page_is_reread_to_its_end() {
+        // /proc/thread-self/children lists this thread's children: with a
+        // thousand of them (5 to 7 bytes each) it is longer than the 4 KiB
+        // the kernel renders at a time, so reading stops only at its end.
+        let mut children: Vec<std::process::Child> = (0..1000)
+            .map_while(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        let file = File::open("/proc/thread-self/children").unwrap();
+        let listed = reread(&file).unwrap();
+        let again = reread(&file).unwrap();
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(
+            children.len() >= 800,
+            "could start {} children",
+            children.len()
+        );
+        assert!(listed.len() > 4096, "{} bytes", listed.len());
+        let mut pids: Vec<u32> = listed
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        pids.sort_unstable();
+        let mut expected: Vec<u32> = children.iter().map(|c| c.id()).collect();
+        expected.sort_unstable();
+        assert_eq!(pids, expected);
+        assert_eq!(
+            again, listed,
+            "a second read renders the file anew from its start"
+        );
     }
 
     #[test]

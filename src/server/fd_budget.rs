@@ -11,8 +11,8 @@
 pub const RESERVED: u64 = 64;
 /// Descriptors a session may hold at its peak: its socket, and its
 /// command's pipes (two ends each while spawning), pidfd, cgroup
-/// directory, readiness set.
-pub const PER_SESSION: u64 = 8;
+/// directory and `cgroup.events`, readiness set.
+pub const PER_SESSION: u64 = 9;
 /// Descriptors a pending connection holds: its socket, and the spare that
 /// carries a `503` if it is evicted.
 pub const PER_PENDING: u64 = 2;
@@ -109,9 +109,9 @@ mod tests {
 
     #[test]
     fn a_small_limit_lowers_both_and_says_so() {
-        // 256 - 64 - 16 = 176; 88 for sessions at 8, 88 for pending at 2.
+        // 256 - 64 - 16 = 176; 88 for sessions at 9, 88 for pending at 2.
         let b = FdBudget::fit(256, 512, Some(256));
-        assert_eq!((b.max_sessions, b.max_pending), (11, 44));
+        assert_eq!((b.max_sessions, b.max_pending), (9, 44));
         let used = RESERVED
             + REFUSING
             + b.max_sessions as u64 * PER_SESSION
@@ -119,7 +119,7 @@ mod tests {
         assert!(used <= 256, "{used}");
         let warning = b.lowered_warning(256, 512).unwrap();
         assert!(
-            warning.contains("CCX_MAX_SESSIONS lowered from 256 to 11"),
+            warning.contains("CCX_MAX_SESSIONS lowered from 256 to 9"),
             "{warning}"
         );
         assert!(warning.contains(&needed(256, 512).to_string()), "{warning}");

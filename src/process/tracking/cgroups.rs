@@ -2,6 +2,8 @@
 //! made at start, stale trees of dead servers swept, every command cgroup
 //! killed and removed at exit, and the pool of command cgroups reused.
 
+use std::fs::File;
+
 use super::*;
 
 pub(super) fn base() -> Option<&'static Path> {
@@ -117,27 +119,59 @@ pub fn remove_all() {
 pub(super) struct CommandCgroup {
     pub(super) dir: PathBuf,
     pub(super) fd: Option<Arc<OwnedFd>>,
+    /// `cgroup.events`, held open while a command runs in the cgroup (see
+    /// [`CommandCgroup::hold_events`]); closed when the cgroup is given back.
+    events_file: Option<Arc<File>>,
 }
 
 impl CommandCgroup {
     pub(super) fn new(dir: PathBuf) -> CommandCgroup {
         let fd = open_dir(&dir).map(Arc::new);
-        CommandCgroup { dir, fd }
+        CommandCgroup {
+            dir,
+            fd,
+            events_file: None,
+        }
+    }
+
+    /// Opens `cgroup.events` now, while the command runs: the look at it
+    /// when the shell has exited is on the client's path (the completion
+    /// waits for it), and there a kept file costs one `pread` where a
+    /// fresh one costs an `openat`, a `pread` and a `close`.
+    pub(super) fn hold_events(&mut self) {
+        if self.events_file.is_none() {
+            self.events_file = self.open("cgroup.events").map(Arc::new);
+        }
+    }
+
+    /// One of the cgroup's files, opened through the open directory: a
+    /// one-name lookup instead of the whole path's.
+    fn open(&self, file: &str) -> Option<File> {
+        let Some(dir) = &self.fd else {
+            return File::open(self.dir.join(file)).ok();
+        };
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
+        rustix::fs::openat(dir.as_ref(), file, flags, rustix::fs::Mode::empty())
+            .ok()
+            .map(File::from)
     }
 
     /// One of the cgroup's files (`cgroup.events`, `cgroup.procs`), read
-    /// through the open directory: a one-name lookup instead of the whole
-    /// path's, and no `stat` for a size hint. Empty when it cannot be read.
+    /// with `pread` (no `stat` for a size hint: these files report none).
+    /// Empty when it cannot be read.
     pub(super) fn read(&self, file: &str) -> String {
-        let Some(dir) = &self.fd else {
-            return std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        let held = match &self.events_file {
+            Some(events) if file == "cgroup.events" => Some(events.clone()),
+            _ => None,
         };
-        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
-        let Ok(fd) = rustix::fs::openat(dir.as_ref(), file, flags, rustix::fs::Mode::empty())
-        else {
-            return String::new();
+        let file = match held {
+            Some(events) => events,
+            None => match self.open(file) {
+                Some(opened) => Arc::new(opened),
+                None => return String::new(),
+            },
         };
-        procfs::reread(&std::fs::File::from(fd)).unwrap_or_default()
+        procfs::reread(&file).unwrap_or_default()
     }
 
     /// Whether no cgroup exists below this one, live or dying (read from
@@ -210,6 +244,9 @@ pub(super) fn give_back(cgroup: CommandCgroup, wear: Wear) {
         }
     };
     if fit {
+        // A pooled cgroup holds no file but its directory.
+        let mut cgroup = cgroup;
+        cgroup.events_file = None;
         if let Some(tracker) = TRACKER.get() {
             let mut pool = tracker.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < POOL_MAX {

@@ -238,6 +238,14 @@ impl Scope {
         Some(dir)
     }
 
+    /// Keeps the cgroup's `cgroup.events` open until the command is over
+    /// (call once it has started; see [`Scope::stop`]).
+    pub fn hold_events(&self) {
+        if let Some(cgroup) = self.assigned().as_mut() {
+            cgroup.hold_events();
+        }
+    }
+
     /// Moves `pid` (our child, not yet reaped) into the prepared cgroup:
     /// for shells that cannot move themselves (see the module's comment).
     pub fn enter(&self, pid: u32) {
