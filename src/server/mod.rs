@@ -125,7 +125,18 @@ pub async fn serve(
         handshake_timeout: state.config.handshake_timeout,
     };
     tracing::debug!(?budget, ?caps, "connection limits");
-    connections::serve(listener, app, caps, shutdown.clone()).await;
+    // On a worker, not on the thread that waits for the server to end: a
+    // worker that finds the listener ready accepts there and runs the new
+    // connection's task next, where the waiting thread had to be woken to
+    // accept and then wake a worker for the connection (two hops between
+    // threads per connection).
+    // A panic there still ends the server, as it would on this thread.
+    let accepting = tokio::spawn(connections::serve(listener, app, caps, shutdown.clone()));
+    if let Err(e) = accepting.await {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
     state.tracker.close();
     let deadline = state.shutdown_grace() + Duration::from_millis(700);
     if tokio::time::timeout(deadline, state.tracker.wait())
