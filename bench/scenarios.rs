@@ -286,6 +286,9 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
     Ok(report)
 }
 
+/// Turns the spawn floor and ccx take in each round of P1.
+const P1_SLICES: usize = 5;
+
 /// P1: one persistent session, sequential `echo x`, against the spawn floor.
 async fn p1(ctx: &Context, ccx: &Server, peer: &Result<Server, String>) -> Vec<Row> {
     let spec = Spec::new(
@@ -301,14 +304,20 @@ async fn p1(ctx: &Context, ccx: &Server, peer: &Result<Server, String>) -> Vec<R
             (new_histogram(), new_histogram(), new_histogram());
         for _ in 0..plan.rounds {
             let (runs, limit) = (plan.seq_runs, plan.seq_limit);
-            let _ = floor_h.add(blocking(move || floor::sequential(runs, limit)).await?);
-            let target = ccx.target();
-            let _ = ccx_h.add(
-                load::on_own_thread(
-                    move || async move { load::sequential(&target, runs, limit).await },
-                )
-                .await?,
-            );
+            // The floor and ccx take turns in slices of a fifth of a round,
+            // so that both see the machine in the same state: its
+            // background load moves within seconds.
+            let slice = (runs / P1_SLICES).max(1);
+            for _ in 0..P1_SLICES {
+                let _ = floor_h.add(blocking(move || floor::sequential(slice, limit)).await?);
+                let target = ccx.target();
+                let _ = ccx_h.add(
+                    load::on_own_thread(move || async move {
+                        load::sequential(&target, slice, limit).await
+                    })
+                    .await?,
+                );
+            }
             if let Ok(peer) = peer {
                 let target = peer.target();
                 let _ = peer_h.add(
