@@ -350,39 +350,41 @@ mod tests {
 
     #[test]
     fn a_kept_file_longer_than_a_page_is_reread_to_its_end() {
-        // /proc/thread-self/children lists this thread's children: with a
-        // thousand of them (5 to 7 bytes each) it is longer than the 4 KiB
-        // the kernel renders at a time, so reading stops only at its end.
-        let mut children: Vec<std::process::Child> = (0..1000)
-            .map_while(|_| {
-                std::process::Command::new("sleep")
-                    .arg("30")
-                    .stdin(std::process::Stdio::null())
-                    .spawn()
-                    .ok()
-            })
-            .collect();
-        let file = File::open("/proc/thread-self/children").unwrap();
+        // A shell's `children` file with a thousand sleeping children (5 to
+        // 7 bytes each) is longer than the 4 KiB the kernel renders at a
+        // time, so reading must go on past a first full read. The children
+        // are the shell's, in a process group of its own: this test
+        // process adopts none (other tests look for adopted orphans).
+        use std::os::unix::process::CommandExt;
+        let mut shell = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 1000 ]; do sleep 30 & i=$((i+1)); done; wait",
+            ])
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let path = format!("/proc/{0}/task/{0}/children", shell.id());
+        let count = || {
+            std::fs::read_to_string(&path)
+                .map(|t| t.split_whitespace().count())
+                .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while count() < 1000 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let file = File::open(&path).unwrap();
         let listed = reread(&file).unwrap();
         let again = reread(&file).unwrap();
-        for child in &mut children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        assert!(
-            children.len() >= 800,
-            "could start {} children",
-            children.len()
-        );
+        let whole = std::fs::read_to_string(&path).unwrap();
+        let group = nix::unistd::Pid::from_raw(shell.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = shell.wait();
         assert!(listed.len() > 4096, "{} bytes", listed.len());
-        let mut pids: Vec<u32> = listed
-            .split_whitespace()
-            .map(|p| p.parse().unwrap())
-            .collect();
-        pids.sort_unstable();
-        let mut expected: Vec<u32> = children.iter().map(|c| c.id()).collect();
-        expected.sort_unstable();
-        assert_eq!(pids, expected);
+        assert_eq!(listed.split_whitespace().count(), 1000);
+        assert_eq!(listed, whole);
         assert_eq!(
             again, listed,
             "a second read renders the file anew from its start"
