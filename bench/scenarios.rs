@@ -792,14 +792,17 @@ async fn p11(ctx: &Context) -> Vec<Row> {
         let mut rates = Vec::new();
         for _ in 0..ctx.plan.rounds {
             let started = std::time::Instant::now();
-            let run = tokio::process::Command::new(&ctx.bin)
+            // `spawn`, not tokio's `output()`: that one pipes stdout whatever
+            // was set, and the bench would read the 100 MB itself.
+            let child = tokio::process::Command::new(&ctx.bin)
                 .args(["exec", "--url", &url, "--", &command])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .kill_on_drop(true)
-                .output();
-            let out = tokio::time::timeout(Duration::from_secs(120), run)
+                .spawn()
+                .map_err(|e| BenchError::io("ccx exec", e))?;
+            let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
                 .await
                 .map_err(|_| BenchError::wire("ccx exec", "did not finish within 120 s"))?
                 .map_err(|e| BenchError::io("ccx exec", e))?;

@@ -7,6 +7,7 @@
 //! the readiness line, the `/health` document (`health`) and where a server
 //! is reached (`endpoint`).
 
+mod batch_read;
 mod info;
 mod output;
 mod ready;

@@ -18,6 +18,7 @@ pub mod http;
 pub mod identity;
 pub mod mcp;
 mod outcome;
+mod read;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -47,6 +48,7 @@ use connect::{connect_tcp, parse_connected};
 pub use error::ClientError;
 use error::{handshake_error, truncate, ws_error};
 pub use outcome::{continues, Event, OutputCollector, RunOutcome};
+use read::Incoming;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -111,7 +113,10 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct Client {
     socket: Socket,
     next_id: u64,
-    queued: VecDeque<Frame>,
+    queued: VecDeque<Incoming>,
+    /// Whether the running command's output comes batched (this session
+    /// asked for it), so text frames are first read as batches.
+    batches: bool,
     request_timeout: Duration,
     keepalive: Option<KeepAlive>,
     url: String,
@@ -157,6 +162,7 @@ impl Client {
             socket,
             next_id: 1,
             queued: VecDeque::new(),
+            batches: false,
             request_timeout: options.request_timeout,
             keepalive: options.keepalive,
             url: options.url.clone(),
@@ -254,28 +260,6 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("unexpected result of {method}: {e}")))
     }
 
-    async fn wait_response(&mut self, id: u64) -> Result<Value, ClientError> {
-        loop {
-            let frame = self.next_frame().await?;
-            let is_ours =
-                frame.method.is_none() && frame.id.as_ref().and_then(Value::as_u64) == Some(id);
-            if frame.method.is_none()
-                && frame.error.is_some()
-                && (is_ours || frame.id.as_ref().is_none_or(Value::is_null))
-            {
-                return Err(ClientError::Rpc(frame.error.unwrap_or_else(|| RpcError {
-                    code: 0,
-                    message: String::new(),
-                    data: None,
-                })));
-            }
-            if is_ours {
-                return Ok(frame.result.unwrap_or(Value::Null));
-            }
-            self.queued.push_back(frame);
-        }
-    }
-
     /// Whether the server announced batched output ([`BATCHED_OUTPUT`]).
     pub fn offers_batches(&self) -> bool {
         self.connected
@@ -297,6 +281,7 @@ impl Client {
 
     /// Starts a command; events follow through [`Client::next_event`].
     pub async fn execute(&mut self, params: &ExecuteParams) -> Result<ProcessStatus, ClientError> {
+        self.batches = params.framing == Some(Framing::Batched);
         self.request(method::EXECUTE, params).await
     }
 
@@ -311,55 +296,6 @@ impl Client {
             require: require.to_vec(),
         };
         self.request(method::SERVER_INFO, params).await
-    }
-
-    /// The next process event (no deadline: a command may run for hours;
-    /// wrap it in `tokio::time::timeout` where a deadline applies).
-    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
-        let frame = match self.queued.pop_front() {
-            Some(f) => f,
-            None => self.next_frame().await?,
-        };
-        if let Some(error) = frame.error {
-            return Err(ClientError::Rpc(error));
-        }
-        let known = matches!(
-            frame.method.as_deref(),
-            Some(
-                method::PROCESS_STARTED
-                    | method::PROCESS_OUTPUT
-                    | method::PROCESS_COMPLETED
-                    | method::PROCESS_PAUSED
-                    | method::PROCESS_RESUMED
-                    | method::PROCESS_CANCELED
-            )
-        );
-        if !known {
-            return Ok(Event::Other(frame));
-        }
-        // Taken, not copied: an output batch's data is up to 64 KiB.
-        let mut frame = frame;
-        let params = frame.params.take().unwrap_or(Value::Null);
-        let parse = |what: &str| ClientError::Protocol(format!("malformed {what} notification"));
-        Ok(match frame.method.as_deref() {
-            Some(method::PROCESS_STARTED) => Event::Started(
-                serde_json::from_value(params).map_err(|_| parse("process.started"))?,
-            ),
-            Some(method::PROCESS_OUTPUT) => {
-                Event::Output(serde_json::from_value(params).map_err(|e| {
-                    ClientError::Protocol(format!("malformed process.output notification: {e}"))
-                })?)
-            }
-            Some(method::PROCESS_COMPLETED) => Event::Completed(
-                serde_json::from_value(params).map_err(|_| parse("process.completed"))?,
-            ),
-            Some(method::PROCESS_PAUSED | method::PROCESS_RESUMED | method::PROCESS_CANCELED) => {
-                Event::Control(
-                    serde_json::from_value(params).map_err(|_| parse("process control"))?,
-                )
-            }
-            _ => Event::Other(frame),
-        })
     }
 
     /// Runs a command to completion and collects its output.
@@ -383,100 +319,6 @@ impl Client {
     /// Sends one raw WebSocket message.
     pub async fn send_message(&mut self, message: Message) -> Result<(), ClientError> {
         self.socket.send(message).await.map_err(ws_error)
-    }
-
-    /// The next JSON-RPC frame from the socket. WebSocket pings are answered
-    /// by the library; cc_executor's `ping` notifications (its heartbeat: no
-    /// `pong` within two intervals and it drops the session) are answered
-    /// with a `pong` notification here, and skipped.
-    pub async fn next_frame(&mut self) -> Result<Frame, ClientError> {
-        loop {
-            let frame = self.next_raw_frame().await?;
-            if frame.id.is_none() && frame.method.as_deref() == Some(method::PING) {
-                let params = frame.params.unwrap_or(Value::Null);
-                self.send_text(&Frame::notification(method::PONG, params).to_json())
-                    .await?;
-                continue;
-            }
-            return Ok(frame);
-        }
-    }
-
-    /// The next JSON-RPC frame exactly as it came, heartbeat `ping`s
-    /// included and unanswered (for tests of the heartbeat itself). With a
-    /// [`KeepAlive`], WebSocket pings go out while it waits, and a silence
-    /// longer than its limit is [`ClientError::Silent`].
-    pub async fn next_raw_frame(&mut self) -> Result<Frame, ClientError> {
-        // Silence counts from when this wait began: a caller that was busy
-        // elsewhere (a slow local stdout) has not heard the server meanwhile.
-        let mut heard = Instant::now();
-        let mut pinged = heard;
-        loop {
-            let next = match self.keepalive {
-                None => self.socket.next().await,
-                Some(keepalive) => {
-                    let give_up = heard + keepalive.silence;
-                    let ping = pinged.max(heard) + keepalive.every;
-                    tokio::select! {
-                        biased;
-                        next = self.socket.next() => next,
-                        _ = sleep_until(give_up.min(ping)) => {
-                            pinged = Instant::now();
-                            if pinged >= give_up {
-                                return Err(self.silent(keepalive));
-                            }
-                            // A send that cannot even reach the kernel's buffer
-                            // within the silence left is the same dead connection.
-                            let send = self.socket.send(Message::Ping(Default::default()));
-                            match timeout(give_up - pinged, send).await {
-                                Ok(sent) => sent.map_err(ws_error)?,
-                                Err(_) => return Err(self.silent(keepalive)),
-                            }
-                            continue;
-                        }
-                    }
-                }
-            };
-            heard = Instant::now();
-            let message = match next {
-                None => {
-                    return Err(ClientError::Closed {
-                        code: None,
-                        reason: String::new(),
-                    })
-                }
-                Some(Err(e)) => return Err(ws_error(e)),
-                Some(Ok(m)) => m,
-            };
-            match message {
-                Message::Text(text) => {
-                    return serde_json::from_str(&text).map_err(|e| {
-                        ClientError::Protocol(format!(
-                            "the server sent a frame that is not JSON-RPC: {e}"
-                        ))
-                    })
-                }
-                Message::Close(frame) => {
-                    return Err(ClientError::Closed {
-                        code: frame.as_ref().map(|f| u16::from(f.code)),
-                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    })
-                }
-                Message::Binary(_) => {
-                    return Err(ClientError::Protocol(
-                        "the server sent a binary frame".into(),
-                    ))
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn silent(&self, keepalive: KeepAlive) -> ClientError {
-        ClientError::Silent {
-            url: self.url.clone(),
-            after: keepalive.silence,
-        }
     }
 
     /// Closes the session politely.
