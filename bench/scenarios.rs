@@ -147,6 +147,9 @@ pub async fn run(args: Args) -> Result<Report, BenchError> {
             reason: format!("no server binary at {}", bin.display()),
         });
     }
+    // Absolute: P12 runs it from another working directory.
+    let bin =
+        std::fs::canonicalize(&bin).map_err(|e| BenchError::io(bin.display().to_string(), e))?;
     const IDS: [&str; 11] = [
         "P1", "P2", "P3", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12",
     ];
