@@ -37,43 +37,47 @@ pub(super) fn parse_incoming(text: &str, batches: bool) -> Result<Incoming, Clie
     parse_frame(text).map(Incoming::Frame)
 }
 
+impl Incoming {
+    /// The process event it is (see [`event_of`]).
+    pub(super) fn into_event(self) -> Result<Event, ClientError> {
+        match self {
+            Incoming::Output(output) => Ok(Event::Output(output)),
+            Incoming::Frame(frame) => event_of(frame),
+        }
+    }
+}
+
 /// The process event of a frame that is not a response: an `error` member
 /// is the error; unknown notifications are [`Event::Other`].
 pub(super) fn event_of(mut frame: Frame) -> Result<Event, ClientError> {
     if let Some(error) = frame.error {
         return Err(ClientError::Rpc(error));
     }
-    let known = matches!(
-        frame.method.as_deref(),
-        Some(
-            method::PROCESS_STARTED
-                | method::PROCESS_OUTPUT
-                | method::PROCESS_COMPLETED
-                | method::PROCESS_PAUSED
-                | method::PROCESS_RESUMED
-                | method::PROCESS_CANCELED
-        )
-    );
-    if !known {
-        return Ok(Event::Other(frame));
+    // Taken, not copied: an output batch's data is up to 64 KiB. Only a
+    // known notification's are taken; any other frame is kept whole.
+    fn params(params: &mut Option<Value>) -> Value {
+        params.take().unwrap_or(Value::Null)
     }
-    // Taken, not copied: an output batch's data is up to 64 KiB.
-    let params = frame.params.take().unwrap_or(Value::Null);
     let parse = |what: &str| ClientError::Protocol(format!("malformed {what} notification"));
     Ok(match frame.method.as_deref() {
-        Some(method::PROCESS_STARTED) => {
-            Event::Started(serde_json::from_value(params).map_err(|_| parse("process.started"))?)
-        }
-        Some(method::PROCESS_OUTPUT) => {
-            Event::Output(serde_json::from_value(params).map_err(|e| {
+        Some(method::PROCESS_STARTED) => Event::Started(
+            serde_json::from_value(params(&mut frame.params))
+                .map_err(|_| parse("process.started"))?,
+        ),
+        Some(method::PROCESS_OUTPUT) => Event::Output(
+            serde_json::from_value(params(&mut frame.params)).map_err(|e| {
                 ClientError::Protocol(format!("malformed process.output notification: {e}"))
-            })?)
-        }
+            })?,
+        ),
         Some(method::PROCESS_COMPLETED) => Event::Completed(
-            serde_json::from_value(params).map_err(|_| parse("process.completed"))?,
+            serde_json::from_value(params(&mut frame.params))
+                .map_err(|_| parse("process.completed"))?,
         ),
         Some(method::PROCESS_PAUSED | method::PROCESS_RESUMED | method::PROCESS_CANCELED) => {
-            Event::Control(serde_json::from_value(params).map_err(|_| parse("process control"))?)
+            Event::Control(
+                serde_json::from_value(params(&mut frame.params))
+                    .map_err(|_| parse("process control"))?,
+            )
         }
         _ => Event::Other(frame),
     })
@@ -115,10 +119,7 @@ impl Client {
             Some(incoming) => incoming,
             None => self.next_incoming().await?,
         };
-        match incoming {
-            Incoming::Output(output) => Ok(Event::Output(output)),
-            Incoming::Frame(frame) => event_of(frame),
-        }
+        incoming.into_event()
     }
 
     /// The next JSON-RPC frame from the socket. WebSocket pings are answered
@@ -247,10 +248,7 @@ mod tests {
 
     /// How it reads in a session with batches.
     fn fast(text: &str) -> String {
-        let event = parse_incoming(text, true).and_then(|incoming| match incoming {
-            Incoming::Output(output) => Ok(Event::Output(output)),
-            Incoming::Frame(frame) => event_of(frame),
-        });
+        let event = parse_incoming(text, true).and_then(Incoming::into_event);
         format!("{event:?}")
     }
 
