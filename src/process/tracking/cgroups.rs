@@ -115,13 +115,13 @@ pub fn remove_all() {
 
 /// One command's cgroup: its directory, and the directory opened once for
 /// `clone3`'s `CLONE_INTO_CGROUP` (`None` if it could not be opened).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct CommandCgroup {
     pub(super) dir: PathBuf,
     pub(super) fd: Option<Arc<OwnedFd>>,
     /// `cgroup.events`, held open while a command runs in the cgroup (see
     /// [`CommandCgroup::hold_events`]); closed when the cgroup is given back.
-    events_file: Option<Arc<File>>,
+    events_file: Option<File>,
 }
 
 impl CommandCgroup {
@@ -140,7 +140,7 @@ impl CommandCgroup {
     /// fresh one costs an `openat`, a `pread` and a `close`.
     pub(super) fn hold_events(&mut self) {
         if self.events_file.is_none() {
-            self.events_file = self.open("cgroup.events").map(Arc::new);
+            self.events_file = self.open("cgroup.events");
         }
     }
 
@@ -160,18 +160,18 @@ impl CommandCgroup {
     /// with `pread` (no `stat` for a size hint: these files report none).
     /// Empty when it cannot be read.
     pub(super) fn read(&self, file: &str) -> String {
-        let held = match &self.events_file {
-            Some(events) if file == "cgroup.events" => Some(events.clone()),
-            _ => None,
-        };
-        let file = match held {
-            Some(events) => events,
-            None => match self.open(file) {
-                Some(opened) => Arc::new(opened),
+        let opened;
+        let file = match &self.events_file {
+            Some(events) if file == "cgroup.events" => events,
+            _ => match self.open(file) {
+                Some(file) => {
+                    opened = file;
+                    &opened
+                }
                 None => return String::new(),
             },
         };
-        procfs::reread(&file).unwrap_or_default()
+        procfs::reread(file).unwrap_or_default()
     }
 
     /// Whether no cgroup exists below this one, live or dying (read from
@@ -234,7 +234,7 @@ pub(super) fn take_from_pool() -> Option<CommandCgroup> {
 /// removes it otherwise (see [`Wear`]). A cgroup no process was born in (a
 /// spawn that failed) is checked the same way as one whose command ended
 /// cleanly: empty, thawed, and without a sub-cgroup.
-pub(super) fn give_back(cgroup: CommandCgroup, wear: Wear) {
+pub(super) fn give_back(mut cgroup: CommandCgroup, wear: Wear) {
     let fit = match wear {
         Wear::Retired => false,
         Wear::Clean => cgroup.has_no_descendants(),
@@ -245,7 +245,6 @@ pub(super) fn give_back(cgroup: CommandCgroup, wear: Wear) {
     };
     if fit {
         // A pooled cgroup holds no file but its directory.
-        let mut cgroup = cgroup;
         cgroup.events_file = None;
         if let Some(tracker) = TRACKER.get() {
             let mut pool = tracker.pool.lock().unwrap_or_else(|p| p.into_inner());
