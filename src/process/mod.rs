@@ -78,9 +78,8 @@ use readiness::Readiness;
 use tracking::Scope;
 
 /// Events in flight between the pipes and the consumer: with at most
-/// [`OUTPUT_BATCH`] (64 KiB) of data each, this bounds queued output to about
-/// 1 MiB per process (plus
-/// what `lines` holds of an unfinished line).
+/// [`OUTPUT_BATCH`] (64 KiB) of data each, this bounds queued output to
+/// about 1 MiB per process (plus what `lines` holds of an unfinished line).
 const EVENT_QUEUE: usize = 16;
 /// Grace for what a command leaves behind once its shell is gone.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
