@@ -68,8 +68,7 @@ async fn leave_a_term_ignoring_leftover(server: &TestServer, tag: &str) {
     assert_eq!(outcome.completed.exit_code, 0, "{outcome:?}");
 
     let mut params = ExecuteParams::command(format!(
-        "setsid sh -c 'echo $$ >> {pids}; trap \"\" TERM; sleep 61.{tag}' & sleep 62.{tag}",
-        pids = pid_file(tag).display()
+        "setsid sh -c 'echo $$ >> {pids}; trap \"\" TERM; sleep 61.{tag}' & sleep 62.{tag}"
     ));
     params.timeout = Some(30.0);
     client.execute(&params).await.expect("execute");
